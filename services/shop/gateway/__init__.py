@@ -1,0 +1,1 @@
+"""Gateway: the public edge API of the shop."""

@@ -1,0 +1,30 @@
+"""Wires the gateway into the shared runtime."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from shop.gateway.servicer import GatewayServicer
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
+from shop.runtime import Runtime
+from shop.runtime.config import INVENTORY_TARGET, ORDERS_TARGET
+from shop.v1 import gateway_pb2, gateway_pb2_grpc, inventory_pb2_grpc, orders_pb2_grpc
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+
+
+@asynccontextmanager
+async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
+    orders = orders_pb2_grpc.OrdersStub(
+        runtime.channel(ORDERS_TARGET.read(os.environ), ORDERS_SERVICE)
+    )
+    inventory = inventory_pb2_grpc.InventoryStub(
+        runtime.channel(INVENTORY_TARGET.read(os.environ), INVENTORY_SERVICE)
+    )
+    gateway_pb2_grpc.add_GatewayServicer_to_server(
+        GatewayServicer(orders, inventory), runtime.server
+    )
+    yield (SERVICE_NAME,)

@@ -1,0 +1,1 @@
+"""Inventory: the catalog and its stock, with atomic, idempotent reservations."""

@@ -1,0 +1,30 @@
+"""Wires the inventory service into the shared runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from shop.inventory.servicer import InventoryServicer
+from shop.inventory.store import InventoryStore
+from shop.runtime import Runtime
+from shop.runtime.config import SEED_STOCK, database_url
+from shop.runtime.database import Database
+from shop.v1 import inventory_pb2, inventory_pb2_grpc
+
+SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name
+
+
+@asynccontextmanager
+async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
+    import os
+
+    seed_stock = SEED_STOCK.read(os.environ)
+    db = Database(database_url("inventory"))
+    store = InventoryStore(db)
+    await store.initialize(seed_stock)
+    inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(store), runtime.server)
+    try:
+        yield (SERVICE_NAME,)
+    finally:
+        await db.dispose()

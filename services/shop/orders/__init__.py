@@ -1,0 +1,1 @@
+"""Orders: idempotent order placement over inventory reservations."""

@@ -1,0 +1,50 @@
+"""Wires the orders service into the shared runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.orders.reconciler import Reconciler
+from shop.orders.servicer import OrderPlacement, OrdersServicer
+from shop.orders.store import OrderStore
+from shop.runtime import Runtime
+from shop.runtime.config import INVENTORY_TARGET, ChannelConfig, database_url
+from shop.runtime.database import Database
+from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
+
+SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name
+RECONCILE_INTERVAL_S = 5.0
+# Reserve is capped at SHOP_DOWNSTREAM_TIMEOUT_S; anything PENDING for much longer
+# than that has no request working on it any more.
+STALE_MARGIN_S = 25.0
+
+
+@asynccontextmanager
+async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
+    import os
+
+    channel_config = ChannelConfig.from_env()
+    inventory_target = INVENTORY_TARGET.read(os.environ)
+    db = Database(database_url("orders"))
+    store = OrderStore(db)
+    await store.initialize()
+    inventory = inventory_pb2_grpc.InventoryStub(
+        runtime.channel(inventory_target, INVENTORY_SERVICE)
+    )
+    placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
+    orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(placement), runtime.server)
+    reconciler = Reconciler(
+        placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S
+    )
+    task = asyncio.get_running_loop().create_task(reconciler.run_forever())
+    try:
+        yield (SERVICE_NAME,)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await db.dispose()

@@ -1,0 +1,237 @@
+"""Order storage. The idempotency key is unique in the table, so two concurrent
+requests with the same key (from any replica) end up with one order row.
+
+Internal states beyond the public enum: REJECTED (inventory said no; nothing was
+reserved) and FAILED (an attempt's outcome was unknown and its reservation has been
+released). Neither is visible to clients as an order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Row
+
+from shop.runtime.database import Database
+
+PENDING = "PENDING"
+CONFIRMED = "CONFIRMED"
+CANCELLING = "CANCELLING"
+CANCELLED = "CANCELLED"
+REJECTED = "REJECTED"
+FAILED = "FAILED"
+VISIBLE_STATES = (PENDING, CONFIRMED, CANCELLING, CANCELLED)
+
+metadata = MetaData()
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(36), primary_key=True),
+    Column("idempotency_key", String(128), nullable=False, unique=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    # For REJECTED orders: the inventory's status, replayed to retries of the key.
+    Column("failure_code", String(32), nullable=True),
+    Column("failure_message", String(1000), nullable=True),
+    Column("failure_details", LargeBinary, nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("updated_at", String(40), nullable=False),
+)
+
+order_items = Table(
+    "order_items",
+    metadata,
+    Column("order_id", String(36), ForeignKey("orders.order_id"), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order_id: str
+    idempotency_key: str
+    request_hash: str
+    customer_id: str
+    status: str
+    attempt: int
+    total_cents: int
+    items: tuple[Item, ...]
+    created_at: str
+    updated_at: str
+    failure_code: str | None = None
+    failure_message: str | None = None
+    failure_details: bytes | None = None
+
+    @property
+    def reservation_id(self) -> str:
+        # One reservation per attempt: a released (FAILED) attempt's id is spent.
+        return f"{self.order_id}:{self.attempt}"
+
+
+def request_hash(customer_id: str, items: list[Item]) -> str:
+    """Fingerprint of what was ordered, to catch a key reused for another order."""
+    canonical = customer_id + "\n" + "\n".join(f"{i.sku}:{i.quantity}" for i in sorted(
+        items, key=lambda i: i.sku))  # fmt: skip
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _record(row: Row[tuple[object, ...]], items: tuple[Item, ...]) -> OrderRecord:
+    m = row._mapping
+    return OrderRecord(
+        order_id=m["order_id"],
+        idempotency_key=m["idempotency_key"],
+        request_hash=m["request_hash"],
+        customer_id=m["customer_id"],
+        status=m["status"],
+        attempt=m["attempt"],
+        total_cents=m["total_cents"],
+        items=items,
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        failure_code=m["failure_code"],
+        failure_message=m["failure_message"],
+        failure_details=m["failure_details"],
+    )
+
+
+class OrderStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def initialize(self) -> None:
+        await self._db.create_schema(metadata)
+
+    async def create_or_get(self, key: str, customer_id: str, items: list[Item]) -> OrderRecord:
+        """The order for ``key``: a new PENDING one, or whatever the key already has."""
+        now = _now()
+        order_id = str(uuid.uuid4())
+        async with self._db.write() as conn:
+            created = await conn.execute(
+                self._db.insert_ignoring_conflicts(orders).values(
+                    order_id=order_id,
+                    idempotency_key=key,
+                    request_hash=request_hash(customer_id, items),
+                    customer_id=customer_id,
+                    status=PENDING,
+                    attempt=1,
+                    total_cents=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            if created.rowcount == 1:
+                await conn.execute(
+                    order_items.insert(),
+                    [{"order_id": order_id, "sku": i.sku, "quantity": i.quantity} for i in items],
+                )
+        found = await self.get_by_key(key)
+        assert found is not None, "an order row exists for a key just inserted"
+        return found
+
+    async def get_by_key(self, key: str) -> OrderRecord | None:
+        return await self._get(orders.c.idempotency_key == key)
+
+    async def get(self, order_id: str) -> OrderRecord | None:
+        return await self._get(orders.c.order_id == order_id)
+
+    async def _get(self, condition: object) -> OrderRecord | None:
+        async with self._db.read() as conn:
+            row = (await conn.execute(select(orders).where(condition))).first()  # type: ignore[arg-type]
+            if row is None:
+                return None
+            items = (
+                await conn.execute(
+                    select(order_items.c.sku, order_items.c.quantity)
+                    .where(order_items.c.order_id == row.order_id)
+                    .order_by(order_items.c.sku)
+                )
+            ).all()
+        return _record(row, tuple(Item(sku, qty) for sku, qty in items))
+
+    async def transition(
+        self, order: OrderRecord, to_status: str, from_statuses: tuple[str, ...], **values: object
+    ) -> OrderRecord | None:
+        """Moves ``order`` to ``to_status`` if it is still in one of ``from_statuses`` at
+        the same attempt; returns the updated record, or None if something else won."""
+        now = _now()
+        async with self._db.write() as conn:
+            changed = await conn.execute(
+                update(orders)
+                .where(
+                    orders.c.order_id == order.order_id,
+                    orders.c.attempt == order.attempt,
+                    orders.c.status.in_(from_statuses),
+                )
+                .values(status=to_status, updated_at=now, **values)
+            )
+        if changed.rowcount == 0:
+            return None
+        fields = {k: v for k, v in values.items() if k in OrderRecord.__dataclass_fields__}
+        return replace(order, status=to_status, updated_at=now, **fields)  # type: ignore[arg-type]
+
+    async def list_for_customer(
+        self, customer_id: str, after: tuple[str, str] | None, limit: int
+    ) -> list[OrderRecord]:
+        """Newest first; ``after`` is the (created_at, order_id) of the previous page's end."""
+        query = (
+            select(orders.c.order_id)
+            .where(orders.c.customer_id == customer_id, orders.c.status.in_(VISIBLE_STATES))
+            .order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(tuple_(orders.c.created_at, orders.c.order_id) < tuple_(*after))
+        async with self._db.read() as conn:
+            ids = (await conn.execute(query)).scalars().all()
+        records = [await self.get(order_id) for order_id in ids]
+        return [r for r in records if r is not None]
+
+    async def stale(self, statuses: tuple[str, ...], older_than_s: float) -> list[OrderRecord]:
+        cutoff = (datetime.now(UTC) - timedelta(seconds=older_than_s)).isoformat(
+            timespec="microseconds"
+        )
+        async with self._db.read() as conn:
+            ids = (
+                (
+                    await conn.execute(
+                        select(orders.c.order_id)
+                        .where(orders.c.status.in_(statuses), orders.c.updated_at < cutoff)
+                        .limit(100)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        records = [await self.get(order_id) for order_id in ids]
+        return [r for r in records if r is not None]

@@ -1,0 +1,330 @@
+"""Configuration from the environment, validated once at start-up.
+
+Every variable a service reads is declared here as a :class:`Setting`, so the full
+list can be printed (``shop env``), documented, and compared with what the Helm
+chart sets. A bad value raises :class:`ConfigError` whose message is the one line
+the process prints before exiting: it names the variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One environment variable: its name, default, parser and help text."""
+
+    name: str
+    default: str
+    parse: Callable[[str], T]
+    allowed: str
+    help: str
+
+    def read(self, environ: Mapping[str, str]) -> T:
+        raw = environ.get(self.name, self.default)
+        try:
+            return self.parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise ConfigError(
+                f"{self.name}={raw!r} is not valid: expected {self.allowed}{detail}"
+            ) from None
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0 or value != value:
+        raise ValueError("")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("")
+    return value
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in options:
+            raise ValueError("")
+        return value
+
+    return parse
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("")
+
+
+_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
+
+
+def _address(raw: str) -> str:
+    match = _HOST_PORT.match(raw)
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise ValueError("")
+    return raw
+
+
+def _optional_address(raw: str) -> str:
+    return "" if raw.lower() in {"", "off", "none"} else _address(raw)
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _non_empty(raw: str) -> str:
+    if not raw:
+        raise ValueError("")
+    return raw
+
+
+# --- every variable the services read ------------------------------------------------
+
+LISTEN_ADDR = Setting(
+    "SHOP_LISTEN_ADDR", "0.0.0.0:50051", _address, "HOST:PORT", "gRPC listen address"
+)
+METRICS_ADDR = Setting(
+    "SHOP_METRICS_ADDR",
+    "0.0.0.0:9464",
+    _optional_address,
+    "HOST:PORT or 'off'",
+    "Prometheus /metrics listen address",
+)
+POD_NAME = Setting(
+    "SHOP_POD_NAME",
+    "",
+    _text,
+    "any text",
+    "name reported as the serving pod (default: the host name)",
+)
+LOG_LEVEL = Setting(
+    "SHOP_LOG_LEVEL",
+    "info",
+    _choice("debug", "info", "warning", "error"),
+    "one of debug, info, warning, error",
+    "log level",
+)
+DRAIN_DELAY_S = Setting(
+    "SHOP_DRAIN_DELAY_S",
+    "5",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "time between failing readiness and stopping the server on SIGTERM",
+)
+SHUTDOWN_GRACE_S = Setting(
+    "SHOP_SHUTDOWN_GRACE_S",
+    "10",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "time in-flight calls get to finish once the server stops",
+)
+MAX_CONNECTION_AGE_S = Setting(
+    "SHOP_MAX_CONNECTION_AGE_S",
+    "0",
+    _non_negative_float,
+    "a number of seconds >= 0 (0 = unlimited)",
+    "server sends GOAWAY after a connection is this old, so clients re-resolve",
+)
+MAX_CONNECTION_AGE_GRACE_S = Setting(
+    "SHOP_MAX_CONNECTION_AGE_GRACE_S",
+    "5",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "calls in flight on an aged connection get this long to finish",
+)
+KEEPALIVE_TIME_S = Setting(
+    "SHOP_KEEPALIVE_TIME_S",
+    "30",
+    _non_negative_float,
+    "a number of seconds >= 0 (0 = off)",
+    "HTTP/2 keepalive ping interval, server and client side",
+)
+DATABASE_URL = Setting(
+    "DATABASE_URL",
+    "",
+    _text,
+    "an SQLAlchemy URL (sqlite+aiosqlite:// or postgresql+asyncpg://)",
+    "database; empty means an SQLite file in SHOP_DATA_DIR",
+)
+DATA_DIR = Setting(
+    "SHOP_DATA_DIR", "./data", _non_empty, "a directory path", "where SQLite files live"
+)
+ORDERS_TARGET = Setting(
+    "SHOP_ORDERS_TARGET",
+    "127.0.0.1:50052",
+    _non_empty,
+    "a gRPC target (host:port, dns:///name:port, ipv4:a:p,b:p, xds:///name:port)",
+    "where the orders service is",
+)
+INVENTORY_TARGET = Setting(
+    "SHOP_INVENTORY_TARGET",
+    "127.0.0.1:50053",
+    _non_empty,
+    "a gRPC target (host:port, dns:///name:port, ipv4:a:p,b:p, xds:///name:port)",
+    "where the inventory service is",
+)
+LB_POLICY = Setting(
+    "SHOP_LB_POLICY",
+    "round_robin",
+    _choice("pick_first", "round_robin"),
+    "pick_first or round_robin",
+    "client load-balancing policy (ignored for xds:/// targets, which get it from xDS)",
+)
+CLIENT_HEALTH_CHECK = Setting(
+    "SHOP_CLIENT_HEALTH_CHECK",
+    "true",
+    _boolean,
+    "true or false",
+    "round_robin skips backends whose health service says NOT_SERVING",
+)
+DNS_MIN_RERESOLUTION_S = Setting(
+    "SHOP_DNS_MIN_RERESOLUTION_S",
+    "30",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "lower bound between two DNS resolutions of a client channel",
+)
+DOWNSTREAM_TIMEOUT_S = Setting(
+    "SHOP_DOWNSTREAM_TIMEOUT_S",
+    "5",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "deadline for a downstream call when the incoming call has none",
+)
+RETRY_MAX_ATTEMPTS = Setting(
+    "SHOP_RETRY_MAX_ATTEMPTS",
+    "4",
+    _positive_int,
+    "an integer from 1 to 5",
+    "attempts per downstream call on UNAVAILABLE (retries are idempotent by design)",
+)
+UVLOOP = Setting("SHOP_UVLOOP", "true", _boolean, "true or false", "run on uvloop")
+SEED_STOCK = Setting(
+    "SHOP_SEED_STOCK",
+    "1000000",
+    _positive_int,
+    "an integer > 0",
+    "inventory: stock of each catalog product created on first start",
+)
+
+ALL_SETTINGS: tuple[Setting[Any], ...] = (
+    LISTEN_ADDR,
+    METRICS_ADDR,
+    POD_NAME,
+    LOG_LEVEL,
+    DRAIN_DELAY_S,
+    SHUTDOWN_GRACE_S,
+    MAX_CONNECTION_AGE_S,
+    MAX_CONNECTION_AGE_GRACE_S,
+    KEEPALIVE_TIME_S,
+    DATABASE_URL,
+    DATA_DIR,
+    ORDERS_TARGET,
+    INVENTORY_TARGET,
+    LB_POLICY,
+    CLIENT_HEALTH_CHECK,
+    DNS_MIN_RERESOLUTION_S,
+    DOWNSTREAM_TIMEOUT_S,
+    RETRY_MAX_ATTEMPTS,
+    UVLOOP,
+    SEED_STOCK,
+)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What every server needs: addresses, identity, shutdown and connection timing."""
+
+    listen_addr: str
+    metrics_addr: str
+    pod_name: str
+    log_level: str
+    drain_delay_s: float
+    shutdown_grace_s: float
+    max_connection_age_s: float
+    max_connection_age_grace_s: float
+    keepalive_time_s: float
+    use_uvloop: bool
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            listen_addr=LISTEN_ADDR.read(env),
+            metrics_addr=METRICS_ADDR.read(env),
+            pod_name=POD_NAME.read(env) or socket.gethostname(),
+            log_level=LOG_LEVEL.read(env),
+            drain_delay_s=DRAIN_DELAY_S.read(env),
+            shutdown_grace_s=SHUTDOWN_GRACE_S.read(env),
+            max_connection_age_s=MAX_CONNECTION_AGE_S.read(env),
+            max_connection_age_grace_s=MAX_CONNECTION_AGE_GRACE_S.read(env),
+            keepalive_time_s=KEEPALIVE_TIME_S.read(env),
+            use_uvloop=UVLOOP.read(env),
+        )
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """How this service's client channels reach the next hop."""
+
+    lb_policy: str
+    client_health_check: bool
+    dns_min_reresolution_s: float
+    downstream_timeout_s: float
+    retry_max_attempts: int
+    keepalive_time_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ChannelConfig:
+        env = os.environ if environ is None else environ
+        attempts = RETRY_MAX_ATTEMPTS.read(env)
+        if attempts > 5:
+            # gRPC silently caps maxAttempts at 5; say so rather than pretend.
+            raise ConfigError(
+                f"{RETRY_MAX_ATTEMPTS.name}={attempts} is not valid: expected "
+                f"{RETRY_MAX_ATTEMPTS.allowed}"
+            )
+        return cls(
+            lb_policy=LB_POLICY.read(env),
+            client_health_check=CLIENT_HEALTH_CHECK.read(env),
+            dns_min_reresolution_s=DNS_MIN_RERESOLUTION_S.read(env),
+            downstream_timeout_s=DOWNSTREAM_TIMEOUT_S.read(env),
+            retry_max_attempts=attempts,
+            keepalive_time_s=KEEPALIVE_TIME_S.read(env),
+        )
+
+
+def database_url(service: str, environ: Mapping[str, str] | None = None) -> str:
+    """``DATABASE_URL`` if set, else an SQLite file per service in ``SHOP_DATA_DIR``."""
+    env = os.environ if environ is None else environ
+    url = DATABASE_URL.read(env)
+    if url:
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://")):
+            raise ConfigError(
+                f"{DATABASE_URL.name}={url!r} is not valid: expected {DATABASE_URL.allowed}"
+            )
+        return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    data_dir = os.path.abspath(DATA_DIR.read(env))
+    return f"sqlite+aiosqlite:///{data_dir}/{service}.db"

@@ -1,0 +1,96 @@
+"""SQLAlchemy async engines for SQLite (embedded default) and PostgreSQL.
+
+SQLite is shared by all replicas of a service on one host, so writes must lock the
+database before they read: writes run in ``BEGIN IMMEDIATE`` transactions (the
+writer waits on ``busy_timeout`` instead of failing a lock upgrade with
+SQLITE_BUSY), while reads use a second engine with ordinary deferred transactions
+so WAL lets them run beside a writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import MetaData, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any constant works; it only has to be the same for every replica.
+_SCHEMA_LOCK_KEY = 0x5350_0001
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=4, max_overflow=4)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the driver so "begin" below decides.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """A write engine and a read engine (the same one on PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1]
+            if path and path != ":memory:":
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._writer = _sqlite_engine(url, immediate=True)
+            self._reader = _sqlite_engine(url, immediate=False)
+        else:
+            self._writer = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
+            self._reader = self._writer
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits on success and rolls back on any exception."""
+        async with self._writer.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._reader.begin() as connection:
+            yield connection
+
+    def insert_ignoring_conflicts(self, table: Table) -> Insert:
+        """``INSERT ... ON CONFLICT DO NOTHING`` in the engine's dialect."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        statement: Insert = dialect.insert(table).on_conflict_do_nothing()
+        return statement
+
+    async def create_schema(self, metadata: MetaData) -> None:
+        """Creates missing tables; safe when every replica starts at once."""
+        async with self.write() as connection:
+            if not self.is_sqlite:
+                # Concurrent CREATE TABLE on PostgreSQL races on the catalog; serialize it.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+                )
+            await connection.run_sync(metadata.create_all)
+
+    async def dispose(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

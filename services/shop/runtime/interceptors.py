@@ -1,0 +1,291 @@
+"""One server and one client interceptor doing all per-call work in a single pass.
+
+Stacking separate interceptors (metrics, tracing, deadline, route) costs a Python
+frame and an awaitable wrapper each on every call; the OpenTelemetry gRPC
+instrumentation alone cost about a third of the throughput on our machines. These
+two do metrics, spans, deadline propagation and pod-route reporting together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from shop.runtime.callscope import ROUTE_TRAILER, CallScope, current_scope, format_hop
+from shop.runtime.metrics import RpcMetrics, code_name, split_method
+
+_TYPES = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
+
+# Health checks and reflection are infrastructure: keep them out of spans (not metrics).
+_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+def _metadata_dict(metadata: Any) -> dict[str, str]:
+    return {k: v for k, v in (metadata or ()) if isinstance(v, str)}
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self, service: str, pod: str, metrics: RpcMetrics, tracer: trace.Tracer | None
+    ) -> None:
+        self._hop = format_hop(service, pod)
+        self._metrics = metrics
+        self._tracer = tracer
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        full_method: str = details.method
+        grpc_type = _TYPES[(handler.request_streaming, handler.response_streaming)]
+        service, method = split_method(full_method)
+        labels = (grpc_type, service, method)
+        tracer = None if full_method.startswith(_UNTRACED_PREFIXES) else self._tracer
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, labels, full_method, tracer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, labels, full_method, tracer),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client/bidi streaming: not used by the shop
+
+    def _open(
+        self, context: grpc.aio.ServicerContext, full_method: str, tracer: trace.Tracer | None
+    ) -> tuple[CallScope, Any]:
+        remaining = context.time_remaining()
+        scope = CallScope(deadline=None if remaining is None else time.monotonic() + remaining)
+        current_scope.set(scope)
+        span_cm: AbstractContextManager[Any] = nullcontext()
+        if tracer is not None:
+            parent = propagate.extract(_metadata_dict(context.invocation_metadata()))
+            span_cm = tracer.start_as_current_span(
+                full_method.lstrip("/"),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.method": full_method},
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+        return scope, span_cm
+
+    def _finish(
+        self,
+        context: grpc.aio.ServicerContext,
+        scope: CallScope,
+        code: grpc.StatusCode | None,
+        labels: tuple[str, str, str],
+        started: float,
+        ok: bool,
+    ) -> None:
+        if ok:
+            route = " ".join([self._hop, *scope.downstream_route])
+            context.set_trailing_metadata(((ROUTE_TRAILER, route),))
+        self._metrics.server_handled.labels(*labels, code_name(code)).inc()
+        self._metrics.server_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+        self._metrics.server_in_flight.labels(*labels).dec()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", (code or grpc.StatusCode.OK).value[0])
+            if code not in (None, grpc.StatusCode.OK):
+                span.set_status(Status(StatusCode.ERROR, code_name(code)))
+
+    def _wrap_unary(
+        self,
+        behavior: Callable[..., Any],
+        labels: tuple[str, str, str],
+        full_method: str,
+        tracer: trace.Tracer | None,
+    ) -> Callable[..., Any]:
+        metrics = self._metrics
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            metrics.server_started.labels(*labels).inc()
+            metrics.server_in_flight.labels(*labels).inc()
+            scope, span_cm = self._open(context, full_method, tracer)
+            code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
+            ok = False
+            with span_cm:
+                try:
+                    response = await behavior(request, context)
+                    code = context.code()
+                    ok = code in (None, grpc.StatusCode.OK)
+                    return response
+                except BaseException as exc:
+                    code = context.code() or _code_for_exception(exc)
+                    raise
+                finally:
+                    self._finish(context, scope, code, labels, started, ok)
+
+        return handle
+
+    def _wrap_stream(
+        self,
+        behavior: Callable[..., Any],
+        labels: tuple[str, str, str],
+        full_method: str,
+        tracer: trace.Tracer | None,
+    ) -> Callable[..., AsyncIterator[Any]]:
+        metrics = self._metrics
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            metrics.server_started.labels(*labels).inc()
+            metrics.server_in_flight.labels(*labels).inc()
+            scope, span_cm = self._open(context, full_method, tracer)
+            code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
+            ok = False
+            with span_cm:
+                try:
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                    code = context.code()
+                    ok = code in (None, grpc.StatusCode.OK)
+                except BaseException as exc:
+                    code = context.code() or _code_for_exception(exc)
+                    raise
+                finally:
+                    self._finish(context, scope, code, labels, started, ok)
+
+        return handle
+
+
+def _code_for_exception(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+# Strong references to the small tasks that record finished streams (asyncio keeps
+# only weak ones).
+_pending_records: set[asyncio.Task[None]] = set()
+
+
+class _ClientBase:
+    def __init__(
+        self, metrics: RpcMetrics, tracer: trace.Tracer | None, default_timeout_s: float
+    ) -> None:
+        self._metrics = metrics
+        self._tracer = tracer
+        self._default_timeout_s = default_timeout_s or None
+
+    def _details(self, details: Any, span: trace.Span | None) -> Any:
+        timeout = details.timeout
+        scope = current_scope.get()
+        remaining = scope.remaining_s() if scope is not None else None
+        if remaining is not None:
+            # Never give a downstream call more time than our caller gave us.
+            timeout = max(remaining, 0.001) if timeout is None else min(timeout, remaining)
+        elif timeout is None:
+            timeout = self._default_timeout_s
+        metadata = list(details.metadata or ())
+        if span is not None:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            metadata.extend(carrier.items())
+        return details._replace(timeout=timeout, metadata=grpc.aio.Metadata(*metadata))
+
+    def _start_span(self, method: str) -> trace.Span | None:
+        if self._tracer is None:
+            return None
+        return self._tracer.start_span(
+            method.lstrip("/"),
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc", "rpc.method": method},
+        )
+
+    def _record(
+        self,
+        labels: tuple[str, str, str],
+        code: grpc.StatusCode,
+        started: float,
+        span: trace.Span | None,
+        trailers: Any,
+    ) -> None:
+        self._metrics.client_handled.labels(*labels, code.name).inc()
+        self._metrics.client_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+        if span is not None:
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code != grpc.StatusCode.OK:
+                span.set_status(Status(StatusCode.ERROR, code.name))
+            span.end()
+        scope = current_scope.get()
+        if scope is not None and trailers:
+            for key, value in trailers:
+                if key == ROUTE_TRAILER:
+                    scope.add_route(value)
+
+
+def _method_labels(details: Any, grpc_type: str) -> tuple[str, str, str]:
+    method = details.method.decode() if isinstance(details.method, bytes) else details.method
+    service, name = split_method(method)
+    return grpc_type, service, name
+
+
+class UnaryClientInterceptor(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        labels = _method_labels(details, "unary")
+        self._metrics.client_started.labels(*labels).inc()
+        started = time.perf_counter()
+        span = self._start_span(f"/{labels[1]}/{labels[2]}")
+        call = await continuation(self._details(details, span), request)
+        try:
+            await call
+        except grpc.aio.AioRpcError:
+            pass  # the caller sees the error when it awaits the call itself
+        except BaseException:
+            self._record(labels, grpc.StatusCode.CANCELLED, started, span, None)
+            raise
+        self._record(labels, await call.code(), started, span, await call.trailing_metadata())
+        return call
+
+
+class StreamClientInterceptor(_ClientBase, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        labels = _method_labels(details, "server_stream")
+        self._metrics.client_started.labels(*labels).inc()
+        started = time.perf_counter()
+        span = self._start_span(f"/{labels[1]}/{labels[2]}")
+        call = await continuation(self._details(details, span), request)
+
+        def on_done(done_call: Any) -> None:
+            async def record() -> None:
+                self._record(labels, await done_call.code(), started, span, None)
+
+            task = asyncio.get_running_loop().create_task(record())
+            _pending_records.add(task)
+            task.add_done_callback(_pending_records.discard)
+
+        call.add_done_callback(on_done)
+        return call

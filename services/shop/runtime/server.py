@@ -1,0 +1,211 @@
+"""Server bootstrap shared by every service: one call runs a service to completion.
+
+``run_service`` validates configuration, starts the grpc.aio server with health,
+reflection, metrics and tracing, marks the service SERVING, and on SIGTERM/SIGINT
+follows the order Kubernetes needs: health NOT_SERVING -> drain delay (clients and
+endpoint lists notice) -> ``server.stop(grace)`` (in-flight calls finish) -> flush
+telemetry and close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from shop.runtime.channels import build_channel
+from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig
+from shop.runtime.errors import ShopError, abort_with
+from shop.runtime.interceptors import ServerInterceptor
+from shop.runtime.logs import configure_logging
+from shop.runtime.metrics import RpcMetrics
+from shop.runtime.shutdown import ShutdownSignal
+from shop.runtime.tracing import Tracing
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG_ERROR = 2
+
+
+@dataclass
+class Runtime:
+    """What a service's setup code gets: its config and ways to reach other services."""
+
+    service: str
+    config: ServerConfig
+    server: grpc.aio.Server
+    metrics: RpcMetrics
+    tracing: Tracing
+    _channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def channel(self, target: str, health_service: str) -> grpc.aio.Channel:
+        channel = build_channel(
+            target,
+            ChannelConfig.from_env(),
+            health_service,
+            self.metrics,
+            self.tracing.tracer if self.tracing.enabled else None,
+        )
+        self._channels.append(channel)
+        return channel
+
+    async def close_channels(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+# A setup function registers servicers on ``runtime.server`` and yields the full
+# names of the gRPC services it added; code after the yield runs on shutdown.
+ServiceSetup = Callable[[Runtime], AbstractAsyncContextManager[Sequence[str]]]
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        # Replicas of a service share a port on different IPs; never share one socket.
+        ("grpc.so_reuseport", 0),
+    ]
+    if config.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.max_connection_age_grace_s * 1000)),
+        ]
+    if config.keepalive_time_s > 0:
+        keepalive_ms = int(config.keepalive_time_s * 1000)
+        options += [
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            # Accept client pings at the rate our own clients send them.
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", keepalive_ms // 2),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+    return options
+
+
+class _ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Turns ShopError and failed downstream calls into statuses, for unary handlers."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except (ShopError, grpc.aio.AioRpcError) as error:
+                await abort_with(context, error)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def serve(
+    service: str, setup: ServiceSetup, config: ServerConfig, shutdown: ShutdownSignal
+) -> None:
+    metrics = RpcMetrics.create(service, config.pod_name)
+    tracing = Tracing(service, config.pod_name)
+    server = grpc.aio.server(
+        interceptors=[
+            ServerInterceptor(
+                service, config.pod_name, metrics, tracing.tracer if tracing.enabled else None
+            ),
+            _ErrorMapping(),
+        ],
+        options=server_options(config),
+    )
+    runtime = Runtime(service, config, server, metrics, tracing)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    try:
+        async with setup(runtime) as service_names:
+            reflection.enable_server_reflection(
+                (
+                    *service_names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
+            try:
+                server.add_insecure_port(config.listen_addr)
+            except RuntimeError:
+                raise ConfigError(
+                    f"SHOP_LISTEN_ADDR={config.listen_addr!r}: cannot listen there "
+                    "(address in use or not local)"
+                ) from None
+            await server.start()
+            if config.metrics_addr:
+                try:
+                    metrics.serve(config.metrics_addr)
+                except OSError as exc:
+                    raise ConfigError(
+                        f"SHOP_METRICS_ADDR={config.metrics_addr!r}: "
+                        f"cannot listen there ({exc.strerror})"
+                    ) from None
+            for name in ("", *service_names):
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            log.info(
+                "serving",
+                extra={"listen": config.listen_addr, "metrics": config.metrics_addr or None},
+            )
+            reason = await shutdown.wait()
+            await _drain(server, health, config, reason)
+    finally:
+        await runtime.close_channels()
+        tracing.shutdown()
+    log.info("stopped")
+
+
+async def _drain(
+    server: grpc.aio.Server, health: HealthServicer, config: ServerConfig, reason: str
+) -> None:
+    started = time.monotonic()
+    log.info("draining", extra={"signal": reason, "drain_delay_s": config.drain_delay_s})
+    # NOT_SERVING for every service; Watch streams see it at once.
+    await health.enter_graceful_shutdown()
+    await asyncio.sleep(config.drain_delay_s)
+    await server.stop(config.shutdown_grace_s)
+    log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
+
+
+def run_service(service: str, setup: ServiceSetup) -> None:
+    """Entry point of a service process: validated config, serve until signalled, exit."""
+    try:
+        config = ServerConfig.from_env()
+        ChannelConfig.from_env()  # fail fast on client settings too
+    except ConfigError as error:
+        print(f"{service}: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    configure_logging(service, config.pod_name, config.log_level)
+    if config.use_uvloop:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            log.warning("uvloop requested but not installed; using asyncio's loop")
+
+    async def main() -> None:
+        shutdown = ShutdownSignal()
+        shutdown.install()
+        await serve(service, setup, config, shutdown)
+
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        print(f"{service}: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
