@@ -212,6 +212,15 @@ class _ClientBase:
             metadata.extend(carrier.items())
         return details._replace(timeout=timeout, metadata=grpc.aio.Metadata(*metadata))
 
+    def _begin(
+        self, details: Any, grpc_type: str
+    ) -> tuple[tuple[str, str, str], float, trace.Span | None, Any]:
+        """Counts the start, opens the CLIENT span and returns the details to send."""
+        labels = _method_labels(details, grpc_type)
+        self._metrics.client_started.labels(*labels).inc()
+        span = self._start_span(f"/{labels[1]}/{labels[2]}")
+        return labels, time.perf_counter(), span, self._details(details, span)
+
     def _start_span(self, method: str) -> trace.Span | None:
         if self._tracer is None:
             return None
@@ -253,11 +262,8 @@ class UnaryClientInterceptor(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
-        labels = _method_labels(details, "unary")
-        self._metrics.client_started.labels(*labels).inc()
-        started = time.perf_counter()
-        span = self._start_span(f"/{labels[1]}/{labels[2]}")
-        call = await continuation(self._details(details, span), request)
+        labels, started, span, new_details = self._begin(details, "unary")
+        call = await continuation(new_details, request)
         try:
             await call
         except grpc.aio.AioRpcError:
@@ -273,11 +279,8 @@ class StreamClientInterceptor(_ClientBase, grpc.aio.UnaryStreamClientInterceptor
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
-        labels = _method_labels(details, "server_stream")
-        self._metrics.client_started.labels(*labels).inc()
-        started = time.perf_counter()
-        span = self._start_span(f"/{labels[1]}/{labels[2]}")
-        call = await continuation(self._details(details, span), request)
+        labels, started, span, new_details = self._begin(details, "server_stream")
+        call = await continuation(new_details, request)
 
         def on_done(done_call: Any) -> None:
             async def record() -> None:

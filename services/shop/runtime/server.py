@@ -10,10 +10,11 @@ telemetry and close connections.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,25 +93,48 @@ def server_options(config: ServerConfig) -> list[tuple[str, Any]]:
 
 
 class _ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Turns ShopError and failed downstream calls into statuses, for unary handlers."""
+    """Turns ShopError and failed downstream calls into statuses (see errors.py)."""
 
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behavior = handler.unary_unary
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await behavior(request, context)
-            except (ShopError, grpc.aio.AioRpcError) as error:
-                await abort_with(context, error)
+            async def handle_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await unary(request, context)
+                except (ShopError, grpc.aio.AioRpcError) as error:
+                    await abort_with(context, error)
 
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return grpc.unary_unary_rpc_method_handler(
+                handle_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def handle_stream(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                try:
+                    result = stream(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:  # a handler that writes with context.write() (e.g. Health.Watch)
+                        await result
+                except (ShopError, grpc.aio.AioRpcError) as error:
+                    await abort_with(context, error)
+
+            return grpc.unary_stream_rpc_method_handler(
+                handle_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
 async def serve(
