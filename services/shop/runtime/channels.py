@@ -22,14 +22,18 @@ from shop.runtime.metrics import RpcMetrics
 
 def service_config(config: ChannelConfig, target: str, health_service: str) -> dict[str, Any]:
     """The JSON service config for a channel to ``target``."""
-    retry = {
-        "maxAttempts": config.retry_max_attempts,
-        "initialBackoff": "0.05s",
-        "maxBackoff": "1s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    document: dict[str, Any] = {"methodConfig": [{"name": [{}], "retryPolicy": retry}]}
+    method: dict[str, Any] = {"name": [{}]}
+    # One attempt means no retries; gRPC rejects a retryPolicy with maxAttempts < 2
+    # (and with it the whole service config, failing every call).
+    if config.retry_max_attempts > 1:
+        method["retryPolicy"] = {
+            "maxAttempts": config.retry_max_attempts,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "1s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    document: dict[str, Any] = {"methodConfig": [method]}
     if not target.startswith("xds:"):
         # With xds:/// targets the control plane chooses the policy.
         document["loadBalancingConfig"] = [{config.lb_policy: {}}]
@@ -66,7 +70,9 @@ def build_channel(
     """An insecure channel with the shop's interceptors (metrics, spans, deadline, route)."""
     interceptors = [
         UnaryClientInterceptor(metrics, tracer, config.downstream_timeout_s),
-        StreamClientInterceptor(metrics, tracer, config.downstream_timeout_s),
+        # No default deadline for streams: a watch lasts until its final state or until
+        # the caller leaves; an incoming deadline still applies.
+        StreamClientInterceptor(metrics, tracer, 0),
     ]
     return grpc.aio.insecure_channel(
         target,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +32,25 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SCHEMA_LOCK_KEY = 0x5350_0001
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switches the database to WAL, waiting out other replicas doing the same.
+
+    Turning a new database file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once there instead of waiting on busy_timeout: replicas
+    that open a fresh file together would otherwise fail at start-up. Only that
+    first switch can contend, so the short blocking sleeps never hit live traffic.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
@@ -39,7 +60,7 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -164,14 +165,19 @@ async def serve(
                 ),
                 server,
             )
+            # Probed first: grpc's own bind failure also prints a core log line.
+            problem = _cannot_listen(config.listen_addr)
             try:
-                server.add_insecure_port(config.listen_addr)
+                if problem is None:
+                    server.add_insecure_port(config.listen_addr)
             except RuntimeError:
+                problem = "address in use or not local"
+            if problem is not None:
                 raise ConfigError(
-                    f"SHOP_LISTEN_ADDR={config.listen_addr!r}: cannot listen there "
-                    "(address in use or not local)"
-                ) from None
-            await server.start()
+                    f"SHOP_LISTEN_ADDR={config.listen_addr!r}: cannot listen there ({problem})"
+                )
+            # Metrics bind before the gRPC server starts: a server left running by a
+            # failed start-up would outlive the event loop.
             if config.metrics_addr:
                 try:
                     metrics.serve(config.metrics_addr)
@@ -180,6 +186,7 @@ async def serve(
                         f"SHOP_METRICS_ADDR={config.metrics_addr!r}: "
                         f"cannot listen there ({exc.strerror})"
                     ) from None
+            await server.start()
             for name in ("", *service_names):
                 await health.set(name, health_pb2.HealthCheckResponse.SERVING)
             log.info(
@@ -189,9 +196,35 @@ async def serve(
             reason = await shutdown.wait()
             await _drain(server, health, config, reason)
     finally:
+        # A no-op after a graceful stop; after a failed start-up or a cancellation it
+        # keeps the server from outliving the event loop.
+        await server.stop(None)
         await runtime.close_channels()
         tracing.shutdown()
     log.info("stopped")
+
+
+def _cannot_listen(address: str) -> str | None:
+    """Why ``host:port`` cannot be bound now, or None (any resolved address will do)."""
+    host, _, port = address.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as exc:
+        return f"cannot resolve {host!r}: {exc}"
+    problem = "no address to bind"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As grpc does: connections in TIME_WAIT do not make the port busy.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
+                continue
+        return None
+    return problem
 
 
 async def _drain(

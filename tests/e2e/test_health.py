@@ -1,0 +1,146 @@
+"""The gRPC health protocol on every replica, and what SIGTERM does to it.
+
+On SIGTERM a replica must first say NOT_SERVING (to Watch streams at once, to
+Check for the whole drain delay) while it keeps its port open, and only then stop
+and exit 0: that window is what lets clients and endpoint lists move away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shop.local.addresses import AddressPlan, free_net
+from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+
+from ..conftest import ClusterFactory
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_NAMES = {
+    "gateway": "shop.v1.Gateway",
+    "orders": "shop.v1.Orders",
+    "inventory": "shop.v1.Inventory",
+}
+DRAIN_DELAY_S = 3.0
+
+
+def _check(address: str, service: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        )
+    return int(response.status)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    data_dir: Path = tmp_path_factory.mktemp("health")
+    spec = ClusterSpec(
+        replicas={"gateway": 1, "orders": 1, "inventory": 1},
+        plan=AddressPlan(net=free_net()),
+        data_dir=data_dir,
+    )
+    with LocalCluster(spec) as running:
+        yield running
+
+
+@pytest.mark.parametrize("service", list(SERVICE_NAMES))
+def test_check_serving_for_server_and_service(cluster: LocalCluster, service: str) -> None:
+    address = cluster.replicas_of(service)[0].grpc_addr
+    assert _check(address, "") == SERVING
+    assert _check(address, SERVICE_NAMES[service]) == SERVING
+
+
+@pytest.mark.parametrize("service", list(SERVICE_NAMES))
+def test_check_unknown_service_is_not_found(cluster: LocalCluster, service: str) -> None:
+    address = cluster.replicas_of(service)[0].grpc_addr
+    other = next(name for key, name in SERVICE_NAMES.items() if key != service)
+    with pytest.raises(grpc.RpcError) as caught:
+        _check(address, other)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def _next_status(stream: grpc.aio.UnaryStreamCall, timeout_s: float) -> int:
+    response = await asyncio.wait_for(stream.read(), timeout_s)
+    assert response is not grpc.aio.EOF, "Watch stream ended"
+    return int(response.status)
+
+
+def _log_events(replica: Replica) -> list[dict[str, object]]:
+    events = []
+    for line in replica.log_path.read_text().splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+async def test_sigterm_drains_then_exits_zero(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory(gateway=1, orders=2, inventory=1, drain_delay_s=DRAIN_DELAY_S)
+    victim = cluster.replicas_of("orders")[1]
+    service = SERVICE_NAMES["orders"]
+    async with grpc.aio.insecure_channel(victim.grpc_addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watch_service = stub.Watch(health_pb2.HealthCheckRequest(service=service))
+        watch_server = stub.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert await _next_status(watch_service, 10) == SERVING
+        assert await _next_status(watch_server, 10) == SERVING
+
+        signalled = time.monotonic()
+        cluster.signal_replica(victim, signal.SIGTERM)
+        # Watch streams hear about it at once, long before the drain delay is over.
+        assert await _next_status(watch_service, DRAIN_DELAY_S) == NOT_SERVING
+        assert await _next_status(watch_server, DRAIN_DELAY_S) == NOT_SERVING
+        # The server still answers during the drain, and says it is going away.
+        during = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        overall = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert time.monotonic() - signalled < DRAIN_DELAY_S, "checked too late to prove a drain"
+        assert during.status == NOT_SERVING
+        assert overall.status == NOT_SERVING
+        assert victim.alive()
+        # Open streams would hold the graceful stop for its whole grace period.
+        watch_service.cancel()
+        watch_server.cancel()
+
+        code = await asyncio.to_thread(cluster.wait_exit, victim, 30)
+        stopped_after = time.monotonic() - signalled
+        assert code == 0, victim.log_tail()
+        # It waited out its drain delay before stopping.
+        assert stopped_after >= DRAIN_DELAY_S
+
+    # The rest of the shop is untouched.
+    survivor = cluster.replicas_of("orders")[0]
+    assert _check(survivor.grpc_addr, service) == SERVING
+    lifecycle = [
+        event["msg"]
+        for event in _log_events(victim)
+        if event["msg"] in {"serving", "draining", "server stopped", "stopped"}
+    ]
+    assert lifecycle == ["serving", "draining", "server stopped", "stopped"]
+    draining = next(e for e in _log_events(victim) if e["msg"] == "draining")
+    assert draining["signal"] == "SIGTERM"
+    assert draining["drain_delay_s"] == DRAIN_DELAY_S
+
+
+async def test_second_sigterm_exits_without_draining(cluster_factory: ClusterFactory) -> None:
+    """For the operator who does not want to wait out the drain delay."""
+    cluster = cluster_factory(
+        gateway=1, orders=1, inventory=1, service_env={"gateway": {"SHOP_DRAIN_DELAY_S": "60"}}
+    )
+    victim = cluster.replicas_of("gateway")[0]
+    cluster.signal_replica(victim, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while _check(victim.grpc_addr, "") != NOT_SERVING:
+        assert time.monotonic() < deadline, "first SIGTERM did not start the drain"
+        await asyncio.sleep(0.05)
+    cluster.signal_replica(victim, signal.SIGTERM)
+    code = await asyncio.to_thread(cluster.wait_exit, victim, 15)
+    assert code == 128 + signal.SIGTERM
