@@ -10,24 +10,22 @@ telemetry and close connections.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from shop.runtime.channels import build_channel
 from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig
-from shop.runtime.errors import ShopError, abort_with
+from shop.runtime.health import HealthService
 from shop.runtime.interceptors import ServerInterceptor
 from shop.runtime.logs import configure_logging
 from shop.runtime.metrics import RpcMetrics
@@ -93,51 +91,6 @@ def server_options(config: ServerConfig) -> list[tuple[str, Any]]:
     return options
 
 
-class _ErrorMapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Turns ShopError and failed downstream calls into statuses (see errors.py)."""
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        if handler.unary_unary is not None:
-            unary = handler.unary_unary
-
-            async def handle_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    return await unary(request, context)
-                except (ShopError, grpc.aio.AioRpcError) as error:
-                    await abort_with(context, error)
-
-            return grpc.unary_unary_rpc_method_handler(
-                handle_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def handle_stream(
-                request: Any, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                try:
-                    result = stream(request, context)
-                    if inspect.isasyncgen(result):
-                        async for item in result:
-                            yield item
-                    else:  # a handler that writes with context.write() (e.g. Health.Watch)
-                        await result
-                except (ShopError, grpc.aio.AioRpcError) as error:
-                    await abort_with(context, error)
-
-            return grpc.unary_stream_rpc_method_handler(
-                handle_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
 async def serve(
     service: str, setup: ServiceSetup, config: ServerConfig, shutdown: ShutdownSignal
 ) -> None:
@@ -148,12 +101,11 @@ async def serve(
             ServerInterceptor(
                 service, config.pod_name, metrics, tracing.tracer if tracing.enabled else None
             ),
-            _ErrorMapping(),
         ],
         options=server_options(config),
     )
     runtime = Runtime(service, config, server, metrics, tracing)
-    health = HealthServicer()
+    health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
         async with setup(runtime) as service_names:
@@ -228,13 +180,14 @@ def _cannot_listen(address: str) -> str | None:
 
 
 async def _drain(
-    server: grpc.aio.Server, health: HealthServicer, config: ServerConfig, reason: str
+    server: grpc.aio.Server, health: HealthService, config: ServerConfig, reason: str
 ) -> None:
     started = time.monotonic()
     log.info("draining", extra={"signal": reason, "drain_delay_s": config.drain_delay_s})
     # NOT_SERVING for every service; Watch streams see it at once.
     await health.enter_graceful_shutdown()
     await asyncio.sleep(config.drain_delay_s)
+    health.end_watches()
     await server.stop(config.shutdown_grace_s)
     log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
 
