@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from shop.orderlines import validate_items
 from shop.orders.store import (
@@ -37,12 +39,37 @@ from shop.runtime.errors import (
     NotFound,
     PreconditionViolation,
     ReplayedStatus,
+    ShopError,
     status_details_of,
 )
 from shop.runtime.validation import Violations, decode_page_token, encode_page_token, page_size
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Sagas that must finish even if their caller goes away: strong references (asyncio
+# keeps only weak ones to tasks).
+_unfinished: set[asyncio.Task[Any]] = set()
+
+
+async def _run_to_completion(work: Coroutine[Any, Any, T]) -> T:
+    """Awaits ``work`` in a task that a cancelled caller (deadline, hang-up) cannot stop."""
+    task = asyncio.ensure_future(work)
+    _unfinished.add(task)
+    task.add_done_callback(_finished)
+    return await asyncio.shield(task)
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _unfinished.discard(task)
+    # Read the outcome so that one nobody waits for any more (the caller left) is not
+    # logged as "Task exception was never retrieved"; a caller still there gets it too.
+    error = None if task.cancelled() else task.exception()
+    if error is not None and not isinstance(error, grpc.aio.AioRpcError | ShopError):
+        log.error("order operation failed", exc_info=error)
+
 
 # Inventory answered and took nothing: safe to record as the order's final outcome.
 DEFINITE_REFUSALS = frozenset(
@@ -70,6 +97,21 @@ def to_message(order: OrderRecord) -> common_pb2.Order:
         created_at=order.created_at,
         updated_at=order.updated_at,
     )
+
+
+def _attempt_released(error: grpc.aio.AioRpcError, reservation_id: str) -> bool:
+    """True if inventory refused ``reservation_id`` because it was already released
+    (the ``RESERVATION`` violation of ``InventoryStore.reserve``)."""
+    raw = status_details_of(error)
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION or raw is None:
+        return False
+    for detail in status_pb2.Status.FromString(raw).details:
+        failure = error_details_pb2.PreconditionFailure()
+        if detail.Unpack(failure) and any(
+            v.type == "RESERVATION" and v.subject == reservation_id for v in failure.violations
+        ):
+            return True
+    return False
 
 
 class OrderPlacement:
@@ -106,6 +148,11 @@ class OrderPlacement:
         try:
             reserved = await self._inventory.Reserve(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:
+            if _attempt_released(error, order.reservation_id):
+                # A concurrent roll-back released this attempt: it is over (and holds
+                # no stock), so it is no answer for the order. Continue with the next.
+                await self.store.transition(order, FAILED, (PENDING,))
+                return await self.place(await self._reload(order))
             if error.code() in DEFINITE_REFUSALS:
                 await self.store.transition(
                     order,
@@ -121,7 +168,11 @@ class OrderPlacement:
         confirmed = await self.store.transition(
             order, CONFIRMED, (PENDING,), total_cents=reserved.total_cents
         )
-        return confirmed or await self._reload(order)
+        if confirmed is None:
+            # Another request confirmed this attempt, or a roll-back released it (its
+            # stock is back): answer from the order's current state, never the stale one.
+            return await self.place(await self._reload(order))
+        return confirmed
 
     async def roll_back(self, order: OrderRecord) -> None:
         """Releases an attempt whose outcome is unknown and marks it FAILED.
@@ -179,7 +230,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             )
         # Shielded: a caller that gives up mid-way must not stop the saga between
         # reserving stock and recording it.
-        placed = await asyncio.shield(self._placement.place(order))
+        placed = await _run_to_completion(self._placement.place(order))
         return to_message(placed)
 
     async def GetOrder(
@@ -227,7 +278,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 await self._visible(request.order_id)
             )
         if order.status == CANCELLING:
-            order = await asyncio.shield(self._placement.finish_cancel(order))
+            order = await _run_to_completion(self._placement.finish_cancel(order))
         return to_message(order)
 
     async def WatchOrder(

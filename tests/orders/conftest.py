@@ -1,0 +1,246 @@
+"""Orders fixtures: an orders server and an inventory server on loopback, run by the
+shared runtime's ``serve`` in this test's event loop, on a fresh database of each kind.
+
+The orders server reaches inventory through ``Runtime.channel`` (the production
+channel: round_robin, health checking, retries, deadline propagation). Tests get
+the ``OrderPlacement`` too, to drive the reconciler and look at stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.inventory.servicer import InventoryServicer
+from shop.inventory.store import InventoryStore
+from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
+from shop.orders.servicer import OrderPlacement, OrdersServicer
+from shop.orders.store import OrderRecord, OrderStore
+from shop.runtime.config import ServerConfig
+from shop.runtime.database import Database
+from shop.runtime.server import Runtime, ServiceSetup, serve
+from shop.runtime.shutdown import ShutdownSignal
+from shop.v1 import inventory_pb2, inventory_pb2_grpc, orders_pb2_grpc
+
+SEED_STOCK = 100
+
+ServicerFactory = Callable[[InventoryStore], InventoryServicer]
+
+
+@pytest.fixture(autouse=True)
+def _no_trace_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In-process servers read the OTEL_* variables; nothing collects spans here.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def serving(service: str, setup: ServiceSetup, port: int) -> AsyncIterator[str]:
+    """Runs ``setup`` under the runtime's ``serve`` on ``127.0.0.1:port``."""
+    address = f"127.0.0.1:{port}"
+    config = ServerConfig(
+        listen_addr=address,
+        metrics_addr="",
+        pod_name=f"{service}-t0",
+        log_level="info",
+        drain_delay_s=0.0,
+        shutdown_grace_s=1.0,
+        max_connection_age_s=0.0,
+        max_connection_age_grace_s=0.0,
+        keepalive_time_s=0.0,
+        use_uvloop=False,
+    )
+    shutdown = ShutdownSignal()
+    task = asyncio.get_running_loop().create_task(serve(service, setup, config, shutdown))
+    try:
+        await _wait_serving(address, task)
+        yield address
+    finally:
+        shutdown.trigger("test finished")
+        await asyncio.wait_for(task, 30)
+
+
+async def _wait_serving(address: str, task: asyncio.Task[None], timeout_s: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    # Short reconnect backoff: the first attempts may come before the port is bound.
+    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if task.done():
+                task.result()  # raises what stopped the server
+                raise AssertionError(f"server on {address} exited before serving")
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"server on {address} not SERVING after {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], timeout_s: float = 60, what: str = "condition"
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Shop:
+    """Orders + inventory on loopback; ``orders``/``inventory`` are client stubs."""
+
+    database_url: str
+    inventory_port: int
+    orders: orders_pb2_grpc.OrdersStub
+    inventory: inventory_pb2_grpc.InventoryStub
+    placement: OrderPlacement
+    _stack: AsyncExitStack
+    _inventory_up: bool = field(default=False)
+
+    @property
+    def store(self) -> OrderStore:
+        return self.placement.store
+
+    async def start_inventory(self, servicer: ServicerFactory = InventoryServicer) -> None:
+        assert not self._inventory_up
+        await self._stack.enter_async_context(
+            serving("inventory", _inventory_setup(self.database_url, servicer), self.inventory_port)
+        )
+        self._inventory_up = True
+
+    async def stock(self, sku: str) -> int:
+        reply = await self.inventory.ListProducts(
+            inventory_pb2.ListProductsRequest(page_size=200), timeout=10
+        )
+        return next(p.stock for p in reply.products if p.sku == sku)
+
+    async def set_stock(self, sku: str, stock: int, price_cents: int = 250) -> None:
+        await self.inventory.SetStock(
+            inventory_pb2.SetStockRequest(sku=sku, stock=stock, price_cents=price_cents),
+            timeout=10,
+        )
+
+    async def record(self, key: str) -> OrderRecord:
+        order = await self.store.get_by_key(key)
+        assert order is not None, f"no order for key {key!r}"
+        return order
+
+
+def _inventory_setup(database_url: str, servicer: ServicerFactory) -> ServiceSetup:
+    @asynccontextmanager
+    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
+        db = Database(database_url)
+        store = InventoryStore(db)
+        await store.initialize(SEED_STOCK)
+        inventory_pb2_grpc.add_InventoryServicer_to_server(servicer(store), runtime.server)
+        try:
+            yield (INVENTORY_SERVICE,)
+        finally:
+            await db.dispose()
+
+    return setup
+
+
+def _orders_setup(
+    database_url: str,
+    inventory_target: str,
+    timeout_s: float,
+    placements: list[OrderPlacement],
+) -> ServiceSetup:
+    @asynccontextmanager
+    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
+        db = Database(database_url)
+        store = OrderStore(db)
+        await store.initialize()
+        inventory = inventory_pb2_grpc.InventoryStub(
+            runtime.channel(inventory_target, INVENTORY_SERVICE)
+        )
+        placement = OrderPlacement(store, inventory, timeout_s)
+        placements.append(placement)
+        orders_pb2_grpc.add_OrdersServicer_to_server(
+            OrdersServicer(placement, watch_interval_s=0.05), runtime.server
+        )
+        try:
+            yield (ORDERS_SERVICE,)
+        finally:
+            await db.dispose()
+
+    return setup
+
+
+StartShop = Callable[..., Awaitable[Shop]]
+
+
+@pytest.fixture
+async def start_shop(database_url: str) -> AsyncIterator[StartShop]:
+    """``await start_shop(inventory_up=True, timeout_s=5.0, servicer=InventoryServicer)``."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            inventory_up: bool = True,
+            timeout_s: float = 5.0,
+            servicer: ServicerFactory = InventoryServicer,
+        ) -> Shop:
+            inventory_port = free_port()
+            placements: list[OrderPlacement] = []
+            orders_address = await stack.enter_async_context(
+                serving(
+                    "orders",
+                    _orders_setup(
+                        database_url, f"127.0.0.1:{inventory_port}", timeout_s, placements
+                    ),
+                    free_port(),
+                )
+            )
+            orders_channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(orders_address)
+            )
+            inventory_channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(
+                    f"127.0.0.1:{inventory_port}",
+                    options=[
+                        ("grpc.initial_reconnect_backoff_ms", 50),
+                        ("grpc.max_reconnect_backoff_ms", 200),
+                    ],
+                )
+            )
+            shop = Shop(
+                database_url,
+                inventory_port,
+                orders_pb2_grpc.OrdersStub(orders_channel),
+                inventory_pb2_grpc.InventoryStub(inventory_channel),
+                placements[0],
+                stack,
+            )
+            if inventory_up:
+                await shop.start_inventory(servicer)
+            return shop
+
+        yield start
+
+
+@pytest.fixture
+async def shop(start_shop: StartShop) -> Shop:
+    return await start_shop()
