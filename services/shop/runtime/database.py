@@ -52,7 +52,11 @@ def _enable_wal(cursor: Any) -> None:
 
 
 def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    # Every use ends its own transaction (engine.begin()), so the pool's rollback on
+    # check-in would only add a round trip through aiosqlite's thread per query.
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_reset_on_return=None
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
