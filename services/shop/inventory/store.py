@@ -47,7 +47,6 @@ reservations = Table(
     metadata,
     Column("reservation_id", String(160), primary_key=True),
     Column("state", String(16), nullable=False),
-    Column("total_cents", BigInteger, nullable=False),
     Column("created_at", String(40), nullable=False),
 )
 
@@ -125,7 +124,7 @@ class InventoryStore:
         async with self._db.write() as conn:
             created = await conn.execute(
                 self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RESERVED, total_cents=0, created_at=_now()
+                    reservation_id=reservation_id, state=RESERVED, created_at=_now()
                 )
             )
             if created.rowcount == 0:
@@ -159,11 +158,6 @@ class InventoryStore:
                     for ln in lines
                 ],
             )  # fmt: skip
-            await conn.execute(
-                update(reservations)
-                .where(reservations.c.reservation_id == reservation_id)
-                .values(total_cents=reservation.total_cents)
-            )
             return reservation
 
     async def _existing(self, conn: AsyncConnection, reservation_id: str) -> Reservation:
@@ -216,7 +210,7 @@ class InventoryStore:
         async with self._db.write() as conn:
             tombstone = await conn.execute(
                 self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RELEASED, total_cents=0, created_at=_now()
+                    reservation_id=reservation_id, state=RELEASED, created_at=_now()
                 )
             )
             if tombstone.rowcount == 1:

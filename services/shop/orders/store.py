@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shop.runtime.database import Database
 
@@ -135,13 +136,24 @@ class OrderStore:
     async def create_or_get(self, key: str, customer_id: str, items: list[Item]) -> OrderRecord:
         """The order for ``key``: a new PENDING one, or whatever the key already has."""
         now = _now()
-        order_id = str(uuid.uuid4())
+        new = OrderRecord(
+            order_id=str(uuid.uuid4()),
+            idempotency_key=key,
+            request_hash=request_hash(customer_id, items),
+            customer_id=customer_id,
+            status=PENDING,
+            attempt=1,
+            total_cents=0,
+            items=tuple(sorted(items, key=lambda i: i.sku)),
+            created_at=now,
+            updated_at=now,
+        )
         async with self._db.write() as conn:
             created = await conn.execute(
                 self._db.insert_ignoring_conflicts(orders).values(
-                    order_id=order_id,
+                    order_id=new.order_id,
                     idempotency_key=key,
-                    request_hash=request_hash(customer_id, items),
+                    request_hash=new.request_hash,
                     customer_id=customer_id,
                     status=PENDING,
                     attempt=1,
@@ -153,8 +165,13 @@ class OrderStore:
             if created.rowcount == 1:
                 await conn.execute(
                     order_items.insert(),
-                    [{"order_id": order_id, "sku": i.sku, "quantity": i.quantity} for i in items],
+                    [
+                        {"order_id": new.order_id, "sku": i.sku, "quantity": i.quantity}
+                        for i in new.items
+                    ],
                 )
+                # The common case needs no read-back: the row is exactly what we wrote.
+                return new
         found = await self.get_by_key(key)
         assert found is not None, "an order row exists for a key just inserted"
         return found
@@ -170,14 +187,8 @@ class OrderStore:
             row = (await conn.execute(select(orders).where(condition))).first()  # type: ignore[arg-type]
             if row is None:
                 return None
-            items = (
-                await conn.execute(
-                    select(order_items.c.sku, order_items.c.quantity)
-                    .where(order_items.c.order_id == row.order_id)
-                    .order_by(order_items.c.sku)
-                )
-            ).all()
-        return _record(row, tuple(Item(sku, qty) for sku, qty in items))
+            items = await self._items_of(conn, [row.order_id])
+        return _record(row, items.get(row.order_id, ()))
 
     async def transition(
         self, order: OrderRecord, to_status: str, from_statuses: tuple[str, ...], **values: object
@@ -205,7 +216,7 @@ class OrderStore:
     ) -> list[OrderRecord]:
         """Newest first; ``after`` is the (created_at, order_id) of the previous page's end."""
         query = (
-            select(orders.c.order_id)
+            select(orders)
             .where(orders.c.customer_id == customer_id, orders.c.status.in_(VISIBLE_STATES))
             .order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
             .limit(limit)
@@ -213,25 +224,35 @@ class OrderStore:
         if after is not None:
             query = query.where(tuple_(orders.c.created_at, orders.c.order_id) < tuple_(*after))
         async with self._db.read() as conn:
-            ids = (await conn.execute(query)).scalars().all()
-        records = [await self.get(order_id) for order_id in ids]
-        return [r for r in records if r is not None]
+            rows = (await conn.execute(query)).all()
+            items = await self._items_of(conn, [row.order_id for row in rows])
+        return [_record(row, items.get(row.order_id, ())) for row in rows]
+
+    @staticmethod
+    async def _items_of(conn: AsyncConnection, order_ids: list[str]) -> dict[str, tuple[Item, ...]]:
+        """Items of many orders in one query (instead of one query per order)."""
+        found: dict[str, list[Item]] = {}
+        if order_ids:
+            rows = await conn.execute(
+                select(order_items.c.order_id, order_items.c.sku, order_items.c.quantity)
+                .where(order_items.c.order_id.in_(order_ids))
+                .order_by(order_items.c.order_id, order_items.c.sku)
+            )
+            for order_id, sku, quantity in rows:
+                found.setdefault(order_id, []).append(Item(sku, quantity))
+        return {order_id: tuple(found_items) for order_id, found_items in found.items()}
 
     async def stale(self, statuses: tuple[str, ...], older_than_s: float) -> list[OrderRecord]:
         cutoff = (datetime.now(UTC) - timedelta(seconds=older_than_s)).isoformat(
             timespec="microseconds"
         )
         async with self._db.read() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        select(orders.c.order_id)
-                        .where(orders.c.status.in_(statuses), orders.c.updated_at < cutoff)
-                        .limit(100)
-                    )
+            rows = (
+                await conn.execute(
+                    select(orders)
+                    .where(orders.c.status.in_(statuses), orders.c.updated_at < cutoff)
+                    .limit(100)
                 )
-                .scalars()
-                .all()
-            )
-        records = [await self.get(order_id) for order_id in ids]
-        return [r for r in records if r is not None]
+            ).all()
+            items = await self._items_of(conn, [row.order_id for row in rows])
+        return [_record(row, items.get(row.order_id, ())) for row in rows]
