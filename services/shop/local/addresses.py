@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import errno
-import socket
 from dataclasses import dataclass
+
+from shop.runtime.listening import listen_problem
 
 SERVICE_OCTET = {"gateway": 1, "orders": 2, "inventory": 3, "echo": 4}
 
@@ -44,19 +44,13 @@ class AddressPlan:
 
 
 def address_in_use(address: str) -> str | None:
-    """None if ``host:port`` can be bound now, else the reason it cannot."""
-    host, _, port = address.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # Servers set SO_REUSEADDR too: connections in TIME_WAIT from a previous run
-        # must not count as "in use".
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, int(port)))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"{address} is already in use"
-            return f"{address} cannot be bound ({exc.strerror})"
-    return None
+    """None if ``host:port`` can be bound now, else a sentence saying why not."""
+    problem = listen_problem(address)
+    if problem is None:
+        return None
+    if problem == "already in use":
+        return f"{address} is already in use"
+    return f"{address} cannot be bound ({problem})"
 
 
 def free_net(grpc_port: int = 50051, first: int = 100, last: int = 250) -> int:

@@ -45,6 +45,28 @@ class Replica:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def spawn(self, command: list[str], env: Mapping[str, str]) -> None:
+        """Starts the process, its output appended to the replica's log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def wait_serving(self, deadline: float) -> None:
+        """Returns once a gRPC health check says SERVING; raises with the log tail if the
+        process died or ``deadline`` (a ``time.monotonic()`` value) passed."""
+        while not health_serving(self.grpc_addr, timeout_s=1.0):
+            if not self.alive():
+                raise ClusterError(f"{self.pod} exited during start-up:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{self.pod} not SERVING in time:\n{self.log_tail()}")
+            time.sleep(0.05)
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -148,15 +170,7 @@ class LocalCluster:
             plan.metrics_addr(service, index),
             self.log_dir / f"{service}-{index}.log",
         )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with replica.log_path.open("ab") as log:
-            replica.process = subprocess.Popen(
-                [sys.executable, "-m", f"shop.{service}"],
-                env=self.replica_env(service, index),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        replica.spawn([sys.executable, "-m", f"shop.{service}"], self.replica_env(service, index))
         if existing is None:
             self.replicas.append(replica)
         return replica
@@ -172,14 +186,7 @@ class LocalCluster:
         )
         deadline = time.monotonic() + timeout_s
         for r in pending:
-            while not health_serving(r.grpc_addr, timeout_s=1.0):
-                if not r.alive():
-                    raise ClusterError(f"{r.pod} exited during start-up:\n{r.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise ClusterError(
-                        f"{r.pod} not SERVING after {timeout_s:.0f}s:\n{r.log_tail()}"
-                    )
-                time.sleep(0.1)
+            r.wait_serving(deadline)
 
     def signal_replica(self, replica: Replica, sig: signal.Signals = signal.SIGTERM) -> None:
         if replica.alive():
@@ -197,19 +204,8 @@ class LocalCluster:
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM to everyone (front first), then SIGKILL whoever outlives the grace."""
         budget = timeout_s or (self.spec.drain_delay_s + self.spec.shutdown_grace_s + 10)
-        for service in reversed(SERVICES):
-            for r in self.replicas_of(service):
-                self.signal_replica(r)
-        deadline = time.monotonic() + budget
-        codes: dict[str, int | None] = {}
-        for r in self.replicas:
-            code = self.wait_exit(r, max(0.1, deadline - time.monotonic()))
-            if code is None and r.alive():
-                assert r.process is not None
-                r.process.kill()
-                r.process.wait()
-            codes[r.pod] = code
-        return codes
+        front_first = [r for service in reversed(SERVICES) for r in self.replicas_of(service)]
+        return stop_replicas(front_first, budget)
 
     def __enter__(self) -> LocalCluster:
         try:
@@ -221,6 +217,27 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_replicas(replicas: list[Replica], timeout_s: float) -> dict[str, int | None]:
+    """One SIGTERM each, in order (a second would skip the drain), then SIGKILL for any
+    still running after ``timeout_s``. Returns exit codes, None for a killed one."""
+    running = [r for r in replicas if r.process is not None]
+    for replica in running:
+        if replica.alive():
+            assert replica.process is not None
+            replica.process.terminate()
+    deadline = time.monotonic() + timeout_s
+    codes: dict[str, int | None] = {}
+    for replica in running:
+        assert replica.process is not None
+        try:
+            codes[replica.pod] = replica.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            replica.process.kill()
+            replica.process.wait()
+            codes[replica.pod] = None
+    return codes
 
 
 def health_serving(address: str, service: str = "", timeout_s: float = 1.0) -> bool:

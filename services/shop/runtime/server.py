@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from shop.runtime.channels import build_channel
 from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig
 from shop.runtime.health import HealthService
 from shop.runtime.interceptors import ServerInterceptor
+from shop.runtime.listening import listen_problem
 from shop.runtime.logs import configure_logging
 from shop.runtime.metrics import RpcMetrics
 from shop.runtime.shutdown import ShutdownSignal
@@ -118,7 +118,7 @@ async def serve(
                 server,
             )
             # Probed first: grpc's own bind failure also prints a core log line.
-            problem = _cannot_listen(config.listen_addr)
+            problem = listen_problem(config.listen_addr)
             try:
                 if problem is None:
                     server.add_insecure_port(config.listen_addr)
@@ -154,29 +154,6 @@ async def serve(
         await runtime.close_channels()
         tracing.shutdown()
     log.info("stopped")
-
-
-def _cannot_listen(address: str) -> str | None:
-    """Why ``host:port`` cannot be bound now, or None (any resolved address will do)."""
-    host, _, port = address.rpartition(":")
-    try:
-        infos = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except (OSError, ValueError) as exc:
-        return f"cannot resolve {host!r}: {exc}"
-    problem = "no address to bind"
-    for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            # As grpc does: connections in TIME_WAIT do not make the port busy.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(sockaddr)
-            except OSError as exc:
-                problem = exc.strerror or str(exc)
-                continue
-        return None
-    return problem
 
 
 async def _drain(
