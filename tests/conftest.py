@@ -1,22 +1,35 @@
-"""Fixtures shared by the whole suite: real databases and real local clusters.
+"""Fixtures shared by the whole suite: real databases, real local clusters, and
+services run in-process by the runtime's own ``serve``.
 
 Nothing here mocks gRPC: clusters are the same replica processes ``shop up`` runs,
-each on its own loopback IP, and every process is stopped at teardown even when a
-test fails.
+each on its own loopback IP; in-process servers have the same interceptors, health
+service and error mapping as a service process. Every process and server is
+stopped at teardown even when a test fails.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import itertools
+import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster
 from shop.local.postgres import PostgresServer, start_postgres
+from shop.runtime.config import ServerConfig
+from shop.runtime.server import ServiceSetup, serve
+from shop.runtime.shutdown import ShutdownSignal
 
 
 @pytest.fixture(scope="session")
@@ -38,18 +51,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+# --- local clusters (replica processes) ----------------------------------------------
+
 ClusterFactory = Callable[..., LocalCluster]
 
 
-@pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """Starts local clusters on a free loopback net; all are stopped at teardown."""
+@contextmanager
+def _clusters(new_data_dir: Callable[[], Path]) -> Iterator[ClusterFactory]:
     started: list[LocalCluster] = []
 
     def start(
         gateway: int = 1, orders: int = 2, inventory: int = 2, **spec_args: Any
     ) -> LocalCluster:
-        spec_args.setdefault("data_dir", tmp_path / f"cluster{len(started)}")
+        spec_args.setdefault("data_dir", new_data_dir())
         spec_args.setdefault("plan", AddressPlan(net=free_net()))
         spec = ClusterSpec(
             replicas={"gateway": gateway, "orders": orders, "inventory": inventory}, **spec_args
@@ -64,3 +78,120 @@ def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
     finally:
         for cluster in started:
             cluster.stop()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Starts local clusters on a free loopback net; all are stopped at teardown."""
+    numbers = itertools.count()
+    with _clusters(lambda: tmp_path / f"cluster{next(numbers)}") as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterFactory]:
+    """``cluster_factory`` for a module-scoped cluster shared by one module's tests."""
+    with _clusters(lambda: tmp_path_factory.mktemp("cluster")) as start:
+        yield start
+
+
+# --- in-process servers (the runtime's serve on the test's event loop) ---------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class InProcessServer:
+    address: str
+    config: ServerConfig
+    shutdown: ShutdownSignal
+    task: asyncio.Task[None]
+    serving: bool = False
+
+
+StartServer = Callable[..., Awaitable[InProcessServer]]
+
+
+async def _wait_serving(server: InProcessServer, timeout_s: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    # Short reconnect backoff: the first attempts may come before the port is bound.
+    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
+    async with grpc.aio.insecure_channel(server.address, options=options) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if server.task.done():
+                server.task.result()  # raises what stopped the server
+                raise AssertionError(f"server on {server.address} exited before serving")
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    server.serving = True
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError(f"server on {server.address} not SERVING after {timeout_s}s")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def start_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartServer]:
+    """``await start_server(service, setup, **ServerConfig overrides)`` -> a SERVING server.
+
+    It listens on a free loopback port unless ``listen_addr`` is given; its pod name
+    is ``<service>-0`` unless ``pod_name`` is. At teardown every server is stopped
+    through its ShutdownSignal, exactly as SIGTERM would, and must return cleanly.
+    """
+    # No collector in these tests; settings come from the environment as in a pod.
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    started: list[InProcessServer] = []
+
+    async def start(service: str, setup: ServiceSetup, **overrides: Any) -> InProcessServer:
+        config = ServerConfig(
+            listen_addr=f"127.0.0.1:{free_port()}",
+            metrics_addr="",
+            pod_name=f"{service}-0",
+            log_level="info",
+            drain_delay_s=0.0,
+            shutdown_grace_s=1.0,
+            max_connection_age_s=0.0,
+            max_connection_age_grace_s=0.0,
+            keepalive_time_s=0.0,
+            use_uvloop=False,
+        )
+        config = dataclasses.replace(config, **overrides)
+        shutdown = ShutdownSignal()
+        task = asyncio.get_running_loop().create_task(serve(service, setup, config, shutdown))
+        server = InProcessServer(config.listen_addr, config, shutdown, task)
+        started.append(server)
+        await _wait_serving(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            server.shutdown.trigger("test finished")
+        tasks = [server.task for server in started]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=30)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+            assert not pending, "serve() did not return after its shutdown signal"
+            # A failed start-up was already reported by the test that caused it; a
+            # server that was SERVING must stop without an error.
+            for server in started:
+                if server.task.cancelled():
+                    continue
+                if server.serving:
+                    server.task.result()
+                else:
+                    server.task.exception()

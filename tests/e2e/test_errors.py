@@ -5,15 +5,14 @@ INTERNAL, and none of them takes stock."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from shop.local.addresses import AddressPlan, free_net
-from shop.local.cluster import ClusterSpec, LocalCluster, running_cluster
+from shop.local.cluster import LocalCluster
 from shop.runtime.errors import STATUS_DETAILS_KEY
 from shop.v1 import (
     common_pb2,
@@ -24,23 +23,20 @@ from shop.v1 import (
     orders_pb2,
 )
 
+from ..conftest import ClusterFactory
+
 # Stocked by the module fixture; every test leaves it untouched.
 SKU, STOCK = "ERR-STOCKED", 5
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    spec = ClusterSpec(
-        replicas={"gateway": 1, "orders": 2, "inventory": 2},
-        plan=AddressPlan(net=free_net()),
-        data_dir=tmp_path_factory.mktemp("errors"),
-    )
-    with running_cluster(spec, timeout_s=90) as started:
-        with grpc.insecure_channel(started.target("inventory")) as channel:
-            inventory_pb2_grpc.InventoryStub(channel).SetStock(
-                inventory_pb2.SetStockRequest(sku=SKU, stock=STOCK, price_cents=100), timeout=30
-            )
-        yield started
+def cluster(module_cluster_factory: ClusterFactory) -> LocalCluster:
+    started = module_cluster_factory(gateway=1, orders=2, inventory=2)
+    with grpc.insecure_channel(started.target("inventory")) as channel:
+        inventory_pb2_grpc.InventoryStub(channel).SetStock(
+            inventory_pb2.SetStockRequest(sku=SKU, stock=STOCK, price_cents=100), timeout=30
+        )
+    return started
 
 
 @pytest.fixture

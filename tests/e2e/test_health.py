@@ -11,15 +11,12 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shop.local.addresses import AddressPlan, free_net
-from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+from shop.local.cluster import LocalCluster, Replica
 
 from ..conftest import ClusterFactory
 
@@ -42,15 +39,8 @@ def _check(address: str, service: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data_dir: Path = tmp_path_factory.mktemp("health")
-    spec = ClusterSpec(
-        replicas={"gateway": 1, "orders": 1, "inventory": 1},
-        plan=AddressPlan(net=free_net()),
-        data_dir=data_dir,
-    )
-    with LocalCluster(spec) as running:
-        yield running
+def cluster(module_cluster_factory: ClusterFactory) -> LocalCluster:
+    return module_cluster_factory(gateway=1, orders=1, inventory=1)
 
 
 @pytest.mark.parametrize("service", list(SERVICE_NAMES))
@@ -106,7 +96,7 @@ async def test_sigterm_drains_then_exits_zero(cluster_factory: ClusterFactory) -
         assert during.status == NOT_SERVING
         assert overall.status == NOT_SERVING
         assert victim.alive()
-        # Open streams would hold the graceful stop for its whole grace period.
+        # Done watching (streams left open are covered by the test after this one).
         watch_service.cancel()
         watch_server.cancel()
 
@@ -128,6 +118,58 @@ async def test_sigterm_drains_then_exits_zero(cluster_factory: ClusterFactory) -
     draining = next(e for e in _log_events(victim) if e["msg"] == "draining")
     assert draining["signal"] == "SIGTERM"
     assert draining["drain_delay_s"] == DRAIN_DELAY_S
+
+
+async def _statuses_until_end(stream: grpc.aio.UnaryStreamCall, timeout_s: float) -> list[int]:
+    """Every status the stream sends until it ends (raises if it ends with an error)."""
+
+    async def read_all() -> list[int]:
+        statuses = []
+        while (response := await stream.read()) is not grpc.aio.EOF:
+            statuses.append(int(response.status))
+        return statuses
+
+    try:
+        return await asyncio.wait_for(read_all(), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"Watch stream still open after {timeout_s}s") from None
+
+
+async def test_sigterm_ends_open_watch_streams_after_the_drain(
+    cluster_factory: ClusterFactory,
+) -> None:
+    """Watch streams left open (as peers' health checks leave them) must not hold the
+    graceful stop for its whole grace: they end with OK once the drain delay is over."""
+    drain_delay_s, grace_s = 2.0, 60.0
+    cluster = cluster_factory(
+        gateway=1, orders=2, inventory=1, drain_delay_s=drain_delay_s, shutdown_grace_s=grace_s
+    )
+    victim = cluster.replicas_of("orders")[1]
+    async with grpc.aio.insecure_channel(victim.grpc_addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        watches = [
+            stub.Watch(health_pb2.HealthCheckRequest(service=name))
+            for name in (SERVICE_NAMES["orders"], "")
+        ]
+        for watch in watches:
+            assert await _next_status(watch, 10) == SERVING
+
+        signalled = time.monotonic()
+        cluster.signal_replica(victim, signal.SIGTERM)
+        # Never cancelled here: the replica itself ends them, after NOT_SERVING.
+        for watch in watches:
+            assert await _statuses_until_end(watch, grace_s / 2) == [NOT_SERVING]
+            assert await watch.code() == grpc.StatusCode.OK
+        assert time.monotonic() - signalled >= drain_delay_s, "ended before the drain was over"
+
+        code = await asyncio.to_thread(cluster.wait_exit, victim, grace_s / 2)
+        assert code == 0, victim.log_tail()
+
+    stopped = next(e for e in _log_events(victim) if e["msg"] == "server stopped")
+    assert isinstance(stopped["shutdown_s"], float)
+    assert stopped["shutdown_s"] < grace_s / 2, "the stop waited on the open Watch streams"
+    survivor = cluster.replicas_of("orders")[0]
+    assert _check(survivor.grpc_addr, SERVICE_NAMES["orders"]) == SERVING
 
 
 async def test_second_sigterm_exits_without_draining(cluster_factory: ClusterFactory) -> None:

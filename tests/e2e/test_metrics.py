@@ -11,7 +11,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import shop
-from shop.local.addresses import AddressPlan, free_net
-from shop.local.cluster import ClusterSpec, LocalCluster
+from shop.local.cluster import LocalCluster
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2, orders_pb2
+
+from ..conftest import ClusterFactory
 
 PLACED = 5
 LISTED = 3
@@ -80,15 +80,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(module_cluster_factory: ClusterFactory) -> Iterator[Served]:
     """A shop that served a known mix of calls (and nothing else)."""
-    data_dir: Path = tmp_path_factory.mktemp("metrics")
-    spec = ClusterSpec(
-        replicas={"gateway": 1, "orders": 1, "inventory": 1},
-        plan=AddressPlan(net=free_net()),
-        data_dir=data_dir,
-    )
-    with LocalCluster(spec) as running, grpc.insecure_channel(running.gateway_target) as channel:
+    running = module_cluster_factory(gateway=1, orders=1, inventory=1)
+    with grpc.insecure_channel(running.gateway_target) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
         order_ids = []
         for i in range(PLACED):

@@ -7,9 +7,6 @@ built on it must resolve methods, their message types and imported files.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import grpc
 import pytest
 from google.protobuf.descriptor_pool import DescriptorPool
@@ -18,8 +15,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from shop.local.addresses import AddressPlan, free_net
-from shop.local.cluster import ClusterSpec, LocalCluster
+from shop.local.cluster import LocalCluster
+
+from ..conftest import ClusterFactory
 
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
@@ -54,15 +52,8 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    data_dir: Path = tmp_path_factory.mktemp("reflection")
-    spec = ClusterSpec(
-        replicas={"gateway": 1, "orders": 1, "inventory": 1},
-        plan=AddressPlan(net=free_net()),
-        data_dir=data_dir,
-    )
-    with LocalCluster(spec) as running:
-        yield running
+def cluster(module_cluster_factory: ClusterFactory) -> LocalCluster:
+    return module_cluster_factory(gateway=1, orders=1, inventory=1)
 
 
 def _address(cluster: LocalCluster, service: str) -> str:

@@ -1,34 +1,25 @@
 """Inventory fixtures: stores on a fresh database of each kind, and the service on
 loopback through the shared runtime's own ``serve`` (interceptors, error mapping,
-health), in this test's event loop."""
+health), in this test's event loop (``start_server`` from the top-level conftest)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.inventory.app import SERVICE_NAME
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
-from shop.runtime.config import ServerConfig
 from shop.runtime.database import Database
-from shop.runtime.server import Runtime, ServiceSetup, serve
-from shop.runtime.shutdown import ShutdownSignal
+from shop.runtime.server import Runtime
 from shop.v1 import inventory_pb2_grpc
 
+from ..conftest import StartServer
+
 SEED_STOCK = 100
-
-
-@pytest.fixture(autouse=True)
-def _no_trace_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    # In-process servers read the OTEL_* variables; nothing collects spans here.
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
 
 
 @pytest.fixture
@@ -55,63 +46,10 @@ async def store(open_store: Callable[[], Awaitable[InventoryStore]]) -> Inventor
     return await open_store()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@asynccontextmanager
-async def serving(service: str, setup: ServiceSetup) -> AsyncIterator[str]:
-    """Runs ``setup`` under the runtime's ``serve`` on a free loopback port."""
-    address = f"127.0.0.1:{free_port()}"
-    config = ServerConfig(
-        listen_addr=address,
-        metrics_addr="",
-        pod_name=f"{service}-t0",
-        log_level="info",
-        drain_delay_s=0.0,
-        shutdown_grace_s=1.0,
-        max_connection_age_s=0.0,
-        max_connection_age_grace_s=0.0,
-        keepalive_time_s=0.0,
-        use_uvloop=False,
-    )
-    shutdown = ShutdownSignal()
-    task = asyncio.get_running_loop().create_task(serve(service, setup, config, shutdown))
-    try:
-        await _wait_serving(address, task)
-        yield address
-    finally:
-        shutdown.trigger("test finished")
-        await asyncio.wait_for(task, 30)
-
-
-async def _wait_serving(address: str, task: asyncio.Task[None], timeout_s: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    # Short reconnect backoff: the first attempts may come before the port is bound.
-    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if task.done():
-                task.result()  # raises what stopped the server
-                raise AssertionError(f"server on {address} exited before serving")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if loop.time() > deadline:
-                raise AssertionError(f"server on {address} not SERVING after {timeout_s}s")
-            await asyncio.sleep(0.05)
-
-
 @pytest.fixture
-async def inventory_stub(database_url: str) -> AsyncIterator[inventory_pb2_grpc.InventoryStub]:
+async def inventory_stub(
+    database_url: str, start_server: StartServer
+) -> AsyncIterator[inventory_pb2_grpc.InventoryStub]:
     """A client of an inventory server (seeded catalog) on a fresh database."""
 
     @asynccontextmanager
@@ -125,7 +63,6 @@ async def inventory_stub(database_url: str) -> AsyncIterator[inventory_pb2_grpc.
         finally:
             await db.dispose()
 
-    async with AsyncExitStack() as stack:
-        address = await stack.enter_async_context(serving("inventory", setup))
-        channel = await stack.enter_async_context(grpc.aio.insecure_channel(address))
+    server = await start_server("inventory", setup, pod_name="inventory-t0")
+    async with grpc.aio.insecure_channel(server.address) as channel:
         yield inventory_pb2_grpc.InventoryStub(channel)

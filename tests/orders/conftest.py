@@ -1,5 +1,6 @@
 """Orders fixtures: an orders server and an inventory server on loopback, run by the
-shared runtime's ``serve`` in this test's event loop, on a fresh database of each kind.
+shared runtime's ``serve`` in this test's event loop (``start_server`` from the
+top-level conftest), on a fresh database of each kind.
 
 The orders server reaches inventory through ``Runtime.channel`` (the production
 channel: round_robin, health checking, retries, deadline propagation). Tests get
@@ -8,15 +9,12 @@ the ``OrderPlacement`` too, to drive the reconciler and look at stored state.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.servicer import InventoryServicer
@@ -24,87 +22,15 @@ from shop.inventory.store import InventoryStore
 from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.orders.servicer import OrderPlacement, OrdersServicer
 from shop.orders.store import OrderRecord, OrderStore
-from shop.runtime.config import ServerConfig
 from shop.runtime.database import Database
-from shop.runtime.server import Runtime, ServiceSetup, serve
-from shop.runtime.shutdown import ShutdownSignal
+from shop.runtime.server import Runtime, ServiceSetup
 from shop.v1 import inventory_pb2, inventory_pb2_grpc, orders_pb2_grpc
+
+from ..conftest import StartServer, free_port
 
 SEED_STOCK = 100
 
 ServicerFactory = Callable[[InventoryStore], InventoryServicer]
-
-
-@pytest.fixture(autouse=True)
-def _no_trace_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    # In-process servers read the OTEL_* variables; nothing collects spans here.
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@asynccontextmanager
-async def serving(service: str, setup: ServiceSetup, port: int) -> AsyncIterator[str]:
-    """Runs ``setup`` under the runtime's ``serve`` on ``127.0.0.1:port``."""
-    address = f"127.0.0.1:{port}"
-    config = ServerConfig(
-        listen_addr=address,
-        metrics_addr="",
-        pod_name=f"{service}-t0",
-        log_level="info",
-        drain_delay_s=0.0,
-        shutdown_grace_s=1.0,
-        max_connection_age_s=0.0,
-        max_connection_age_grace_s=0.0,
-        keepalive_time_s=0.0,
-        use_uvloop=False,
-    )
-    shutdown = ShutdownSignal()
-    task = asyncio.get_running_loop().create_task(serve(service, setup, config, shutdown))
-    try:
-        await _wait_serving(address, task)
-        yield address
-    finally:
-        shutdown.trigger("test finished")
-        await asyncio.wait_for(task, 30)
-
-
-async def _wait_serving(address: str, task: asyncio.Task[None], timeout_s: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    # Short reconnect backoff: the first attempts may come before the port is bound.
-    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
-    async with grpc.aio.insecure_channel(address, options=options) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if task.done():
-                task.result()  # raises what stopped the server
-                raise AssertionError(f"server on {address} exited before serving")
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if loop.time() > deadline:
-                raise AssertionError(f"server on {address} not SERVING after {timeout_s}s")
-            await asyncio.sleep(0.05)
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 60, what: str = "condition"
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -116,7 +42,7 @@ class Shop:
     orders: orders_pb2_grpc.OrdersStub
     inventory: inventory_pb2_grpc.InventoryStub
     placement: OrderPlacement
-    _stack: AsyncExitStack
+    _start_server: StartServer
     _inventory_up: bool = field(default=False)
 
     @property
@@ -125,8 +51,11 @@ class Shop:
 
     async def start_inventory(self, servicer: ServicerFactory = InventoryServicer) -> None:
         assert not self._inventory_up
-        await self._stack.enter_async_context(
-            serving("inventory", _inventory_setup(self.database_url, servicer), self.inventory_port)
+        await self._start_server(
+            "inventory",
+            _inventory_setup(self.database_url, servicer),
+            listen_addr=f"127.0.0.1:{self.inventory_port}",
+            pod_name="inventory-t0",
         )
         self._inventory_up = True
 
@@ -194,7 +123,7 @@ StartShop = Callable[..., Awaitable[Shop]]
 
 
 @pytest.fixture
-async def start_shop(database_url: str) -> AsyncIterator[StartShop]:
+async def start_shop(database_url: str, start_server: StartServer) -> AsyncIterator[StartShop]:
     """``await start_shop(inventory_up=True, timeout_s=5.0, servicer=InventoryServicer)``."""
     async with AsyncExitStack() as stack:
 
@@ -205,17 +134,13 @@ async def start_shop(database_url: str) -> AsyncIterator[StartShop]:
         ) -> Shop:
             inventory_port = free_port()
             placements: list[OrderPlacement] = []
-            orders_address = await stack.enter_async_context(
-                serving(
-                    "orders",
-                    _orders_setup(
-                        database_url, f"127.0.0.1:{inventory_port}", timeout_s, placements
-                    ),
-                    free_port(),
-                )
+            orders_server = await start_server(
+                "orders",
+                _orders_setup(database_url, f"127.0.0.1:{inventory_port}", timeout_s, placements),
+                pod_name="orders-t0",
             )
             orders_channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(orders_address)
+                grpc.aio.insecure_channel(orders_server.address)
             )
             inventory_channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(
@@ -232,7 +157,7 @@ async def start_shop(database_url: str) -> AsyncIterator[StartShop]:
                 orders_pb2_grpc.OrdersStub(orders_channel),
                 inventory_pb2_grpc.InventoryStub(inventory_channel),
                 placements[0],
-                stack,
+                start_server,
             )
             if inventory_up:
                 await shop.start_inventory(servicer)

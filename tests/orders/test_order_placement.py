@@ -210,17 +210,22 @@ class GatedInventory(InventoryServicer):
         return response
 
 
-async def test_reserve_past_its_deadline_is_released_and_retry_starts_fresh(
-    start_shop: Any,
-) -> None:
+async def start_gated_shop(start_shop: Any, timeout_s: float) -> tuple[Any, list[GatedInventory]]:
+    """A shop whose inventory is a GatedInventory (``gated[0]`` once it started)."""
     gated: list[GatedInventory] = []
 
     def servicer(store: InventoryStore) -> InventoryServicer:
         gated.append(GatedInventory(store))
         return gated[-1]
 
+    return await start_shop(timeout_s=timeout_s, servicer=servicer), gated
+
+
+async def test_reserve_past_its_deadline_is_released_and_retry_starts_fresh(
+    start_shop: Any,
+) -> None:
     # Orders gives Reserve 2 s: ample to take the stock, then the gate makes it late.
-    shop = await start_shop(timeout_s=2.0, servicer=servicer)
+    shop, gated = await start_gated_shop(start_shop, timeout_s=2.0)
     await shop.set_stock("SAGA-D", 10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(create("k-slow", ("SAGA-D", 3)), timeout=30)
@@ -334,14 +339,8 @@ async def test_retry_of_an_attempt_released_underneath_places_a_new_one(shop: An
 async def test_confirmation_that_loses_to_a_roll_back_starts_a_new_attempt(
     start_shop: Any,
 ) -> None:
-    gated: list[GatedInventory] = []
-
-    def servicer(store: InventoryStore) -> InventoryServicer:
-        gated.append(GatedInventory(store))
-        return gated[-1]
-
     # A long Reserve timeout: the gate, not the deadline, decides when it answers.
-    shop = await start_shop(timeout_s=60.0, servicer=servicer)
+    shop, gated = await start_gated_shop(start_shop, timeout_s=60.0)
     await shop.set_stock("SAGA-L", 10)
     record = await shop.store.create_or_get("k-lost", "cust-1", [Item("SAGA-L", 3)])
     # A retry of the key continues attempt 1; its Reserve takes the stock, then waits.
@@ -369,13 +368,7 @@ async def test_confirmation_that_loses_to_a_roll_back_starts_a_new_attempt(
 async def test_a_saga_whose_caller_left_finishes_without_unhandled_errors(
     start_shop: Any,
 ) -> None:
-    gated: list[GatedInventory] = []
-
-    def servicer(store: InventoryStore) -> InventoryServicer:
-        gated.append(GatedInventory(store))
-        return gated[-1]
-
-    shop = await start_shop(timeout_s=3.0, servicer=servicer)
+    shop, gated = await start_gated_shop(start_shop, timeout_s=3.0)
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))

@@ -30,7 +30,7 @@ from shop.runtime.errors import (
     status_for,
 )
 
-from .conftest import StartServer
+from ..conftest import StartServer
 
 
 def _decode(error: ShopError) -> status_pb2.Status:
