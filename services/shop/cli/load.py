@@ -102,6 +102,13 @@ def add_load_arguments(
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--timeline",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --json: per-pod calls in buckets of this many seconds (0 = off)",
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -152,6 +159,7 @@ def load_options(
         timeout_s=args.timeout,
         expected_pods=expected_pods,
         progress=progress_wanted(args.no_progress),
+        timeline_s=args.timeline,
     )
 
 

@@ -7,6 +7,7 @@ exactly what a user's ``shop load`` would.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -14,7 +15,8 @@ from typing import Any, TypeVar
 from shop.loadgen.channels import close_channels, open_channels, wait_connected
 from shop.loadgen.progress import live_progress
 from shop.loadgen.runner import LoadPlan, Runner
-from shop.loadgen.stats import RunInfo, Summary
+from shop.loadgen.stats import RunInfo, Stats, Summary
+from shop.loadgen.timeline import Timeline
 from shop.loadgen.workload import WORKLOADS
 
 T = TypeVar("T")
@@ -32,6 +34,8 @@ class LoadOptions:
     # imbalance; empty when unknown (e.g. a remote target).
     expected_pods: Mapping[str, int] = field(default_factory=dict)
     progress: bool = False
+    # Seconds per bucket of the per-pod timeline; 0 = no timeline.
+    timeline_s: float = 0.0
 
     def run_info(self) -> RunInfo:
         plan = self.plan
@@ -59,7 +63,8 @@ async def run_load(options: LoadOptions) -> Summary:
         await wait_connected(channels, options.target, options.timeout_s)
         workload = WORKLOADS[options.workload](channels, options.timeout_s)
         await workload.prepare()
-        runner = Runner(options.plan, workload.next_call)
+        timeline = Timeline(options.timeline_s, time.time()) if options.timeline_s > 0 else None
+        runner = Runner(options.plan, workload.next_call, Stats(timeline))
         async with live_progress(runner, options.progress, options.workload):
             stats = await runner.run()
         return stats.summarize(options.run_info(), options.expected_pods)

@@ -32,7 +32,8 @@ JSON schema of :meth:`Summary.to_json` (stable: benchmarks parse it)::
       "imbalance": {service: float},      # max share / mean share, per hop
       "errors": int,              # calls with a status other than OK
       "failures": int,            # errors other than the expected business outcomes
-      "dropped": int              # open loop: scheduled calls not sent (in-flight cap)
+      "dropped": int,             # open loop: scheduled calls not sent (in-flight cap)
+      "timeline": {...}           # only with --timeline: see shop.loadgen.timeline
     }
 
 Latency covers every completed call whatever its status: in closed loop from send to
@@ -43,6 +44,7 @@ server on the shop runtime; it is empty for a bare server that sends no route.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from shop.loadgen.timeline import Timeline
 from shop.runtime.callscope import parse_route
 
 # Statuses a healthy shop can return under load: FAILED_PRECONDITION is "out of
@@ -116,6 +119,7 @@ class Summary:
     per_hop: dict[str, dict[str, int]]
     expected_pods: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
+    timeline: dict[str, Any] | None = None
 
     @property
     def calls_per_s(self) -> float:
@@ -157,13 +161,15 @@ class Summary:
             "errors": self.errors,
             "failures": self.failures,
             "dropped": self.dropped,
+            **({"timeline": self.timeline} if self.timeline is not None else {}),
         }
 
 
 class Stats:
     """Accumulates the calls of the measured window (the runner skips warm-up calls)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: Timeline | None = None) -> None:
+        self.timeline = timeline
         self._histogram = HdrHistogram(_MIN_US, _MAX_US, _SIGNIFICANT_DIGITS)
         self._max_s = 0.0
         self.status_counts: Counter[str] = Counter()
@@ -188,6 +194,8 @@ class Stats:
         if result.route:
             for service, pod in parse_route(result.route).items():
                 self.per_hop.setdefault(service, Counter())[pod] += 1
+        if self.timeline is not None:
+            self.timeline.record(result.route, result.code not in EXPECTED_CODES, time.time())
 
     def record_dropped(self) -> None:
         self.dropped += 1
@@ -215,6 +223,7 @@ class Stats:
             per_hop={service: dict(sorted(pods.items())) for service, pods in self.per_hop.items()},
             expected_pods=dict(expected_pods or {}),
             dropped=self.dropped,
+            timeline=self.timeline.to_json() if self.timeline is not None else None,
         )
 
 

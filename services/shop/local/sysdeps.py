@@ -31,6 +31,7 @@ REQUIRED: tuple[SystemProgram, ...] = (
     SystemProgram("initdb", "postgresql", "PostgreSQL server for the storage tests"),
     SystemProgram("pg_ctl", "postgresql", "PostgreSQL server for the storage tests"),
     SystemProgram("runuser", "util-linux", "run PostgreSQL as a non-root user"),
+    SystemProgram("haproxy", "haproxy", "L4/L7 proxies for the balancing lab"),
 )
 
 

@@ -1,0 +1,530 @@
+"""A real HAProxy, driven from Python, standing in for two pieces of Kubernetes networking.
+
+Why HAProxy: it is a Debian package that runs as a plain process, speaks cleartext
+HTTP/2 on both sides and changes its backend set at run time, so one binary gives both
+halves of the story the lab measures:
+
+- ``mode="tcp"``: the *service IP*. kube-proxy balances a ClusterIP Service per TCP
+  connection; so does HAProxy in TCP mode with ``balance roundrobin``. A gRPC channel
+  opens one connection, so all its calls land on one pod: the problem, reproduced.
+- ``mode="http"``: the *sidecar*. Envoy in an Istio pod terminates the client's HTTP/2
+  connection and balances every request (every gRPC call) over its own pooled
+  connections to the pods. HAProxy does the same with ``bind ... proto h2`` and
+  ``server ... proto h2``; run one per client pod, with one frontend per destination
+  service.
+
+Endpoint changes never restart the process. Each backend has ``max_backends`` server
+slots declared up front, all in maintenance; :meth:`HAProxy.publish` points slots at
+pods and moves them between ``ready``, ``drain`` and ``maint`` through the runtime API
+(a stats socket in the work directory). A removed pod is first *drained*: no new call
+is balanced to it while the calls it is serving finish; its slot goes to maintenance,
+and becomes reusable, once it serves nothing. HAProxy runs no health checks of its own:
+membership is decided by whoever publishes (the lab's readiness tracker), as the
+endpoints controller decides for kube-proxy and Envoy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import ipaddress
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from shop.lab.endpoints import Endpoint
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["tcp", "http"]
+Balance = Literal["roundrobin", "leastconn"]
+SlotState = Literal["maint", "ready", "drain"]
+
+# Where a slot points while unused: never connected to, since the slot is in maint.
+_PLACEHOLDER = "127.0.0.1:9"
+# A unix socket path must fit in sockaddr_un (108 bytes), with the ".<pid>.tmp" HAProxy
+# binds first and renames.
+_MAX_SOCKET_PATH = 90
+# How long publish() waits for a drained slot to let go of its last connection.
+_SLOT_WAIT_S = 30.0
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class HAProxyError(RuntimeError):
+    """HAProxy is missing, failed to start, or refused a runtime command."""
+
+
+def haproxy_binary() -> str:
+    """The path of the ``haproxy`` program; raises :class:`HAProxyError` saying how to
+    install it when it is absent (it lives in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise HAProxyError(
+        "haproxy is not installed; the balancing lab needs it: run "
+        "`sudo apt-get install haproxy` (or `python -m shop.local.sysdeps --install`)"
+    )
+
+
+@dataclass(frozen=True)
+class _Usage:
+    """One slot's load: streams/connections being served, and backend connections."""
+
+    sessions: int
+    connections: int
+
+    @property
+    def idle(self) -> bool:
+        return self.sessions == 0 and self.connections == 0
+
+
+@dataclass
+class _Slot:
+    """One declared server of a backend and what it currently points at."""
+
+    server: str
+    endpoint: Endpoint | None = None
+    state: SlotState = "maint"
+
+
+def _split_listener(service: str, listen: str) -> tuple[str, int]:
+    host, sep, port_text = listen.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not sep or not 0 < port < 65536:
+        raise ValueError(f"listener of {service!r} must be 'ipv4:port', got {listen!r}")
+    return host, port
+
+
+class HAProxy:
+    """One HAProxy process: an L4 service-IP proxy (``tcp``) or an L7 sidecar (``http``).
+
+    ``listeners`` maps each service to the ``ip:port`` where its frontend listens.
+    Implements :class:`shop.lab.endpoints.EndpointPublisher`; endpoints published
+    before :meth:`start` are applied once the process is up.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        work_dir: Path,
+        mode: Literal["tcp", "http"],
+        listeners: Mapping[str, str],
+        max_backends: int = 8,
+        *,
+        balance: Balance = "roundrobin",
+    ) -> None:
+        if mode not in ("tcp", "http"):
+            raise ValueError(f"mode must be 'tcp' or 'http', got {mode!r}")
+        if balance not in ("roundrobin", "leastconn"):
+            raise ValueError(f"balance must be 'roundrobin' or 'leastconn', got {balance!r}")
+        if not _NAME.match(name):
+            raise ValueError(f"proxy name must be letters, digits, '_', '.', '-': {name!r}")
+        if not listeners:
+            raise ValueError("a proxy needs at least one listener")
+        if not 1 <= max_backends <= 1000:
+            raise ValueError(f"max_backends must be 1..1000, got {max_backends}")
+        self.name = name
+        self.work_dir = Path(work_dir)
+        self.mode: Mode = mode
+        self.balance: Balance = balance
+        self.max_backends = max_backends
+        self.listeners: dict[str, tuple[str, int]] = {}
+        for service, listen in listeners.items():
+            if not _NAME.match(service):
+                raise ValueError(
+                    f"service name must be letters, digits, '_', '.', '-': {service!r}"
+                )
+            self.listeners[service] = _split_listener(service, listen)
+        self.config_path = self.work_dir / f"{name}.cfg"
+        self.log_path = self.work_dir / f"{name}.log"
+        self._socket_dir: Path | None = None
+        self.socket_path = self.work_dir / f"{name}.sock"
+        self._slots: dict[str, list[_Slot]] = {
+            service: [_Slot(f"s{i}") for i in range(1, max_backends + 1)]
+            for service in self.listeners
+        }
+        self._published: dict[str, list[Endpoint]] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    # --- process ---------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The HAProxy process id while it runs (``-db``: one process, no master)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def render_config(self) -> str:
+        """The configuration file :meth:`start` writes."""
+        http = self.mode == "http"
+        h2 = " proto h2" if http else ""
+        lines = [
+            "global",
+            # One thread: a sidecar is a small process, and the lab accounts its CPU.
+            "    nbthread 1",
+            f"    stats socket {self.socket_path} mode 600 level admin",
+            "    stats timeout 30s",
+            # -db keeps HAProxy in the foreground; stdout goes to the log file.
+            "    log stdout format raw local0 info",
+        ]
+        if http:
+            # Room for a client's in-flight calls on its one connection (default 100).
+            lines.append("    tune.h2.max-concurrent-streams 1000")
+        lines += [
+            "",
+            "defaults",
+            f"    mode {self.mode}",
+            "    log global",
+            f"    option {'httplog' if http else 'tcplog'}",
+            # Errors only: a line per call would cost as much CPU as the proxying.
+            "    option dontlog-normal",
+            "    option dontlognull",
+            "    timeout connect 2s",
+            # gRPC streams and idle channels live long; the client decides when to stop.
+            "    timeout client 1h",
+            "    timeout server 1h",
+            "    timeout tunnel 1h",
+            "    timeout client-fin 10s",
+            "    timeout server-fin 10s",
+            # A pod that vanished before it was unpublished: retry another one. Only
+            # connection failures are retried, so no call runs twice.
+            "    retries 2",
+            "    option redispatch 1",
+        ]
+        if http:
+            # Backend connections are shared by every client connection, like Envoy's
+            # pools; HTTP/2 multiplexes the calls of all of them.
+            lines.append("    http-reuse always")
+        for service, (host, port) in self.listeners.items():
+            lines += [
+                "",
+                f"frontend fe_{service}",
+                f"    bind {host}:{port}{h2}",
+                f"    default_backend be_{service}",
+                "",
+                f"backend be_{service}",
+                f"    balance {self.balance}",
+                f"    server-template s 1-{self.max_backends} {_PLACEHOLDER} disabled{h2}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Writes the configuration, starts HAProxy and returns once every frontend
+        accepts connections and the runtime API answers; raises with the log tail if
+        it exits or does not get there within ``timeout_s``."""
+        if self._process is not None:
+            raise HAProxyError(f"haproxy {self.name} already started")
+        binary = haproxy_binary()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="shop-haproxy-"))
+            self.socket_path = self._socket_dir / f"{self.name}.sock"
+        self.config_path.write_text(self.render_config())
+        with self.log_path.open("ab") as log_file:
+            self._process = await asyncio.create_subprocess_exec(
+                binary,
+                "-db",
+                "-f",
+                str(self.config_path),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        try:
+            await self._wait_up(timeout_s)
+            for service, endpoints in list(self._published.items()):
+                await self.publish(service, endpoints)
+        except BaseException:
+            await self.close()
+            raise
+        log.info("haproxy %s (%s) up, pid %s", self.name, self.mode, self.pid)
+
+    async def close(self) -> None:
+        """Stops HAProxy (SIGTERM: immediate stop; SIGKILL if it lingers). Safe to call
+        more than once and after a failed start."""
+        process, self._process = self._process, None
+        if process is not None:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+            if not await _wait_exit(process, 5.0):
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await _wait_exit(process, 5.0)
+        for slots in self._slots.values():
+            for slot in slots:
+                slot.endpoint, slot.state = None, "maint"
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink(missing_ok=True)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+            self.socket_path = self.work_dir / f"{self.name}.sock"
+
+    async def __aenter__(self) -> HAProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def _wait_up(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        pending = dict(self.listeners)
+        while True:
+            process = self._process
+            assert process is not None
+            code = process.returncode
+            if code is not None:
+                raise HAProxyError(
+                    f"haproxy {self.name} exited with code {code}:\n{self.log_tail()}"
+                )
+            for service, (host, port) in list(pending.items()):
+                with contextlib.suppress(OSError, asyncio.TimeoutError):
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+                    del pending[service]
+            if not pending:
+                with contextlib.suppress(OSError, HAProxyError, asyncio.TimeoutError):
+                    if "Pid:" in await self.command("show info"):
+                        return
+            if loop.time() > deadline:
+                waiting = ", ".join(f"{h}:{p}" for h, p in pending.values()) or "runtime API"
+                raise HAProxyError(
+                    f"haproxy {self.name} not ready after {timeout_s}s (waiting for "
+                    f"{waiting}):\n{self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    # --- runtime API -----------------------------------------------------------------
+
+    async def command(self, line: str, timeout_s: float = 10.0) -> str:
+        """Sends one command to the runtime API and returns its answer. Every command
+        this class sends is idempotent, so a timed-out exchange is tried once more."""
+        if "\n" in line:
+            raise ValueError("one command per call")
+
+        async def exchange() -> bytes:
+            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+            try:
+                writer.write(line.encode() + b"\n")
+                await writer.drain()
+                # Non-interactive mode: HAProxy answers, then closes the connection.
+                return await reader.read()
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+        try:
+            try:
+                answer = await asyncio.wait_for(exchange(), timeout_s)
+            except TimeoutError:
+                log.warning("haproxy %s: no answer to %r, retrying", self.name, line)
+                answer = await asyncio.wait_for(exchange(), timeout_s)
+        except (OSError, TimeoutError) as error:
+            raise HAProxyError(
+                f"haproxy {self.name} ({self._state()}): runtime API {self.socket_path} "
+                f"failed on {line!r}: {error!r}"
+            ) from error
+        return answer.decode(errors="replace")
+
+    def _state(self) -> str:
+        process = self._process
+        if process is None:
+            return "not running"
+        if process.returncode is None:
+            return f"pid {process.pid}"
+        return f"exited with code {process.returncode}"
+
+    async def sessions(self, service: str) -> dict[str, int]:
+        """Calls (http) or connections (tcp) each pod of ``service`` is serving now,
+        draining pods included."""
+        usage = await self._usage(service)
+        return {
+            slot.endpoint.pod: usage[slot.server].sessions
+            for slot in self._slots[service]
+            if slot.endpoint is not None and slot.state != "maint"
+        }
+
+    async def _usage(self, service: str) -> dict[str, _Usage]:
+        """What each slot of the backend is carrying, from ``show stat``."""
+        text = await self.command(f"show stat be_{service} 4 -1")
+        usage: dict[str, _Usage] = {}
+        for row in csv.DictReader(io.StringIO(text.removeprefix("# "))):
+            if row.get("pxname") != f"be_{service}" or row.get("svname") == "BACKEND":
+                continue
+            connections = sum(
+                int(row.get(key) or 0)
+                for key in ("used_conn_cur", "idle_conn_cur", "safe_conn_cur")
+            )
+            usage[row["svname"]] = _Usage(int(row.get("scur") or 0), connections)
+        missing = [s.server for s in self._slots[service] if s.server not in usage]
+        if missing:
+            raise HAProxyError(f"show stat of be_{service} lacks {missing}: {text[:200]!r}")
+        return usage
+
+    async def _set_state(self, service: str, slot: _Slot, state: SlotState) -> None:
+        answer = await self.command(f"set server be_{service}/{slot.server} state {state}")
+        if answer.strip():
+            raise HAProxyError(f"set {slot.server} {state} in be_{service}: {answer.strip()}")
+        slot.state = state
+
+    async def _point(self, service: str, slot: _Slot, endpoint: Endpoint) -> None:
+        """Aims a parked slot at ``endpoint``, then makes it ready."""
+        assert slot.state == "maint"
+        answer = await self.command(
+            f"set server be_{service}/{slot.server} addr {endpoint.ip} port {endpoint.port}"
+        )
+        # "IP changed from ...", or "no need to change the addr, port changed ...".
+        if "changed" not in answer and "no need to change" not in answer:
+            raise HAProxyError(f"set {slot.server} addr in be_{service}: {answer.strip()}")
+        slot.endpoint = endpoint
+        await self._set_state(service, slot, "ready")
+
+    # --- endpoints -------------------------------------------------------------------
+
+    async def publish(self, service: str, endpoints: Sequence[Endpoint]) -> None:
+        """Makes ``endpoints`` the backend set of ``service``, live.
+
+        New pods join before removed ones leave, so a backend is never empty during a
+        replacement. A removed pod is drained: calls it is serving finish, new calls go
+        elsewhere. Raises :class:`HAProxyError` if there are more endpoints than
+        ``max_backends`` slots, or (http) if no slot frees up in time.
+        """
+        if service not in self._slots:
+            raise KeyError(f"haproxy {self.name} has no listener for {service!r}")
+        wanted = {e.address: e for e in endpoints}
+        if len(wanted) > self.max_backends:
+            raise HAProxyError(
+                f"haproxy {self.name}: {len(wanted)} endpoints for {service} but only "
+                f"{self.max_backends} server slots (raise max_backends)"
+            )
+        self._published[service] = list(wanted.values())
+        if self._process is None:
+            return  # applied by start()
+        if self._process.returncode is not None:
+            raise HAProxyError(
+                f"haproxy {self.name} exited with code {self._process.returncode}:\n"
+                f"{self.log_tail()}"
+            )
+        async with self._lock:
+            await self._apply(service, wanted)
+
+    async def _apply(self, service: str, wanted: dict[str, Endpoint]) -> None:
+        slots = self._slots[service]
+        by_address = {s.endpoint.address: s for s in slots if s.endpoint is not None}
+        # 1. Pods a slot already points at (serving, draining or parked): keep or revive.
+        for address, endpoint in wanted.items():
+            slot = by_address.get(address)
+            if slot is not None:
+                slot.endpoint = endpoint
+                if slot.state != "ready":
+                    await self._set_state(service, slot, "ready")
+        new = [e for a, e in sorted(wanted.items()) if a not in by_address]
+        leaving = [
+            s
+            for s in slots
+            if s.state == "ready" and s.endpoint is not None and s.endpoint.address not in wanted
+        ]
+        if new:
+            # 2. New pods on clean slots, before anyone leaves.
+            for slot in await self._clean_slots(service):
+                if not new:
+                    break
+                await self._point(service, slot, new.pop(0))
+        # 3. Removed pods get no new calls; the calls they are serving finish.
+        for slot in leaving:
+            await self._set_state(service, slot, "drain")
+        # 4. Pods still without a slot: wait for a drained one to be let go.
+        if new:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _SLOT_WAIT_S
+            log.warning(
+                "haproxy %s: no free slot in be_%s for %s, waiting for a drained pod",
+                self.name,
+                service,
+                [e.pod for e in new],
+            )
+            while new:
+                for slot in await self._clean_slots(service, force=self.mode == "tcp"):
+                    if not new:
+                        break
+                    await self._point(service, slot, new.pop(0))
+                if new and loop.time() > deadline:
+                    raise HAProxyError(
+                        f"haproxy {self.name}: no slot of be_{service} freed up in "
+                        f"{_SLOT_WAIT_S}s for {[e.pod for e in new]} (raise max_backends)"
+                    )
+                if new:
+                    await asyncio.sleep(0.1)
+        log.info(
+            "haproxy %s: %s -> %s",
+            self.name,
+            service,
+            [s.endpoint.pod for s in slots if s.state == "ready" and s.endpoint is not None],
+        )
+
+    async def _clean_slots(self, service: str, force: bool = False) -> list[_Slot]:
+        """Parks drained slots that serve nothing, then returns the parked slots that can
+        take a new address: never used first.
+
+        A slot must have no connection left: HAProxy keeps multiplexing new calls onto
+        a live HTTP/2 connection of a server even after the server's address changed,
+        so reusing a slot too early would send them to the old pod. Maint closes idle
+        connections at once; busy ones close when their last call ends. With ``force``
+        (TCP mode, where no connection is ever shared) draining slots are taken too,
+        least busy first.
+        """
+        slots = self._slots[service]
+        usage = await self._usage(service)
+        for slot in slots:
+            if slot.state == "drain" and usage[slot.server].sessions == 0:
+                await self._set_state(service, slot, "maint")
+        if any(s.state == "maint" for s in slots):
+            usage = await self._usage(service)
+        clean = [s for s in slots if s.state == "maint" and usage[s.server].idle]
+        clean.sort(key=lambda s: s.endpoint is not None)
+        if force and not clean:
+            busy = [s for s in slots if s.state in ("maint", "drain")]
+            clean = sorted(busy, key=lambda s: usage[s.server].sessions)
+            for slot in clean:
+                if slot.state == "drain":
+                    await self._set_state(service, slot, "maint")
+        return clean
+
+
+async def _wait_exit(process: asyncio.subprocess.Process, timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(process.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,64 @@
+"""An xDS client in a process of its own, as a pod is: gRPC reads ``GRPC_XDS_BOOTSTRAP``
+once per process, so each probe gets its own bootstrap from its environment.
+
+``python xds_probe.py TARGET count N``: N ListProducts calls, then one JSON line
+``{"pods": {pod: calls}, "failed": {code: calls}}``.
+``python xds_probe.py TARGET stream``: calls until SIGTERM, one line per call,
+``<time.monotonic()> <pod>`` or ``<time.monotonic()> ERROR:<code>``, then ``done``.
+(CLOCK_MONOTONIC is system-wide on Linux, so the test can compare the times.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import Counter
+
+import grpc
+
+from shop.runtime.callscope import ROUTE_TRAILER, parse_route
+from shop.v1 import inventory_pb2, inventory_pb2_grpc
+
+CALL_TIMEOUT_S = 30
+PACE_S = 0.005  # between stream calls: fine-grained timing without taking a whole core
+
+
+async def call_once(stub: inventory_pb2_grpc.InventoryStub) -> str:
+    """The inventory pod that served one call, or ERROR:<code>."""
+    call = stub.ListProducts(inventory_pb2.ListProductsRequest(page_size=1), timeout=CALL_TIMEOUT_S)
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return f"ERROR:{error.code().name}"
+    trailers = dict(await call.trailing_metadata())
+    return parse_route(trailers[ROUTE_TRAILER])["inventory"]
+
+
+async def count(stub: inventory_pb2_grpc.InventoryStub, calls: int) -> None:
+    results = Counter([await call_once(stub) for _ in range(calls)])
+    pods = {k: v for k, v in results.items() if not k.startswith("ERROR:")}
+    failed = {k[6:]: v for k, v in results.items() if k.startswith("ERROR:")}
+    print(json.dumps({"pods": pods, "failed": failed}), flush=True)
+
+
+async def stream(stub: inventory_pb2_grpc.InventoryStub) -> None:
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    while not stop.is_set():
+        outcome = await call_once(stub)
+        print(f"{time.monotonic():.6f} {outcome}", flush=True)
+        await asyncio.sleep(PACE_S)
+    print("done", flush=True)
+
+
+async def main(target: str, mode: str, calls: int) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = inventory_pb2_grpc.InventoryStub(channel)
+        await (count(stub, calls) if mode == "count" else stream(stub))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0))
