@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 # name -> module under shop.cli; each module has add_parser(subparsers) and run(args).
-SUBCOMMANDS = ("up", "load", "demo", "bench", "env")
+SUBCOMMANDS = ("up", "load", "demo", "lab", "bench", "env")
+
+
+# gRPC core logs at INFO to stderr otherwise (e.g. about fork() when a command that
+# holds channels starts a load-generator process); the commands report errors.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,12 +82,13 @@ class ReadinessTracker:
         if service is not None:
             await self._set(service, endpoint, ready=False)
 
-    async def wait_for(self, service: str, predicate: object, timeout_s: float) -> list[Endpoint]:
+    async def wait_for(
+        self, service: str, predicate: Callable[[list[Endpoint]], bool], timeout_s: float
+    ) -> list[Endpoint]:
         """Waits until ``predicate(ready endpoints)`` is true; returns the set."""
-        assert callable(predicate)
         async with self._changed:
             await asyncio.wait_for(
-                self._changed.wait_for(lambda: bool(predicate(self.ready(service)))), timeout_s
+                self._changed.wait_for(lambda: predicate(self.ready(service))), timeout_s
             )
         return self.ready(service)
 

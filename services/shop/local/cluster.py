@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +88,9 @@ class ClusterSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Per-service overrides, e.g. {"inventory": {"SHOP_MAX_CONNECTION_AGE_S": "2"}}.
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Per-replica overrides, last: (service, index) -> env, e.g. a target pointing at
+    # the replica's own sidecar proxy.
+    replica_env: Callable[[str, int], Mapping[str, str]] | None = None
 
 
 class LocalCluster:
@@ -156,6 +159,8 @@ class LocalCluster:
             env["DATABASE_URL"] = self.spec.database_url
         env.update(self.spec.extra_env)
         env.update(self.spec.service_env.get(service, {}))
+        if self.spec.replica_env is not None:
+            env.update(self.spec.replica_env(service, index))
         return env
 
     def start_replica(self, service: str, index: int) -> Replica:

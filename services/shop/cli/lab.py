@@ -1,0 +1,125 @@
+"""``shop lab``: run the same load in every balancing mode and compare them.
+
+Writes ``lab.json`` (every figure, every timeline) and ``lab.html`` (per-pod call
+rate over time per mode, with the scale and rollout events marked) to ``--out``,
+and prints a table. ``--mode`` (repeatable) runs a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+
+from shop.cli.options import bounded_int, positive_float
+from shop.lab.chart import write_chart
+from shop.lab.modes import MODE_NAMES
+from shop.lab.report import print_table
+from shop.lab.runner import LabSettings, run_mode
+from shop.loadgen.session import run_async
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "lab",
+        help="measure every balancing mode side by side (share, rebalancing, rollout errors)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--mode", action="append", choices=MODE_NAMES, help="run only this mode (repeatable)"
+    )
+    parser.add_argument("--orders", type=bounded_int(1, 8), default=2, help="orders replicas")
+    parser.add_argument(
+        "--inventory", type=bounded_int(1, 6), default=2, help="inventory replicas before scale-up"
+    )
+    parser.add_argument(
+        "--scale-to", type=bounded_int(2, 8), default=4, help="inventory replicas after scale-up"
+    )
+    parser.add_argument(
+        "--steady", type=positive_float, default=10.0, help="steady-state seconds per mode"
+    )
+    parser.add_argument(
+        "--scale-window",
+        type=positive_float,
+        default=15.0,
+        help="seconds watched after the scale-up for the new pods to get traffic",
+    )
+    parser.add_argument(
+        "--concurrency", type=bounded_int(1, 256), default=16, help="calls in flight"
+    )
+    parser.add_argument(
+        "--bucket", type=positive_float, default=0.5, help="timeline resolution, seconds"
+    )
+    parser.add_argument("--out", default="results/lab", help="where lab.json and lab.html go")
+    parser.add_argument("--json", action="store_true", help="print the results JSON to stdout")
+    parser.set_defaults(run=run, parser=parser)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "platform": platform.platform(),
+    }
+
+
+async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> dict[str, Any]:
+    results: dict[str, Any] = {"settings": settings.to_json(), "machine": _machine(), "modes": {}}
+    with console.status("") as status:
+        for name in modes:
+            results["modes"][name] = await run_mode(name, settings, status.update)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.scale_to <= args.inventory:
+        args.parser.error("argument --scale-to: must be larger than --inventory")
+    from shop.lab.haproxy import HAProxyError, haproxy_binary
+
+    modes = args.mode or list(MODE_NAMES)
+    if any(m in ("clusterip", "sidecar") for m in modes):
+        try:
+            haproxy_binary()
+        except HAProxyError as error:
+            print(f"shop lab: {error}", file=sys.stderr)
+            return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="shop-lab-"))
+    settings = LabSettings(
+        data_dir=work,
+        orders=args.orders,
+        inventory_start=args.inventory,
+        inventory_scaled=args.scale_to,
+        steady_s=args.steady,
+        scale_window_s=args.scale_window,
+        concurrency=args.concurrency,
+        bucket_s=args.bucket,
+    )
+    console = Console(stderr=True)
+    try:
+        results = run_async(_run_all(modes, settings, console))
+    except KeyboardInterrupt:
+        console.print("interrupted; every process was stopped")
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (out / "lab.json").write_text(json.dumps(results, indent=2))
+    written = [out / "lab.json", write_chart(results, out / "lab.html")]
+    if args.json:
+        print(json.dumps(results, indent=2))
+    print_table(results, console)
+    console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
+    return 0

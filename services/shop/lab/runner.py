@@ -1,0 +1,321 @@
+"""Runs one balancing mode end to end and measures it.
+
+For a mode: start its infrastructure, start the replicas (inventory, then orders,
+then the gateway, each only once the previous service's endpoints are published),
+then two load runs from a separate ``shop load`` process:
+
+1. steady state: per-pod shares, throughput, latency, CPU per 1,000 calls;
+2. events, on one timeline: inventory scales up (2 -> 4 by default), then every
+   inventory replica is restarted one at a time (a rollout), then one is removed.
+
+Everything started is stopped at the end, also after a failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shop.lab import analysis
+from shop.lab.analysis import Event
+from shop.lab.cpu import total_cpu_s
+from shop.lab.endpoints import Endpoint, ReadinessTracker
+from shop.lab.modes import Mode
+from shop.local.addresses import AddressPlan, free_net
+from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    data_dir: Path
+    orders: int = 2
+    inventory_start: int = 2
+    inventory_scaled: int = 4
+    steady_s: float = 10.0
+    scale_window_s: float = 15.0
+    settle_s: float = 3.0
+    concurrency: int = 16
+    workload: str = "place"
+    bucket_s: float = 0.5
+    drain_delay_s: float = 1.0
+    shutdown_grace_s: float = 5.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "inventory_start": self.inventory_start,
+            "inventory_scaled": self.inventory_scaled,
+            "steady_s": self.steady_s,
+            "scale_window_s": self.scale_window_s,
+            "concurrency": self.concurrency,
+            "workload": self.workload,
+            "bucket_s": self.bucket_s,
+            "drain_delay_s": self.drain_delay_s,
+            "shutdown_grace_s": self.shutdown_grace_s,
+        }
+
+
+class LoadProcess:
+    """``shop load --json --timeline`` in its own process (its CPU is not counted)."""
+
+    def __init__(
+        self, target: str, settings: LabSettings, duration_s: float, expect: dict[str, int]
+    ) -> None:
+        self.command = [
+            sys.executable, "-m", "shop.cli.main", "load", "--target", target,
+            "--workload", settings.workload, "--concurrency", str(settings.concurrency),
+            "--duration", str(duration_s), "--warmup", "0", "--timeout", "10",
+            "--json", "--no-progress", "--timeline", str(settings.bucket_s),
+            *[f"--expect={service}={n}" for service, n in expect.items()],
+        ]  # fmt: skip
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            *self.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+
+    async def result(self) -> dict[str, Any]:
+        assert self._process is not None
+        stdout, stderr = await self._process.communicate()
+        if self._process.returncode != 0:
+            raise RuntimeError(
+                f"shop load exited {self._process.returncode}: "
+                f"{(stderr or stdout).decode(errors='replace')[-800:]}"
+            )
+        parsed: dict[str, Any] = json.loads(stdout)
+        return parsed
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGKILL)
+            await self._process.wait()
+
+
+class ModeRun:
+    def __init__(self, name: str, settings: LabSettings, progress: Progress) -> None:
+        self.name = name
+        self.settings = settings
+        self.progress = progress
+        self.plan = AddressPlan(net=free_net())
+        self.work_dir = settings.data_dir / name
+        client_pods = [("gateway", 0), *[("orders", i) for i in range(settings.orders)]]
+        self.mode = Mode(name, self.plan, self.work_dir, client_pods)
+        self.tracker: ReadinessTracker | None = None
+        self.cluster: LocalCluster | None = None
+
+    # --- set-up -----------------------------------------------------------------------
+
+    def endpoint(self, service: str, index: int) -> Endpoint:
+        return Endpoint(f"{service}-{index}", self.plan.ip(service, index), self.plan.grpc_port)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = await self.mode.start()
+        self.tracker = ReadinessTracker(self.mode.publishers)
+        spec = ClusterSpec(
+            replicas={"gateway": 1, "orders": s.orders, "inventory": s.inventory_start},
+            plan=self.plan,
+            data_dir=self.work_dir,
+            drain_delay_s=s.drain_delay_s,
+            shutdown_grace_s=s.shutdown_grace_s,
+            extra_env=env.common,
+            service_env=env.per_service,
+            replica_env=env.for_replica,
+        )
+        self.cluster = LocalCluster(spec)
+        await asyncio.to_thread(self.cluster.preflight)
+        for service, count in (
+            ("inventory", s.inventory_start),
+            ("orders", s.orders),
+            ("gateway", 1),
+        ):
+            for index in range(count):
+                await self.start_replica(service, index)
+
+    async def start_replica(self, service: str, index: int) -> Replica:
+        assert self.cluster is not None and self.tracker is not None
+        replica = await asyncio.to_thread(self.cluster.start_replica, service, index)
+        if service != "gateway":
+            self.tracker.watch(service, self.endpoint(service, index))
+        await asyncio.to_thread(self.cluster.wait_ready, 60.0, None, replica)
+        if service != "gateway":
+            # Like readiness gating EndpointSlices: wait until routing knows the pod.
+            pod = replica.pod
+            await self.tracker.wait_for(service, lambda eps: any(e.pod == pod for e in eps), 30.0)
+        return replica
+
+    async def stop_replica(self, service: str, index: int) -> None:
+        assert self.cluster is not None
+        replica = next(r for r in self.cluster.replicas_of(service) if r.index == index)
+        self.cluster.signal_replica(replica)
+        budget = self.settings.drain_delay_s + self.settings.shutdown_grace_s + 10
+        await asyncio.to_thread(self.cluster.wait_exit, replica, budget)
+
+    async def close(self) -> None:
+        if self.cluster is not None:
+            await asyncio.to_thread(self.cluster.stop)
+        if self.tracker is not None:
+            await self.tracker.close()
+        await self.mode.close()
+
+    # --- measurements -----------------------------------------------------------------
+
+    def pids(self) -> list[int]:
+        assert self.cluster is not None
+        replicas = [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
+        return replicas + self.mode.proxy_pids()
+
+    @property
+    def gateway_target(self) -> str:
+        return self.plan.grpc_addr("gateway", 0)
+
+    async def steady(self) -> dict[str, Any]:
+        s = self.settings
+        self.progress(f"{self.name}: steady state ({s.steady_s:.0f} s)")
+        # A short unmeasured run first: connections, caches and JITs warm up.
+        warmup = LoadProcess(self.gateway_target, s, 2.0, {})
+        await warmup.start()
+        await warmup.result()
+        pids = self.pids()
+        cpu_before = total_cpu_s(pids)
+        load = LoadProcess(
+            self.gateway_target, s, s.steady_s, {"orders": s.orders, "inventory": s.inventory_start}
+        )
+        await load.start()
+        summary = await load.result()
+        cpu_s = total_cpu_s(pids) - cpu_before
+        orders_pods = [f"orders-{i}" for i in range(s.orders)]
+        inventory_pods = [f"inventory-{i}" for i in range(s.inventory_start)]
+        per_hop = summary["per_hop"]
+        shares = {
+            "orders": analysis.shares(per_hop, "orders", orders_pods),
+            "inventory": analysis.shares(per_hop, "inventory", inventory_pods),
+        }
+        calls = int(summary["calls"])
+        return {
+            "calls": calls,
+            "calls_per_s": summary["calls_per_s"],
+            "p50_ms": summary["latency_ms"]["p50"],
+            "p99_ms": summary["latency_ms"]["p99"],
+            "shares": shares,
+            "imbalance": {hop: analysis.imbalance(v) for hop, v in shares.items()},
+            "cpu_s_per_1000_calls": round(cpu_s / calls * 1000, 3) if calls else None,
+            "failures": summary["failures"],
+            "status_counts": summary["status_counts"],
+        }
+
+    async def events(self) -> dict[str, Any]:
+        s = self.settings
+        restart_budget = s.drain_delay_s + 4.0
+        duration = (
+            s.settle_s + s.scale_window_s + s.inventory_scaled * restart_budget
+            + s.settle_s + s.settle_s * 2
+        )  # fmt: skip
+        load = LoadProcess(
+            self.gateway_target, s, duration, {"orders": s.orders, "inventory": s.inventory_scaled}
+        )
+        started = time.time()
+        await load.start()
+        events: list[tuple[float, str, str]] = []
+        try:
+            await asyncio.sleep(s.settle_s)
+            self.progress(f"{self.name}: scale-up {s.inventory_start} -> {s.inventory_scaled}")
+            events.append(
+                (time.time(), "scale-up", f"inventory {s.inventory_start}->{s.inventory_scaled}")
+            )
+            await asyncio.gather(
+                *(
+                    self.start_replica("inventory", i)
+                    for i in range(s.inventory_start, s.inventory_scaled)
+                )
+            )
+            scale_up_at = events[0][0]
+            await asyncio.sleep(max(0.0, scale_up_at + s.scale_window_s - time.time()))
+            self.progress(f"{self.name}: rollout of {s.inventory_scaled} inventory replicas")
+            rollout_start = time.time()
+            for index in range(s.inventory_scaled):
+                events.append((time.time(), "restart", f"inventory-{index}"))
+                await self.stop_replica("inventory", index)
+                await self.start_replica("inventory", index)
+            rollout_end = time.time()
+            await asyncio.sleep(s.settle_s)
+            self.progress(f"{self.name}: scale-down")
+            last = s.inventory_scaled - 1
+            scale_down_at = time.time()
+            events.append((scale_down_at, "scale-down", f"inventory-{last}"))
+            await self.stop_replica("inventory", last)
+            assert self.tracker is not None
+            await self.tracker.forget(self.endpoint("inventory", last))
+            summary = await load.result()
+        finally:
+            await load.kill()
+        timeline = summary["timeline"]
+        origin = float(timeline["start_unix"])
+
+        def at(unix: float) -> float:
+            return unix - origin
+
+        new_pods = [f"inventory-{i}" for i in range(s.inventory_start, s.inventory_scaled)]
+        window_end = at(rollout_start)
+        rollout_calls, rollout_failures = analysis.calls_and_failures(
+            timeline, at(rollout_start), at(rollout_end) + s.settle_s
+        )
+        down_calls, down_failures = analysis.calls_and_failures(
+            timeline, at(scale_down_at), at(started + duration + 1)
+        )
+        return {
+            "scale_up": {
+                "from": s.inventory_start,
+                "to": s.inventory_scaled,
+                "first_traffic_s": _rounded(analysis.time_to_first_traffic(
+                    timeline, "inventory", new_pods, at(scale_up_at), window_end
+                )),
+                "fair_share_s": _rounded(analysis.time_to_fair_share(
+                    timeline, "inventory", new_pods, s.inventory_scaled, at(scale_up_at), window_end
+                )),
+                "window_s": round(window_end - at(scale_up_at), 2),
+            },
+            "rollout": {"calls": rollout_calls, "failures": rollout_failures},
+            "scale_down": {"calls": down_calls, "failures": down_failures},
+            "failures_total": summary["failures"],
+            "timeline": timeline,
+            "events": [Event(at(t), kind, detail).to_json() for t, kind, detail in events],
+        }  # fmt: skip
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+async def run_mode(name: str, settings: LabSettings, progress: Progress) -> dict[str, Any]:
+    """Everything the lab measures for one mode; every process stopped afterwards."""
+    run = ModeRun(name, settings, progress)
+    try:
+        progress(f"{name}: starting ({run.mode.description})")
+        await run.start()
+        steady = await run.steady()
+        events = await run.events()
+        return {
+            "description": run.mode.description,
+            "steady": steady,
+            **events,
+            "control_plane": run.mode.counters(),
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            await run.close()
