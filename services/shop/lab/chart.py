@@ -78,7 +78,8 @@ h1 { font-size: 24px; margin: 0 0 4px; }
 h2 { font-size: 19px; margin: 0 0 2px; }
 .lede { margin: 0 0 12px; color: #444; }
 .settings { margin: 0 0 16px; color: #666; font-size: 12px; }
-.settings code { background: #eee; padding: 1px 4px; border-radius: 3px; margin-right: 4px; }
+.settings code { background: #eee; padding: 1px 4px; border-radius: 3px; margin-right: 4px;
+  display: inline-block; margin-bottom: 3px; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: 13px; }
 th, td { padding: 6px 8px; border-bottom: 1px solid #e3e3e3; text-align: right;
   white-space: nowrap; }

@@ -235,16 +235,22 @@ class ModeRun:
         try:
             await asyncio.sleep(s.settle_s)
             self.progress(f"{self.name}: scale-up {s.inventory_start} -> {s.inventory_scaled}")
-            events.append(
-                (time.time(), "scale-up", f"inventory {s.inventory_start}->{s.inventory_scaled}")
-            )
             await asyncio.gather(
                 *(
                     self.start_replica("inventory", i)
                     for i in range(s.inventory_start, s.inventory_scaled)
                 )
             )
-            scale_up_at = events[0][0]
+            # Clocks start when the new pods are ready and in the endpoint set (as with
+            # Kubernetes readiness), not when their processes were asked to start.
+            scale_up_at = time.time()
+            events.append(
+                (
+                    scale_up_at,
+                    "scale-up",
+                    f"inventory {s.inventory_start}->{s.inventory_scaled} ready",
+                )
+            )
             await asyncio.sleep(max(0.0, scale_up_at + s.scale_window_s - time.time()))
             self.progress(f"{self.name}: rollout of {s.inventory_scaled} inventory replicas")
             rollout_start = time.time()
