@@ -7,10 +7,12 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv sysdeps demo up test check fmt proto bench clean
+.PHONY: help venv sysdeps demo lab up test check fmt proto bench clean
 
 help:
-	@echo "make demo    start the shop on loopback, load it, print what it saw, stop"
+	@echo "make demo    start the shop on loopback, load it, print what it saw, stop;"
+	@echo "             then a short balancing lab over every mode"
+	@echo "make lab     the balancing lab with its default durations (results/lab)"
 	@echo "make test    run the test suite (sets up .venv and system packages)"
 	@echo "make check   ruff (lint + format check) and mypy"
 	@echo "make bench   telemetry and hop cost, measured side by side"
@@ -28,8 +30,12 @@ venv: $(STAMP)
 sysdeps: venv
 	$(PY) -m shop.local.sysdeps --install
 
-demo: venv
+demo: venv sysdeps
 	$(VENV)/bin/shop demo
+	$(VENV)/bin/shop lab --steady 4 --scale-window 8 --out results/lab
+
+lab: venv sysdeps
+	$(VENV)/bin/shop lab --out results/lab
 
 up: venv
 	$(VENV)/bin/shop up
