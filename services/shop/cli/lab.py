@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -109,12 +110,16 @@ def run(args: argparse.Namespace) -> int:
         bucket_s=args.bucket,
     )
     console = Console(stderr=True)
+    # SIGTERM (e.g. from a CI runner) stops the lab the way Ctrl-C does: every replica,
+    # proxy and server it started is stopped on the way out.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         results = run_async(_run_all(modes, settings, console))
     except KeyboardInterrupt:
         console.print("interrupted; every process was stopped")
         return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(work, ignore_errors=True)
     (out / "lab.json").write_text(json.dumps(results, indent=2))
     written = [out / "lab.json", write_chart(results, out / "lab.html")]

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -81,28 +81,33 @@ class LoadProcess:
             "--json", "--no-progress", "--timeline", str(settings.bucket_s),
             *[f"--expect={service}={n}" for service, n in expect.items()],
         ]  # fmt: skip
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            *self.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        # subprocess.Popen, not the event loop's subprocess support: uvloop spawns with
+        # fork(), which runs gRPC's fork handlers in the child while this process has
+        # gRPC threads busy (the tracker's watches, the xDS server) and the child can
+        # crash before exec; Popen uses vfork/posix_spawn, which runs no handlers.
+        self._process = await asyncio.to_thread(
+            subprocess.Popen, self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
 
     async def result(self) -> dict[str, Any]:
         assert self._process is not None
-        stdout, stderr = await self._process.communicate()
-        if self._process.returncode != 0:
+        process = self._process
+        stdout, stderr = await asyncio.to_thread(process.communicate)
+        if process.returncode != 0:
             raise RuntimeError(
-                f"shop load exited {self._process.returncode}: "
+                f"shop load exited {process.returncode}: "
                 f"{(stderr or stdout).decode(errors='replace')[-800:]}"
             )
         parsed: dict[str, Any] = json.loads(stdout)
         return parsed
 
     async def kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGKILL)
-            await self._process.wait()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)
 
 
 class ModeRun:

@@ -1,0 +1,93 @@
+"""``shop lab`` flags fail clearly, and SIGTERM stops everything the lab started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _shop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shop.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_scale_to_must_exceed_the_start_count() -> None:
+    result = _shop("lab", "--inventory", "3", "--scale-to", "3")
+    assert result.returncode == 2
+    assert "--scale-to" in result.stderr
+
+
+def test_unknown_mode_is_refused_with_the_choices() -> None:
+    result = _shop("lab", "--mode", "nodeport")
+    assert result.returncode == 2
+    assert "--mode" in result.stderr and "proxyless" in result.stderr
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    pending.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and ") Z " not in stat.read_text()
+
+
+def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "sidecar", "--steady", "60",
+         "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        # Wait until replicas and proxies run: the gateway is the last replica started.
+        deadline = time.monotonic() + 120
+        children: set[int] = set()
+        while time.monotonic() < deadline:
+            children = _descendants(lab.pid)
+            commands = [Path(f"/proc/{c}/cmdline").read_bytes() for c in children if _alive(c)]
+            if any(b"shop.gateway" in c for c in commands) and any(
+                b"haproxy" in c for c in commands
+            ):
+                break
+            assert lab.poll() is None, lab.stderr.read() if lab.stderr else ""
+            time.sleep(0.2)
+        else:
+            raise AssertionError("lab never got its replicas and sidecars running")
+        lab.send_signal(signal.SIGTERM)
+        assert lab.wait(timeout=90) == 130
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)]
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+            lab.wait()
