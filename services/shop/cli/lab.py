@@ -58,6 +58,13 @@ def add_parser(subparsers: Any) -> None:
         "--concurrency", type=bounded_int(1, 256), default=16, help="calls in flight"
     )
     parser.add_argument(
+        "--workload",
+        choices=("place", "mix"),
+        default="place",
+        help="place: every call crosses gateway -> orders -> inventory (default); mix: a "
+        "shop front-end's mix (see shop load --help)",
+    )
+    parser.add_argument(
         "--bucket", type=positive_float, default=0.5, help="timeline resolution, seconds"
     )
     parser.add_argument("--out", default="results/lab", help="where lab.json and lab.html go")
@@ -107,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         steady_s=args.steady,
         scale_window_s=args.scale_window,
         concurrency=args.concurrency,
+        workload=args.workload,
         bucket_s=args.bucket,
     )
     console = Console(stderr=True)

@@ -304,6 +304,7 @@ class ModeRun:
             "rollout": {"calls": rollout_calls, "failures": rollout_failures},
             "scale_down": {"calls": down_calls, "failures": down_failures},
             "failures_total": summary["failures"],
+            "status_counts": summary["status_counts"],
             "timeline": timeline,
             "events": [Event(at(t), kind, detail).to_json() for t, kind, detail in events],
         }  # fmt: skip
