@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# xds-protos ships its own, older copy of the opentelemetry/proto modules and
+	@# overwrites opentelemetry-proto's files; put the real ones back on top (the
+	@# tracing tests fail without InstrumentationScope).
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+		"opentelemetry-proto==$$($(PY) -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	touch $(STAMP)
 
 venv: $(STAMP)

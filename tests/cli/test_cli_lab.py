@@ -59,13 +59,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
-    lab = subprocess.Popen(
-        [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "sidecar", "--steady", "60",
-         "--out", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    stderr_path = tmp_path / "lab.stderr"
+    with stderr_path.open("w") as stderr:
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "sidecar", "--steady", "60",
+             "--out", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )  # fmt: skip
     try:
         # Wait until replicas and proxies run: the gateway is the last replica started.
         deadline = time.monotonic() + 120
@@ -77,7 +78,7 @@ def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
                 b"haproxy" in c for c in commands
             ):
                 break
-            assert lab.poll() is None, lab.stderr.read() if lab.stderr else ""
+            assert lab.poll() is None, stderr_path.read_text()
             time.sleep(0.2)
         else:
             raise AssertionError("lab never got its replicas and sidecars running")
