@@ -45,4 +45,3 @@ def test_phase_counts_and_shares() -> None:
     per_hop = {"inventory": {"i-0": 30, "i-1": 10}}
     shares = analysis.shares(per_hop, "inventory", ["i-0", "i-1", "i-2"])
     assert shares == {"i-0": 0.75, "i-1": 0.25, "i-2": 0.0}
-    assert analysis.imbalance(shares) == 2.25

@@ -61,6 +61,7 @@ def test_out_of_range_latency_is_clamped_not_lost() -> None:
         ({"a": 20, "b": 10}, 0, 20 * 2 / 30),
         ({"a": 20, "b": 10}, 4, 20 * 4 / 30),
         ({}, 3, 0.0),
+        ({"a": 30, "b": 10}, 3, 2.25),  # the lab: a third pod served nothing
     ],
 )
 def test_imbalance(counts: dict[str, int], expected_pods: int, value: float) -> None:

@@ -78,10 +78,3 @@ def shares(
     counts = per_hop.get(service, {})
     total = sum(counts.values())
     return {pod: round(counts.get(pod, 0) / total, 4) if total else 0.0 for pod in pods}
-
-
-def imbalance(share_by_pod: Mapping[str, float]) -> float:
-    """Busiest pod's share over the mean share (1.0 = even, N = all on one of N pods)."""
-    if not share_by_pod or sum(share_by_pod.values()) == 0:
-        return 0.0
-    return round(max(share_by_pod.values()) * len(share_by_pod) / sum(share_by_pod.values()), 3)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shop.lab.analysis import Event
+
 TITLE = "shop lab: gRPC load balancing, mode by mode"
 LEDE = (
     "The same workload in each balancing mode: how evenly calls spread over the pods, "
@@ -120,13 +122,6 @@ class Bucket:
     calls: int
     failures: int
     per_hop: Mapping[str, Mapping[str, int]]
-
-
-@dataclass(frozen=True)
-class Event:
-    t: float
-    kind: str
-    detail: str
 
 
 @dataclass(frozen=True)

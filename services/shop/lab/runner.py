@@ -218,7 +218,9 @@ class ModeRun:
             "p50_ms": summary["latency_ms"]["p50"],
             "p99_ms": summary["latency_ms"]["p99"],
             "shares": shares,
-            "imbalance": {hop: analysis.imbalance(v) for hop, v in shares.items()},
+            # The loader was told the replica counts (--expect), so pods that got no
+            # call count in its imbalance already.
+            "imbalance": {hop: summary["imbalance"].get(hop, 0.0) for hop in shares},
             "cpu_s_per_1000_calls": round(cpu_s / calls * 1000, 3) if calls else None,
             "failures": summary["failures"],
             "status_counts": summary["status_counts"],
