@@ -1,0 +1,158 @@
+"""``shop serve SERVICE``: the container's command runs a service like ``python -m``.
+
+A container's life in small: the process becomes SERVING (as ``shop health`` sees
+it), exits 0 on SIGTERM after its graceful stop, and a bad name or a bad setting
+stops it at once with exit 2 and one line naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import shop
+from shop.cli.health import check_targets
+from shop.cli.main import main
+from shop.cli.serve import SERVICES
+
+from ..conftest import free_port
+
+SHOP = Path(sys.executable).parent / "shop"
+EXIT_CONFIG_ERROR = 2
+
+Spawn = Callable[..., subprocess.Popen[bytes]]
+
+
+def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """What a pod would set, on a free loopback port, with nothing left over from ours."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SHOP_", "OTEL_", "DATABASE_", "GRPC_"))
+    }
+    env.update(
+        {
+            "SHOP_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
+            "SHOP_METRICS_ADDR": "off",
+            "SHOP_DATA_DIR": str(tmp_path / "data"),
+            "SHOP_DRAIN_DELAY_S": "0",
+            "OTEL_TRACES_EXPORTER": "none",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
+    """Starts ``shop ARGV``, its stderr in a file; every process is killed at teardown."""
+    assert SHOP.exists(), f"{SHOP} missing: is the project installed in this environment?"
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*argv: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"stderr-{len(processes)}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [str(SHOP), *argv],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        processes.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+
+
+def wait_serving(process: subprocess.Popen[bytes], target: str, timeout_s: float = 60) -> None:
+    """Asks the way ``shop health`` does until the server says SERVING."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode} before SERVING")
+        [result] = check_targets([target], "", 1.0)
+        if result.serving:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not SERVING after {timeout_s}s: {result}")
+        time.sleep(0.1)
+
+
+def shop_health(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SHOP), "health", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_serve_inventory_until_sigterm(spawn: Spawn, tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    target = env["SHOP_LISTEN_ADDR"]
+    process = spawn("serve", "inventory", env=env)
+    wait_serving(process, target)
+    probe = shop_health(target, "--service", "shop.v1.Inventory", "--timeout", "5")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert probe.stdout == f"{target}  SERVING\n"
+    # Its SQLite file went where SHOP_DATA_DIR says, as the image's writable path.
+    assert (tmp_path / "data" / "inventory.db").exists()
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    stderr = (tmp_path / "stderr-0.log").read_text()
+    assert "Traceback" not in stderr
+    assert '"msg": "stopped"' in stderr
+    assert shop_health(target, "--timeout", "1").returncode == 1
+
+
+def test_unknown_service_is_exit_2_naming_the_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "shipping"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument SERVICE: invalid choice: 'shipping'" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve"])
+    assert exit_info.value.code == 2
+    assert "SERVICE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_bad_setting_is_exit_2_with_one_line(service: str, spawn: Spawn, tmp_path: Path) -> None:
+    process = spawn("serve", service, env=service_env(tmp_path, SHOP_DRAIN_DELAY_S="soon"))
+    assert process.wait(timeout=60) == EXIT_CONFIG_ERROR
+    [line] = (tmp_path / "stderr-0.log").read_text().splitlines()
+    assert line.startswith(
+        f"{service}: configuration error: SHOP_DRAIN_DELAY_S='soon' is not valid: "
+        "expected a number of seconds >= 0"
+    )
+
+
+def test_every_runnable_service_can_be_served() -> None:
+    # Each package with a __main__ (python -m shop.<name>) is a service `shop serve`
+    # offers, and both hand run_service the same setup.
+    package_dir = Path(shop.__file__).parent
+    runnable = {path.parent.name for path in package_dir.glob("*/__main__.py")}
+    assert set(SERVICES) == runnable
+    for name in SERVICES:
+        app = importlib.import_module(f"shop.{name}.app")
+        entry = importlib.import_module(f"shop.{name}.__main__")
+        assert entry.setup is app.setup
