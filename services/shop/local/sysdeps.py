@@ -32,6 +32,8 @@ REQUIRED: tuple[SystemProgram, ...] = (
     SystemProgram("pg_ctl", "postgresql", "PostgreSQL server for the storage tests"),
     SystemProgram("runuser", "util-linux", "run PostgreSQL as a non-root user"),
     SystemProgram("haproxy", "haproxy", "L4/L7 proxies for the balancing lab"),
+    SystemProgram("prometheus", "prometheus", "a real Prometheus for the dashboard and rule tests"),
+    SystemProgram("promtool", "prometheus", "checks and unit-tests Prometheus rules"),
 )
 
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,11 +169,18 @@ async def _drain(
     log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
 
 
+def read_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """The server's settings; client settings are validated too, so a bad one stops
+    the process before it serves rather than at its first downstream call."""
+    config = ServerConfig.from_env(environ)
+    ChannelConfig.from_env(environ)
+    return config
+
+
 def run_service(service: str, setup: ServiceSetup) -> None:
     """Entry point of a service process: validated config, serve until signalled, exit."""
     try:
-        config = ServerConfig.from_env()
-        ChannelConfig.from_env()  # fail fast on client settings too
+        config = read_config()
     except ConfigError as error:
         print(f"{service}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None

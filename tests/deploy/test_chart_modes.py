@@ -1,0 +1,203 @@
+"""What each mode configures, read off the rendered objects (DESIGN.md's mode table)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+SERVICES = ("gateway", "orders", "inventory")
+NS = "shop-ns"
+Env = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _host(component: str) -> str:
+    return f"shop-{component}.{NS}.svc.cluster.local"
+
+
+def _pod_template(rendered: Any, component: str) -> dict[str, Any]:
+    template: dict[str, Any] = rendered.get("Deployment", f"shop-{component}")["spec"]["template"]
+    return template
+
+
+@pytest.mark.parametrize(
+    ("mode", "target", "lb_policy"),
+    [
+        ("clusterip", "{host}:50051", "pick_first"),
+        ("headless", "dns:///shop-{c}-headless.shop-ns.svc.cluster.local:50051", "round_robin"),
+        ("istio", "{host}:50051", "pick_first"),
+        ("proxyless", "xds:///{host}:50051", "round_robin"),
+    ],
+)
+def test_client_targets_and_policy(
+    mode: str, target: str, lb_policy: str, render_chart: Callable[..., Any], env_of: Env
+) -> None:
+    rendered = render_chart(mode)
+    gateway = env_of(rendered.get("Deployment", "shop-gateway"))
+    orders = env_of(rendered.get("Deployment", "shop-orders"))
+    for component, env in (("orders", gateway), ("inventory", gateway), ("inventory", orders)):
+        expected = target.format(host=_host(component), c=component)
+        assert env[f"SHOP_{component.upper()}_TARGET"] == expected
+    for component in SERVICES:
+        assert env_of(rendered.get("Deployment", f"shop-{component}"))["SHOP_LB_POLICY"] == (
+            lb_policy
+        )
+
+
+def test_clusterip_mode_is_the_naive_setup(render_chart: Callable[..., Any], env_of: Env) -> None:
+    rendered = render_chart("clusterip")
+    assert rendered.names("Service") == {f"shop-{c}" for c in (*SERVICES, "postgresql")}
+    for component in SERVICES:
+        service = rendered.get("Service", f"shop-{component}")
+        assert service["spec"]["type"] == "ClusterIP"
+        assert "clusterIP" not in service["spec"]
+        env = env_of(rendered.get("Deployment", f"shop-{component}"))
+        assert env["SHOP_MAX_CONNECTION_AGE_S"] == "0"
+    assert not rendered.of_kind("DestinationRule")
+
+
+def test_headless_mode_ages_connections_and_reresolves_fast(
+    render_chart: Callable[..., Any], env_of: Env
+) -> None:
+    rendered = render_chart(
+        "headless",
+        {"headless": {"maxConnectionAgeSeconds": 20, "dnsMinReresolutionSeconds": 2}},
+    )
+    for component in SERVICES:
+        headless = rendered.get("Service", f"shop-{component}-headless")
+        assert headless["spec"]["clusterIP"] == "None"
+        assert (
+            headless["spec"]["selector"]
+            == (rendered.get("Service", f"shop-{component}")["spec"]["selector"])
+        )
+        env = env_of(rendered.get("Deployment", f"shop-{component}"))
+        assert env["SHOP_MAX_CONNECTION_AGE_S"] == "20"
+        assert float(env["SHOP_MAX_CONNECTION_AGE_GRACE_S"]) > 0
+        assert env["SHOP_DNS_MIN_RERESOLUTION_S"] == "2"
+        assert env["SHOP_CLIENT_HEALTH_CHECK"] == "true"
+    # Servers age connections only where clients can re-resolve: not in other modes.
+    for mode in ("clusterip", "istio", "proxyless"):
+        env = env_of(render_chart(mode).get("Deployment", "shop-orders"))
+        assert env["SHOP_MAX_CONNECTION_AGE_S"] == "0", mode
+        assert env["SHOP_CLIENT_HEALTH_CHECK"] == "false", mode
+
+
+def test_istio_mode_mesh_resources(render_chart: Callable[..., Any]) -> None:
+    rendered = render_chart("istio")
+    for component in SERVICES:
+        service = rendered.get("Service", f"shop-{component}")
+        # A headless Service would make Istio ignore the DestinationRule's balancing.
+        assert "clusterIP" not in service["spec"]
+        labels = _pod_template(rendered, component)["metadata"]["labels"]
+        assert labels["sidecar.istio.io/inject"] == "true"
+        rule = rendered.get("DestinationRule", f"shop-{component}")
+        assert rule["spec"]["host"] == _host(component)
+        policy = rule["spec"]["trafficPolicy"]
+        assert policy["loadBalancer"]["simple"] == "LEAST_REQUEST"
+        assert policy["loadBalancer"]["warmupDurationSecs"] == "30s"
+        assert policy["outlierDetection"]["consecutive5xxErrors"] == 5
+    peer = rendered.get("PeerAuthentication", "shop")
+    assert peer["spec"]["mtls"]["mode"] == "STRICT"
+    # Prometheus scrapes the metrics port without a mesh certificate.
+    assert peer["spec"]["portLevelMtls"] == {"9464": {"mode": "PERMISSIVE"}}
+    telemetry = rendered.get("Telemetry", "shop")
+    assert telemetry["spec"]["tracing"][0]["providers"] == [{"name": "otel-tracing"}]
+
+
+def test_istio_authorization_only_lets_callers_in(render_chart: Callable[..., Any]) -> None:
+    rendered = render_chart("istio")
+
+    def callers(component: str) -> set[str]:
+        policy = rendered.get("AuthorizationPolicy", f"shop-{component}")
+        assert policy["spec"]["action"] == "ALLOW"
+        assert policy["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == (
+            component
+        )
+        grpc_rules = [
+            r
+            for r in policy["spec"]["rules"]
+            if "from" in r and "paths" not in r["to"][0]["operation"]
+        ]
+        return {
+            principal.rsplit("/", 1)[-1]
+            for rule in grpc_rules
+            for source in rule["from"]
+            for principal in source["source"]["principals"]
+        }
+
+    assert callers("orders") == {"shop-gateway"}
+    assert callers("inventory") == {"shop-gateway", "shop-orders"}
+    # Identities exist: each workload runs as its own ServiceAccount.
+    for component in SERVICES:
+        spec = _pod_template(rendered, component)["spec"]
+        assert spec["serviceAccountName"] == f"shop-{component}"
+        assert f"shop-{component}" in rendered.names("ServiceAccount")
+    # The helm test pod may only ask for health.
+    test_rules = [
+        r
+        for r in rendered.get("AuthorizationPolicy", "shop-orders")["spec"]["rules"]
+        if "paths" in r["to"][0]["operation"]
+    ]
+    assert test_rules[0]["to"][0]["operation"]["paths"] == ["/grpc.health.v1.Health/Check"]
+    assert test_rules[0]["from"][0]["source"]["principals"] == [
+        f"cluster.local/ns/{NS}/sa/shop-test"
+    ]
+
+
+def test_proxyless_mode_uses_the_grpc_agent(render_chart: Callable[..., Any]) -> None:
+    rendered = render_chart("proxyless")
+    for component in SERVICES:
+        template = _pod_template(rendered, component)
+        assert template["metadata"]["annotations"]["inject.istio.io/templates"] == "grpc-agent"
+        assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "true"
+        assert rendered.get("Service", f"shop-{component}")["spec"]["type"] == "ClusterIP"
+        # gRPC's xDS client supports ROUND_ROBIN, not Envoy's LEAST_REQUEST default.
+        rule = rendered.get("DestinationRule", f"shop-{component}")
+        assert rule["spec"]["trafficPolicy"]["loadBalancer"]["simple"] == "ROUND_ROBIN"
+    assert not rendered.of_kind("PeerAuthentication")
+    assert not rendered.of_kind("AuthorizationPolicy")
+
+
+@pytest.mark.parametrize("mode", ["clusterip", "headless"])
+def test_non_mesh_modes_stay_out_of_the_mesh(mode: str, render_chart: Callable[..., Any]) -> None:
+    rendered = render_chart(mode, {"loadgen": {"enabled": True}})
+    for component in (*SERVICES, "loadgen"):
+        template = _pod_template(rendered, component)
+        assert template["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+        assert "inject.istio.io/templates" not in template["metadata"].get("annotations", {})
+    for kind in ("DestinationRule", "PeerAuthentication", "AuthorizationPolicy", "Telemetry"):
+        assert not rendered.of_kind(kind), kind
+
+
+def test_every_service_port_is_named_grpc(mode: str, render_chart: Callable[..., Any]) -> None:
+    rendered = render_chart(mode)
+    for service in rendered.of_kind("Service"):
+        if service["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql":
+            continue
+        ports = {p["name"]: p for p in service["spec"]["ports"]}
+        assert ports["grpc"]["appProtocol"] == "grpc"
+        assert ports["grpc"]["port"] == 50051
+        assert ports["metrics"]["port"] == 9464  # separate from gRPC
+
+
+def test_switching_modes_is_a_plain_upgrade(render_chart: Callable[..., Any]) -> None:
+    # Fields Kubernetes refuses to change on update must not depend on the mode,
+    # or `helm upgrade --set mode=...` fails half-way.
+    renders = {m: render_chart(m, {"loadgen": {"enabled": True}}) for m in render_chart.modes}
+    for kind, path in (
+        ("Deployment", ("spec", "selector")),
+        ("StatefulSet", ("spec", "selector")),
+        ("StatefulSet", ("spec", "volumeClaimTemplates")),
+        ("Service", ("spec", "clusterIP")),
+        ("Service", ("spec", "type")),
+    ):
+        by_name: dict[str, set[str]] = {}
+        for rendered in renders.values():
+            for obj in rendered.of_kind(kind):
+                value: Any = obj
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                by_name.setdefault(obj["metadata"]["name"], set()).add(repr(value))
+        changing = {name: values for name, values in by_name.items() if len(values) > 1}
+        assert not changing, f"{kind} {'.'.join(path)} differs between modes: {changing}"

@@ -1,0 +1,80 @@
+"""values.yaml documents every knob, and the schema knows exactly those knobs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z][A-Za-z0-9]*):")
+
+
+def test_every_key_has_a_comment_above_it(chart_dir: Path) -> None:
+    lines = (chart_dir / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for number, line in enumerate(lines):
+        match = KEY.match(line)
+        # Keys at the top two levels; resource quantities below them explain themselves.
+        if not match or len(match["indent"]) > 2 or match["key"] in ("requests", "limits"):
+            continue
+        previous = lines[number - 1].strip() if number else ""
+        if not previous.startswith("#"):
+            undocumented.append(f"line {number + 1}: {line.strip()}")
+    assert undocumented == []
+
+
+def _paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if isinstance(value, dict) and key not in ("resources", "labels"):
+            paths |= _paths(value, f"{path}.")
+    return paths
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if key not in ("resources", "labels"):
+            paths |= _schema_paths(sub, f"{path}.")
+    return paths
+
+
+def test_schema_and_values_name_the_same_keys(chart_dir: Path) -> None:
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())
+    schema = json.loads((chart_dir / "values.schema.json").read_text())
+    # `global` is Helm's, shared with subcharts; it has no default here.
+    assert _schema_paths(schema) - {"global"} == _paths(values)
+    # Unknown keys are refused at every level (typos never pass silently).
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, node.get("properties", {}).keys()
+            stack.extend(node["properties"].values())
+
+
+def test_every_set_flag_in_the_docs_is_a_real_value(chart_dir: Path, render_chart: Any) -> None:
+    import helm_python
+
+    repo = chart_dir.parents[1]
+    docs = [repo / "README.md", *sorted((repo / "istio").glob("*.md"))]
+    values = _paths(yaml.safe_load((chart_dir / "values.yaml").read_text()))
+    flags = [
+        (doc.name, flag)
+        for doc in docs
+        for flag in re.findall(r"--set(?:-string)?[ =]([A-Za-z][\w.]*=[^\s`\\]+)", doc.read_text())
+    ]
+    assert len(flags) >= 3
+    for doc, flag in flags:
+        key = flag.split("=", 1)[0]
+        assert key in values, f"{doc}: --set {flag} names no value of the chart"
+        parsed = helm_python.parse_set_string(flag)
+        mode = parsed.pop("mode", "istio")
+        render_chart(mode, parsed)  # the schema accepts the documented value
