@@ -180,6 +180,8 @@ shop.runtime.config); values come from the mode and the flat values above.
     secretKeyRef:
       name: {{ include "shop.databaseSecretName" $root }}
       key: {{ include "shop.databaseSecretKey" $root }}
+- name: SHOP_DATABASE_WAIT_S
+  value: {{ $v.databaseWaitSeconds | quote }}
 {{- end }}
 {{- if eq .component "inventory" }}
 - name: SHOP_SEED_STOCK

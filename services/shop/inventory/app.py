@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
 from shop.runtime import Runtime
-from shop.runtime.config import SEED_STOCK, database_url
-from shop.runtime.database import Database
+from shop.runtime.config import SEED_STOCK
+from shop.runtime.database import open_database
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
 SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name
@@ -20,7 +20,7 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     import os
 
     seed_stock = SEED_STOCK.read(os.environ)
-    db = Database(database_url("inventory"))
+    db = await open_database("inventory")
     store = InventoryStore(db)
     await store.initialize(seed_stock)
     inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(store), runtime.server)

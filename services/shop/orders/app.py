@@ -12,8 +12,8 @@ from shop.orders.reconciler import Reconciler
 from shop.orders.servicer import OrderPlacement, OrdersServicer
 from shop.orders.store import OrderStore
 from shop.runtime import Runtime
-from shop.runtime.config import INVENTORY_TARGET, ChannelConfig, database_url
-from shop.runtime.database import Database
+from shop.runtime.config import INVENTORY_TARGET, ChannelConfig
+from shop.runtime.database import open_database
 from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name
@@ -29,7 +29,7 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
 
     channel_config = ChannelConfig.from_env()
     inventory_target = INVENTORY_TARGET.read(os.environ)
-    db = Database(database_url("orders"))
+    db = await open_database("orders")
     store = OrderStore(db)
     await store.initialize()
     inventory = inventory_pb2_grpc.InventoryStub(

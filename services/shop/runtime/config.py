@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A configuration value is missing or malformed."""
 
 
+class StartupError(RuntimeError):
+    """Configuration is fine but something the service needs never became available."""
+
+
 @dataclass(frozen=True)
 class Setting(Generic[T]):
     """One environment variable: its name, default, parser and help text."""
@@ -168,6 +172,13 @@ DATABASE_URL = Setting(
     "an SQLAlchemy URL (sqlite+aiosqlite:// or postgresql+asyncpg://)",
     "database; empty means an SQLite file in SHOP_DATA_DIR",
 )
+DATABASE_WAIT_S = Setting(
+    "SHOP_DATABASE_WAIT_S",
+    "60",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "at start-up, how long to wait for the database to accept connections",
+)
 DATA_DIR = Setting(
     "SHOP_DATA_DIR", "./data", _non_empty, "a directory path", "where SQLite files live"
 )
@@ -240,6 +251,7 @@ ALL_SETTINGS: tuple[Setting[Any], ...] = (
     MAX_CONNECTION_AGE_GRACE_S,
     KEEPALIVE_TIME_S,
     DATABASE_URL,
+    DATABASE_WAIT_S,
     DATA_DIR,
     ORDERS_TARGET,
     INVENTORY_TARGET,

@@ -15,17 +15,23 @@ into long, useless sleeps. Across replicas only one writer per process contends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import MetaData, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
+
+from shop.runtime.config import DATABASE_WAIT_S, StartupError, database_url
+
+log = logging.getLogger(__name__)
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any constant works; it only has to be the same for every replica.
@@ -91,7 +97,12 @@ class Database:
             self._reader = _sqlite_engine(url, immediate=False, pool_size=4)
         else:
             self._writer = create_async_engine(
-                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                # asyncpg waits 60 s for an unanswered connect; fail sooner and retry.
+                connect_args={"timeout": 5},
             )
             self._reader = self._writer
 
@@ -126,7 +137,47 @@ class Database:
                 )
             await connection.run_sync(metadata.create_all)
 
+    async def wait_until_reachable(self, timeout_s: float) -> None:
+        """Returns once the database answers; raises StartupError after ``timeout_s``.
+
+        In a cluster every pod of a release starts at once, PostgreSQL included:
+        waiting here (not yet SERVING, so probes keep traffic away) beats exiting and
+        being restarted with a growing back-off.
+        """
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._writer.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                return
+            # Refused, a name not resolvable yet, "the database system is starting up".
+            except (OSError, DBAPIError, TimeoutError) as error:
+                reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+                if time.monotonic() + delay > deadline:
+                    raise StartupError(
+                        f"database not reachable after {timeout_s:g} s "
+                        f"({attempt} attempts): {reason}"
+                    ) from None
+                log.warning("waiting for the database", extra={"attempt": attempt, "error": reason})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
     async def dispose(self) -> None:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+
+
+async def open_database(service: str, environ: Mapping[str, str] | None = None) -> Database:
+    """The service's database (``DATABASE_URL`` or its SQLite file), once it answers."""
+    env = os.environ if environ is None else environ
+    database = Database(database_url(service, env))
+    try:
+        await database.wait_until_reachable(DATABASE_WAIT_S.read(env))
+    except BaseException:
+        await database.dispose()
+        raise
+    return database

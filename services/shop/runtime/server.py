@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shop.runtime.channels import build_channel
-from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig
+from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig, StartupError
 from shop.runtime.health import HealthService
 from shop.runtime.interceptors import ServerInterceptor
 from shop.runtime.listening import listen_problem
@@ -35,6 +35,7 @@ from shop.runtime.tracing import Tracing
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG_ERROR = 2
+EXIT_STARTUP_ERROR = 1
 
 
 @dataclass
@@ -203,3 +204,7 @@ def run_service(service: str, setup: ServiceSetup) -> None:
     except ConfigError as error:
         print(f"{service}: configuration error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
+    except StartupError as error:
+        # Exit non-zero so the orchestrator restarts the pod and shows the reason.
+        print(f"{service}: cannot start: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_STARTUP_ERROR) from None
