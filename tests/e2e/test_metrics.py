@@ -127,7 +127,12 @@ def test_metric_families_and_types(cluster: LocalCluster) -> None:
 @pytest.mark.parametrize("service", ["gateway", "orders", "inventory"])
 def test_instance_info_names_service_pod_and_version(cluster: LocalCluster, service: str) -> None:
     (info,) = scrape(cluster, service).series("shop_instance_info")
-    assert info.labels == {"service": service, "pod": f"{service}-0", "version": shop.__version__}
+    assert info.labels == {
+        "service": service,
+        "pod": f"{service}-0",
+        "version": shop.__version__,
+        "mode": "local",  # SHOP_MODE's default; the chart sets its mode
+    }
     assert info.value == 1
 
 

@@ -142,6 +142,8 @@ shop.runtime.config); values come from the mode and the flat values above.
   value: {{ printf "0.0.0.0:%d" (int $v.grpcPort) | quote }}
 - name: SHOP_METRICS_ADDR
   value: {{ printf "0.0.0.0:%d" (int $v.metricsPort) | quote }}
+- name: SHOP_MODE
+  value: {{ $v.mode | quote }}
 - name: SHOP_LOG_LEVEL
   value: {{ $v.logLevel | quote }}
 - name: SHOP_UVLOOP

@@ -94,6 +94,15 @@ def _optional_address(raw: str) -> str:
     return "" if raw.lower() in {"", "off", "none"} else _address(raw)
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def _label(raw: str) -> str:
+    if not _LABEL.match(raw):
+        raise ValueError("")
+    return raw
+
+
 def _text(raw: str) -> str:
     return raw
 
@@ -129,6 +138,13 @@ LOG_LEVEL = Setting(
     _choice("debug", "info", "warning", "error"),
     "one of debug, info, warning, error",
     "log level",
+)
+MODE = Setting(
+    "SHOP_MODE",
+    "local",
+    _label,
+    "a label: letters, digits, '-' or '_' (e.g. clusterip, headless, istio, proxyless)",
+    "balancing mode this replica runs in, exported on shop_instance_info for dashboards",
 )
 DRAIN_DELAY_S = Setting(
     "SHOP_DRAIN_DELAY_S",
@@ -244,6 +260,7 @@ ALL_SETTINGS: tuple[Setting[Any], ...] = (
     LISTEN_ADDR,
     METRICS_ADDR,
     POD_NAME,
+    MODE,
     LOG_LEVEL,
     DRAIN_DELAY_S,
     SHUTDOWN_GRACE_S,
@@ -279,6 +296,7 @@ class ServerConfig:
     max_connection_age_grace_s: float
     keepalive_time_s: float
     use_uvloop: bool
+    mode: str = MODE.default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -294,6 +312,7 @@ class ServerConfig:
             max_connection_age_grace_s=MAX_CONNECTION_AGE_GRACE_S.read(env),
             keepalive_time_s=KEEPALIVE_TIME_S.read(env),
             use_uvloop=UVLOOP.read(env),
+            mode=MODE.read(env),
         )
 
 

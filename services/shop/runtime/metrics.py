@@ -37,7 +37,7 @@ class RpcMetrics:
     instance_info: Gauge
 
     @classmethod
-    def create(cls, service: str, pod: str) -> RpcMetrics:
+    def create(cls, service: str, pod: str, mode: str = "local") -> RpcMetrics:
         registry = CollectorRegistry()
         metrics = cls(
             registry=registry,
@@ -88,13 +88,13 @@ class RpcMetrics:
             instance_info=Gauge(
                 "shop_instance_info",
                 "Always 1; identifies the service and pod behind this scrape target.",
-                ("service", "pod", "version"),
+                ("service", "pod", "version", "mode"),
                 registry=registry,
             ),
         )
         from shop import __version__
 
-        metrics.instance_info.labels(service, pod, __version__).set(1)
+        metrics.instance_info.labels(service, pod, __version__, mode).set(1)
         return metrics
 
     def serve(self, address: str) -> None:

@@ -95,7 +95,7 @@ def server_options(config: ServerConfig) -> list[tuple[str, Any]]:
 async def serve(
     service: str, setup: ServiceSetup, config: ServerConfig, shutdown: ShutdownSignal
 ) -> None:
-    metrics = RpcMetrics.create(service, config.pod_name)
+    metrics = RpcMetrics.create(service, config.pod_name, config.mode)
     tracing = Tracing(service, config.pod_name)
     server = grpc.aio.server(
         interceptors=[
