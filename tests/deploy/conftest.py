@@ -44,6 +44,7 @@ ALL_FEATURES: dict[str, Any] = {
     "podDisruptionBudget": {"enabled": True},
     "autoscaling": {"enabled": True},
     "serviceMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
     "dashboards": {"enabled": True},
     "topologySpread": {"enabled": True},
     "otel": {"endpoint": "http://opentelemetry-collector.observability.svc.cluster.local:4317"},

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 SERVICES = ("gateway", "orders", "inventory")
 Render = Callable[..., Any]
@@ -255,6 +256,24 @@ def test_service_monitor_or_scrape_annotations(render_chart: Render) -> None:
     assert {s["metadata"]["name"] for s in selected} >= {"shop-orders", "shop-orders-headless"}
     drop = monitor["spec"]["endpoints"][0]["relabelings"][0]
     assert drop["action"] == "drop" and drop["regex"] == ".*-headless"
+
+
+def test_prometheus_rule_carries_the_rule_files(render_chart: Render, chart_dir: Path) -> None:
+    assert not render_chart("clusterip").of_kind("PrometheusRule")
+    rendered = render_chart(
+        "clusterip", {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prom"}}}
+    )
+    (rule,) = rendered.of_kind("PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prom"
+    expected = [
+        group
+        for path in sorted((chart_dir / "rules").glob("*.yaml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+    ]
+    assert expected, "the chart ships rule files"
+    # Exactly the file's groups: the alerts' own {{ $labels }} templates survive Helm.
+    assert rule["spec"]["groups"] == expected
+    assert any("{{ $labels." in str(g) for g in rule["spec"]["groups"])
 
 
 def test_dashboards_configmap_carries_every_dashboard(

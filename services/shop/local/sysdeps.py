@@ -34,6 +34,7 @@ REQUIRED: tuple[SystemProgram, ...] = (
     SystemProgram("haproxy", "haproxy", "L4/L7 proxies for the balancing lab"),
     SystemProgram("prometheus", "prometheus", "a real Prometheus for the dashboard and rule tests"),
     SystemProgram("promtool", "prometheus", "checks and unit-tests Prometheus rules"),
+    SystemProgram("docker-compose", "docker-compose", "validates the compose stack (no engine)"),
 )
 
 
