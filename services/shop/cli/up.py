@@ -15,6 +15,7 @@ from rich.table import Table
 from shop.cli.options import add_cluster_arguments
 from shop.local.addresses import AddressPlan
 from shop.local.cluster import ClusterError, ClusterSpec, LocalCluster
+from shop.local.prometheus import PrometheusServer, PrometheusUnavailable, start_prometheus
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,7 +23,24 @@ def add_parser(subparsers: Any) -> None:
         "up", help="start every replica on loopback; Ctrl-C stops them gracefully"
     )
     add_cluster_arguments(parser)
+    parser.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run a Prometheus (Debian package) scraping every replica, with the "
+        "chart's recording rules and alerts loaded",
+    )
     parser.set_defaults(run=run)
+
+
+# The rule files the Helm chart and the compose stack load, when run from a checkout.
+RULES_DIR = Path(__file__).resolve().parents[3] / "helm" / "grpc-shop" / "rules"
+
+
+def start_scraper(cluster: LocalCluster, workdir: Path) -> PrometheusServer:
+    targets: dict[str, list[str]] = {}
+    for replica in cluster.replicas:
+        targets.setdefault(replica.service, []).append(replica.metrics_addr)
+    return start_prometheus(workdir, targets, sorted(RULES_DIR.glob("*.yaml")))
 
 
 def spec_from_args(args: argparse.Namespace) -> ClusterSpec:
@@ -53,23 +71,30 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(spec_from_args(args))
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    prometheus: PrometheusServer | None = None
     try:
         with console.status("starting replicas and waiting for SERVING..."):
             cluster.start()
         print_replicas(console, cluster)
+        if args.prometheus:
+            with console.status("starting Prometheus..."):
+                prometheus = start_scraper(cluster, Path(args.data_dir) / "prometheus")
+            console.print(f"prometheus: [bold]{prometheus.url}[/bold]")
         console.print("Ctrl-C stops every replica gracefully.")
         while not stop.wait(0.5):
             dead = [r.pod for r in cluster.replicas if not r.alive()]
             if dead:
                 console.print(f"[red]replica exited unexpectedly: {', '.join(dead)}[/red]")
                 return 1
-    except ClusterError as error:
+    except (ClusterError, PrometheusUnavailable) as error:
         print(f"shop up: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if prometheus is not None:
+            prometheus.stop()
         with console.status("stopping (drain, then graceful stop)..."):
             codes = cluster.stop()
         failed = {pod: code for pod, code in codes.items() if code not in (0, None)}
