@@ -3,7 +3,8 @@
 Stacking separate interceptors (metrics, tracing, deadline, route) costs a Python
 frame and an awaitable wrapper each on every call; the OpenTelemetry gRPC
 instrumentation alone cost about a third of the throughput on our machines. These
-two do metrics, spans, deadline propagation and pod-route reporting together.
+two do metrics, spans, deadline propagation and pod-route reporting together. With
+tracing on, a sampled call's trace id rides on its latency bucket as an exemplar.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 
 from shop.runtime.callscope import ROUTE_TRAILER, CallScope, current_scope, format_hop
 from shop.runtime.errors import ShopError, abort_with
@@ -32,6 +33,19 @@ _TYPES = {
 
 # Health checks and reflection are infrastructure: keep them out of spans (not metrics).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+
+def trace_exemplar(span: trace.Span) -> dict[str, str] | None:
+    """``{"trace_id": <32 hex>}`` for a sampled span, else None.
+
+    A histogram bucket keeps the last exemplar it was given; Prometheus stores it
+    with the sample, and Grafana draws it as a dot that opens the trace. Only a
+    sampled span reached the trace backend, so only its id is worth a link.
+    """
+    context = span.get_span_context()
+    if not context.trace_flags.sampled:
+        return None
+    return {"trace_id": format_trace_id(context.trace_id)}
 
 
 def _metadata_dict(metadata: Any) -> dict[str, str]:
@@ -149,17 +163,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             route = " ".join([self._hop, *scope.downstream_route])
             context.set_trailing_metadata(((ROUTE_TRAILER, route),))
         telemetry.handled(None if ok else code).inc()
-        telemetry.seconds.observe(time.perf_counter() - started)
+        if telemetry.tracer is None:
+            # The tracing-off path stays one plain observe: it is what we benchmark.
+            telemetry.seconds.observe(time.perf_counter() - started)
+            telemetry.in_flight.dec()
+            return
+        span = trace.get_current_span()
+        telemetry.seconds.observe(time.perf_counter() - started, trace_exemplar(span))
         telemetry.in_flight.dec()
-        if telemetry.tracer is not None:
-            span = trace.get_current_span()
-            if span.is_recording():
-                # Required by the OpenTelemetry RPC conventions, also on success.
-                span.set_attribute(
-                    "rpc.grpc.status_code", 0 if ok or code is None else code.value[0]
-                )
-                if not ok:
-                    span.set_status(Status(StatusCode.ERROR, code_name(code)))
+        if span.is_recording():
+            # Required by the OpenTelemetry RPC conventions, also on success.
+            span.set_attribute("rpc.grpc.status_code", 0 if ok or code is None else code.value[0])
+            if not ok:
+                span.set_status(Status(StatusCode.ERROR, code_name(code)))
 
     def _wrap_unary(
         self, behavior: Callable[..., Any], telemetry: _MethodTelemetry
@@ -274,8 +290,11 @@ class _ClientBase:
         trailers: Any,
     ) -> None:
         self._metrics.client_handled.labels(*labels, code.name).inc()
-        self._metrics.client_handling_seconds.labels(*labels).observe(time.perf_counter() - started)
-        if span is not None:
+        seconds = self._metrics.client_handling_seconds.labels(*labels)
+        if span is None:
+            seconds.observe(time.perf_counter() - started)
+        else:
+            seconds.observe(time.perf_counter() - started, trace_exemplar(span))
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code != grpc.StatusCode.OK:
                 span.set_status(Status(StatusCode.ERROR, code.name))
