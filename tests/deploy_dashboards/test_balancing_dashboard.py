@@ -16,7 +16,6 @@ DASHBOARD = (
 )
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # What Grafana puts in place of the variables the queries may use.
-VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 # Loopback requests must not go through a proxy from the environment.
 
