@@ -78,3 +78,34 @@ def test_every_set_flag_in_the_docs_is_a_real_value(chart_dir: Path, render_char
         parsed = helm_python.parse_set_string(flag)
         mode = parsed.pop("mode", "istio")
         render_chart(mode, parsed)  # the schema accepts the documented value
+
+
+def test_every_workload_the_docs_name_exists(
+    chart_dir: Path, render_chart: Any, all_features: dict[str, Any]
+) -> None:
+    # `kubectl logs deploy/shop-loadgen` and the like must name what the chart
+    # (release "shop") or istio/ creates.
+    repo = chart_dir.parents[1]
+    rendered = render_chart("istio", all_features)
+    kinds = {"deploy": "Deployment", "svc": "Service", "statefulset": "StatefulSet"}
+    istio_objects = [
+        doc
+        for path in sorted((repo / "istio").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    named = 0
+    for doc in [repo / "README.md", repo / "istio" / "README.md"]:
+        text = doc.read_text()
+        for short, name in re.findall(
+            r"(?<![\w/])(deploy|svc|statefulset)/([a-z][a-z0-9-]+)", text
+        ):
+            if name in ("istiod",):  # Istio's own, installed by istioctl
+                continue
+            kind = kinds[short]
+            exists = name in rendered.names(kind) or any(
+                o["kind"] == kind and o["metadata"]["name"] == name for o in istio_objects
+            )
+            assert exists, f"{doc.name}: {short}/{name} is not created by the chart or istio/"
+            named += 1
+    assert named >= 5
