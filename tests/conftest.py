@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import socket
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +24,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shop.local.addresses import AddressPlan, free_net
+from shop.local.addresses import AddressPlan, free_net, free_port
 from shop.local.cluster import ClusterSpec, LocalCluster
 from shop.local.postgres import PostgresServer, start_postgres
 from shop.runtime.config import ServerConfig
@@ -49,6 +49,38 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path}/shop.db"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+# --- one service process, as a pod starts it -----------------------------------------
+
+PodEnv = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def pod_env(tmp_path: Path) -> PodEnv:
+    """``pod_env(**overrides)``: a service process's environment as a pod would get it:
+    nothing of ours (SHOP_*, OTEL_*, DATABASE_*, GRPC_*) leaks in, it listens on a free
+    loopback port, exports no metrics or spans, and stops without a drain delay."""
+
+    def build(**overrides: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SHOP_", "OTEL_", "DATABASE_", "GRPC_"))
+        }
+        env.update(
+            {
+                "SHOP_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
+                "SHOP_METRICS_ADDR": "off",
+                "SHOP_DATA_DIR": str(tmp_path / "data"),
+                "SHOP_DRAIN_DELAY_S": "0",
+                "OTEL_TRACES_EXPORTER": "none",
+            }
+        )
+        env.update(overrides)
+        return env
+
+    return build
 
 
 # --- local clusters (replica processes) ----------------------------------------------
@@ -96,13 +128,6 @@ def module_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 # --- in-process servers (the runtime's serve on the test's event loop) ---------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -8,7 +8,6 @@ stops it at once with exit 2 and one line naming what is wrong.
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import subprocess
 import sys
@@ -23,32 +22,10 @@ from shop.cli.health import check_targets
 from shop.cli.main import main
 from shop.cli.serve import SERVICES
 
-from ..conftest import free_port
-
 SHOP = Path(sys.executable).parent / "shop"
 EXIT_CONFIG_ERROR = 2
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
-
-
-def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    """What a pod would set, on a free loopback port, with nothing left over from ours."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SHOP_", "OTEL_", "DATABASE_", "GRPC_"))
-    }
-    env.update(
-        {
-            "SHOP_LISTEN_ADDR": f"127.0.0.1:{free_port()}",
-            "SHOP_METRICS_ADDR": "off",
-            "SHOP_DATA_DIR": str(tmp_path / "data"),
-            "SHOP_DRAIN_DELAY_S": "0",
-            "OTEL_TRACES_EXPORTER": "none",
-        }
-    )
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture
@@ -102,8 +79,10 @@ def shop_health(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serve_inventory_until_sigterm(spawn: Spawn, tmp_path: Path) -> None:
-    env = service_env(tmp_path)
+def test_serve_inventory_until_sigterm(
+    spawn: Spawn, pod_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    env = pod_env()
     target = env["SHOP_LISTEN_ADDR"]
     process = spawn("serve", "inventory", env=env)
     wait_serving(process, target)
@@ -111,7 +90,7 @@ def test_serve_inventory_until_sigterm(spawn: Spawn, tmp_path: Path) -> None:
     assert probe.returncode == 0, probe.stdout + probe.stderr
     assert probe.stdout == f"{target}  SERVING\n"
     # Its SQLite file went where SHOP_DATA_DIR says, as the image's writable path.
-    assert (tmp_path / "data" / "inventory.db").exists()
+    assert (Path(env["SHOP_DATA_DIR"]) / "inventory.db").exists()
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
@@ -136,8 +115,10 @@ def test_unknown_service_is_exit_2_naming_the_argument(
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_bad_setting_is_exit_2_with_one_line(service: str, spawn: Spawn, tmp_path: Path) -> None:
-    process = spawn("serve", service, env=service_env(tmp_path, SHOP_DRAIN_DELAY_S="soon"))
+def test_bad_setting_is_exit_2_with_one_line(
+    service: str, spawn: Spawn, pod_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    process = spawn("serve", service, env=pod_env(SHOP_DRAIN_DELAY_S="soon"))
     assert process.wait(timeout=60) == EXIT_CONFIG_ERROR
     [line] = (tmp_path / "stderr-0.log").read_text().splitlines()
     assert line.startswith(

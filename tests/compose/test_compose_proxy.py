@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from shop.local.addresses import free_port
 from shop.runtime.config import ChannelConfig, ServerConfig
 
 from .compose_model import (
@@ -174,13 +175,6 @@ def test_callers_wait_for_the_proxy(name: str, proxy_stack: dict[str, Any]) -> N
 # --- the gRPC health check, run for real ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def check_config(backend: Section, server_port: int, stats: Path) -> str:
     """The backend's own check rules, against one static server on loopback."""
     (template,) = backend.starting("server-template")
@@ -278,7 +272,7 @@ async def wait_for_server(
 
 @pytest.mark.parametrize("service", ["orders", "inventory"])
 async def test_health_check_follows_grpc_serving_status(service: str, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     stats = tmp_path / "stats.sock"
     config = tmp_path / "haproxy.cfg"
     log = tmp_path / "haproxy.log"

@@ -12,7 +12,6 @@ import dataclasses
 import importlib
 import os
 import re
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shop.local.addresses import free_port
 from shop.runtime.config import ALL_SETTINGS
 from shop.runtime.server import read_config, serve
 from shop.runtime.shutdown import ShutdownSignal
@@ -34,13 +34,6 @@ RECORDED = re.compile(r"^(SHOP_|DATABASE_URL$|OTEL_)")
 Env = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _local_values(chart_env: dict[str, Any], tmp_path: Path, service: str) -> dict[str, str]:
     """The chart's environment made runnable on loopback; the *names* stay the same."""
     env: dict[str, str] = {}
@@ -48,8 +41,8 @@ def _local_values(chart_env: dict[str, Any], tmp_path: Path, service: str) -> di
         if isinstance(value, dict):  # valueFrom: a fieldRef or a Secret
             value = f"{service}-0" if name == "SHOP_POD_NAME" else ""
         env[name] = value
-    env["SHOP_LISTEN_ADDR"] = f"127.0.0.1:{_free_port()}"
-    env["SHOP_METRICS_ADDR"] = f"127.0.0.1:{_free_port()}"
+    env["SHOP_LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
+    env["SHOP_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
     env["SHOP_UVLOOP"] = "false"
     env["SHOP_DRAIN_DELAY_S"] = "0"
     if "DATABASE_URL" in env:
@@ -57,7 +50,7 @@ def _local_values(chart_env: dict[str, Any], tmp_path: Path, service: str) -> di
     if "SHOP_SEED_STOCK" in env:
         env["SHOP_SEED_STOCK"] = "10"
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:  # nothing listens there; no span is sent
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}"
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
     # Kubernetes expands $(VAR) from earlier entries.
     return {k: re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], ""), v) for k, v in env.items()}
 

@@ -61,16 +61,14 @@ class Stage:
 
     def env(self) -> dict[str, str]:
         """ENV KEY=VALUE pairs in this stage (later ones win)."""
-        values: dict[str, str] = {}
-        for instruction in self.all("ENV"):
-            for word in shlex.split(instruction.args):
-                key, _, value = word.partition("=")
-                values[key] = value
-        return values
+        return self._pairs("ENV")
 
     def labels(self) -> dict[str, str]:
+        return self._pairs("LABEL")
+
+    def _pairs(self, keyword: str) -> dict[str, str]:
         values: dict[str, str] = {}
-        for instruction in self.all("LABEL"):
+        for instruction in self.all(keyword):
             for word in shlex.split(instruction.args):
                 key, _, value = word.partition("=")
                 values[key] = value

@@ -6,11 +6,10 @@ the variable and what would have been accepted.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,34 +17,13 @@ import pytest
 from shop.local.addresses import AddressPlan, free_net
 
 EXIT_CONFIG_ERROR = 2
+PodEnv = Callable[..., dict[str, str]]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _run(module: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SHOP_", "OTEL_", "DATABASE_", "GRPC_"))
-    }
-    base.update(
-        {
-            "SHOP_LISTEN_ADDR": f"127.0.0.1:{_free_port()}",
-            "SHOP_METRICS_ADDR": "off",
-            "SHOP_DATA_DIR": str(tmp_path),
-            "SHOP_DRAIN_DELAY_S": "0",
-            "OTEL_TRACES_EXPORTER": "none",
-        }
-    )
-    base.update(env)
+def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module],
-        env=base,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -75,12 +53,12 @@ def _one_line(stderr: str) -> str:
     ],
 )
 def test_bad_value_exits_2_with_one_line(
-    variable: str, value: str, allowed: str, tmp_path: Path
+    variable: str, value: str, allowed: str, pod_env: PodEnv
 ) -> None:
     env = {variable: value}
     if variable.startswith("OTEL_EXPORTER"):
         env["OTEL_TRACES_EXPORTER"] = "otlp"
-    result = _run("shop.orders", env, tmp_path)
+    result = _run("shop.orders", pod_env(**env))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert line.startswith("orders: configuration error: ")
@@ -90,8 +68,8 @@ def test_bad_value_exits_2_with_one_line(
 
 
 @pytest.mark.parametrize("service", ["gateway", "inventory"])
-def test_every_service_validates_its_config(service: str, tmp_path: Path) -> None:
-    result = _run(f"shop.{service}", {"SHOP_SHUTDOWN_GRACE_S": "-1"}, tmp_path)
+def test_every_service_validates_its_config(service: str, pod_env: PodEnv) -> None:
+    result = _run(f"shop.{service}", pod_env(SHOP_SHUTDOWN_GRACE_S="-1"))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     assert "SHOP_SHUTDOWN_GRACE_S='-1'" in _one_line(result.stderr)
 
@@ -106,25 +84,25 @@ def held_port() -> Iterator[str]:
         yield f"127.0.0.1:{holder.getsockname()[1]}"
 
 
-def test_listen_address_in_use_is_one_clear_line(held_port: str, tmp_path: Path) -> None:
-    result = _run("shop.orders", {"SHOP_LISTEN_ADDR": held_port}, tmp_path)
+def test_listen_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEnv) -> None:
+    result = _run("shop.orders", pod_env(SHOP_LISTEN_ADDR=held_port))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert f"SHOP_LISTEN_ADDR='{held_port}'" in line
     assert "in use" in line
 
 
-def test_metrics_address_in_use_is_one_clear_line(held_port: str, tmp_path: Path) -> None:
-    result = _run("shop.orders", {"SHOP_METRICS_ADDR": held_port}, tmp_path)
+def test_metrics_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEnv) -> None:
+    result = _run("shop.orders", pod_env(SHOP_METRICS_ADDR=held_port))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert f"SHOP_METRICS_ADDR='{held_port}'" in line
     assert "in use" in line
 
 
-def test_listen_address_not_on_this_host(tmp_path: Path) -> None:
+def test_listen_address_not_on_this_host(pod_env: PodEnv) -> None:
     # 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface.
-    result = _run("shop.gateway", {"SHOP_LISTEN_ADDR": "192.0.2.1:50051"}, tmp_path)
+    result = _run("shop.gateway", pod_env(SHOP_LISTEN_ADDR="192.0.2.1:50051"))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     assert "SHOP_LISTEN_ADDR='192.0.2.1:50051'" in _one_line(result.stderr)
 

@@ -154,8 +154,8 @@ def start_loaded_shops(
         ]
         targets: dict[str, list[str]] = {}
         for cluster in clusters:
-            for replica in cluster.replicas:
-                targets.setdefault(replica.service, []).append(replica.metrics_addr)
+            for service, addresses in cluster.metrics_targets().items():
+                targets.setdefault(service, []).extend(addresses)
         prometheus = start_prometheus(tmp_path_factory.mktemp("prometheus"), targets, RULE_FILES)
         shop = LiveShop(list(modes), prometheus, clusters)
         started.append(shop)

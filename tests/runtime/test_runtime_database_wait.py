@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +13,10 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import text
 
+from shop.local.addresses import free_port
 from shop.local.postgres import PostgresServer
 from shop.runtime.config import StartupError
 from shop.runtime.database import open_database
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
@@ -70,7 +62,7 @@ async def test_waits_for_a_database_that_comes_up_late(
     postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     database = postgres_server.create_database("wait_late")
-    port = _free_port()
+    port = free_port()
     url = database.replace(f":{postgres_server.port}/", f":{port}/")
     caplog.set_level(logging.WARNING, logger="shop.runtime.database")
     opening = asyncio.create_task(
@@ -90,7 +82,7 @@ async def test_waits_for_a_database_that_comes_up_late(
 
 
 async def test_gives_up_with_a_clear_error() -> None:
-    url = f"postgresql+asyncpg://shop@127.0.0.1:{_free_port()}/shop"
+    url = f"postgresql+asyncpg://shop@127.0.0.1:{free_port()}/shop"
     started = time.monotonic()
     with pytest.raises(StartupError, match=r"database not reachable after 0\.5 s \(\d+ attempts\)"):
         await open_database("orders", {"DATABASE_URL": url, "SHOP_DATABASE_WAIT_S": "0.5"})
@@ -107,15 +99,11 @@ def test_sqlite_needs_no_wait(tmp_path: object) -> None:
     asyncio.run(main())
 
 
-def test_the_process_exits_with_one_line() -> None:
+def test_the_process_exits_with_one_line(pod_env: Callable[..., dict[str, str]]) -> None:
     # What the pod log shows when the database never came: the reason, no traceback.
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"postgresql://shop@127.0.0.1:{_free_port()}/shop",
+    env = pod_env(
+        DATABASE_URL=f"postgresql://shop@127.0.0.1:{free_port()}/shop",
         SHOP_DATABASE_WAIT_S="0.3",
-        SHOP_LISTEN_ADDR=f"127.0.0.1:{_free_port()}",
-        SHOP_METRICS_ADDR="off",
-        OTEL_TRACES_EXPORTER="none",
         SHOP_LOG_LEVEL="error",
     )
     result = subprocess.run(

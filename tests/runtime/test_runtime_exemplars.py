@@ -124,8 +124,7 @@ def test_a_sampled_call_leaves_its_trace_id_on_every_hops_latency_bucket(
     assert sink.spans.wait_for(5, ("gateway", "orders", "inventory"), timeout_s=30) >= 5
 
     # A real Prometheus negotiates OpenMetrics on its own and keeps the exemplar.
-    targets = {r.service: [r.metrics_addr] for r in cluster.replicas}
-    prometheus = start_prometheus(tmp_path / "prometheus", targets)
+    prometheus = start_prometheus(tmp_path / "prometheus", cluster.metrics_targets())
     try:
         deadline = time.monotonic() + 30
         found: set[str] = set()

@@ -5,9 +5,10 @@ chosen by its command (``docker run grpc-shop serve orders``). This does exactly
 what ``python -m shop.<service>`` does: the same ``run_service`` with the same
 ``setup``, configured by the same ``SHOP_*`` and ``OTEL_*`` variables (``shop env``).
 
-Exit codes are those of ``run_service``: 0 after a graceful stop, 2 when the
-configuration is invalid (one line on stderr names the variable), 2 for an
-unknown service name (argparse names the argument).
+Exit codes are those of ``run_service``: 0 after a graceful stop, 1 when the
+database never answered (SHOP_DATABASE_WAIT_S), 2 when the configuration is invalid
+(one line on stderr names the variable), 2 for an unknown service name (argparse
+names the argument).
 """
 
 from __future__ import annotations

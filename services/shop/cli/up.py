@@ -37,10 +37,7 @@ RULES_DIR = Path(__file__).resolve().parents[3] / "helm" / "grpc-shop" / "rules"
 
 
 def start_scraper(cluster: LocalCluster, workdir: Path) -> PrometheusServer:
-    targets: dict[str, list[str]] = {}
-    for replica in cluster.replicas:
-        targets.setdefault(replica.service, []).append(replica.metrics_addr)
-    return start_prometheus(workdir, targets, sorted(RULES_DIR.glob("*.yaml")))
+    return start_prometheus(workdir, cluster.metrics_targets(), sorted(RULES_DIR.glob("*.yaml")))
 
 
 def spec_from_args(args: argparse.Namespace) -> ClusterSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from shop.runtime.listening import listen_problem
@@ -51,6 +52,14 @@ def address_in_use(address: str) -> str | None:
     if problem == "already in use":
         return f"{address} is already in use"
     return f"{address} cannot be bound ({problem})"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def free_net(grpc_port: int = 50051, first: int = 100, last: int = 250) -> int:

@@ -112,6 +112,13 @@ class LocalCluster:
     def replicas_of(self, service: str) -> list[Replica]:
         return [r for r in self.replicas if r.service == service]
 
+    def metrics_targets(self) -> dict[str, list[str]]:
+        """service -> every replica's /metrics address: a Prometheus job per service."""
+        targets: dict[str, list[str]] = {}
+        for replica in self.replicas:
+            targets.setdefault(replica.service, []).append(replica.metrics_addr)
+        return targets
+
     # --- lifecycle ---------------------------------------------------------------------
 
     def preflight(self) -> None:

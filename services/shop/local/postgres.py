@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shop.local.addresses import free_port
+
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
@@ -35,13 +37,6 @@ def find_binary(name: str) -> str:
             "(Debian: apt-get install postgresql)"
         )
     return found
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -93,7 +88,7 @@ def start_postgres(host: str = "127.0.0.1", timeout_s: float = 60.0) -> Postgres
     if run_as:
         entry = pwd.getpwnam(run_as)
         os.chown(root, entry.pw_uid, entry.pw_gid)
-    port = _free_port(host)
+    port = free_port(host)
     server = PostgresServer(data_dir, host, port, "postgres", run_as)
     try:
         _run(server._command(

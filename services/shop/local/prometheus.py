@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shop.local.addresses import free_port
+
 
 class PrometheusUnavailable(RuntimeError):
     """The binary is missing or the server did not become ready."""
@@ -27,13 +28,6 @@ class PrometheusUnavailable(RuntimeError):
 
 class QueryError(RuntimeError):
     """Prometheus refused a query (e.g. a PromQL parse error)."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape_config(
@@ -133,7 +127,7 @@ def start_prometheus(
     config_path = workdir / "prometheus.yml"
     # JSON is YAML: no YAML library needed at run time.
     config_path.write_text(json.dumps(scrape_config(targets, rule_files, scrape_interval_s)))
-    port = _free_port(host)
+    port = free_port(host)
     url = f"http://{host}:{port}"
     log_path = workdir / "prometheus.log"
     command = [

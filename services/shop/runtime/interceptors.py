@@ -163,15 +163,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             route = " ".join([self._hop, *scope.downstream_route])
             context.set_trailing_metadata(((ROUTE_TRAILER, route),))
         telemetry.handled(None if ok else code).inc()
-        if telemetry.tracer is None:
-            # The tracing-off path stays one plain observe: it is what we benchmark.
-            telemetry.seconds.observe(time.perf_counter() - started)
-            telemetry.in_flight.dec()
-            return
-        span = trace.get_current_span()
-        telemetry.seconds.observe(time.perf_counter() - started, trace_exemplar(span))
+        span = None if telemetry.tracer is None else trace.get_current_span()
+        exemplar = None if span is None else trace_exemplar(span)
+        telemetry.seconds.observe(time.perf_counter() - started, exemplar)
         telemetry.in_flight.dec()
-        if span.is_recording():
+        if span is not None and span.is_recording():
             # Required by the OpenTelemetry RPC conventions, also on success.
             span.set_attribute("rpc.grpc.status_code", 0 if ok or code is None else code.value[0])
             if not ok:
@@ -290,11 +286,11 @@ class _ClientBase:
         trailers: Any,
     ) -> None:
         self._metrics.client_handled.labels(*labels, code.name).inc()
-        seconds = self._metrics.client_handling_seconds.labels(*labels)
-        if span is None:
-            seconds.observe(time.perf_counter() - started)
-        else:
-            seconds.observe(time.perf_counter() - started, trace_exemplar(span))
+        exemplar = None if span is None else trace_exemplar(span)
+        self._metrics.client_handling_seconds.labels(*labels).observe(
+            time.perf_counter() - started, exemplar
+        )
+        if span is not None:
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code != grpc.StatusCode.OK:
                 span.set_status(Status(StatusCode.ERROR, code.name))
