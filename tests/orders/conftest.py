@@ -20,7 +20,8 @@ from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
 from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
-from shop.orders.servicer import OrderPlacement, OrdersServicer
+from shop.orders.placement import OrderPlacement
+from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderRecord, OrderStore
 from shop.runtime.database import Database
 from shop.runtime.server import Runtime, ServiceSetup

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.orders.placement import OrderPlacement
 from shop.orders.reconciler import Reconciler
-from shop.orders.servicer import OrderPlacement, OrdersServicer
+from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderStore
 from shop.runtime import Runtime
 from shop.runtime.config import INVENTORY_TARGET, ChannelConfig

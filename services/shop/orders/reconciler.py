@@ -11,7 +11,7 @@ import logging
 
 import grpc
 
-from shop.orders.servicer import OrderPlacement
+from shop.orders.placement import OrderPlacement
 from shop.orders.store import CANCELLING, PENDING
 
 log = logging.getLogger(__name__)
