@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # How long the loader may take beyond warm-up + duration (start-up, connect, report).
@@ -61,7 +62,8 @@ class LoadResult:
             ) from None
 
 
-def load_command(target: str, spec: LoadSpec) -> list[str]:
+def load_command(target: str, spec: LoadSpec, token_key: Path | None = None) -> list[str]:
+    auth = [] if token_key is None else ["--token-key", str(token_key)]
     return [
         sys.executable,
         "-m",
@@ -79,6 +81,7 @@ def load_command(target: str, spec: LoadSpec) -> list[str]:
         f"{spec.warmup_s:g}",
         "--json",
         "--no-progress",
+        *auth,
     ]
 
 
@@ -105,13 +108,16 @@ def parse_summary(stdout: str) -> dict[str, Any]:
 
 
 def run_load(
-    target: str, spec: LoadSpec, on_tick: Callable[[float], None] | None = None
+    target: str,
+    spec: LoadSpec,
+    on_tick: Callable[[float], None] | None = None,
+    token_key: Path | None = None,
 ) -> LoadResult:
     """Runs ``shop load`` against ``target``; ``on_tick(elapsed_s)`` is called while it runs."""
     budget_s = spec.warmup_s + spec.duration_s + LOADER_OVERHEAD_BUDGET_S
     started = time.monotonic()
     process = subprocess.Popen(
-        load_command(target, spec),
+        load_command(target, spec, token_key),
         env=loader_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

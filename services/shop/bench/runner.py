@@ -85,7 +85,10 @@ def measure(
     handled_before = _handled(target)
     cpu_before = total_cpu_s(target.pids)
     load = run_load(
-        target.address, spec, on_tick=lambda elapsed: progress.tick(elapsed / expected_s)
+        target.address,
+        spec,
+        on_tick=lambda elapsed: progress.tick(elapsed / expected_s),
+        token_key=target.token_key,
     )
     cpu_after = total_cpu_s(target.pids)
     handled_after = _handled(target)

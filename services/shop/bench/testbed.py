@@ -56,6 +56,9 @@ class Target:
     # and the gRPC service whose handled calls it counts there.
     metrics_addr: str | None
     grpc_service: str
+    # The demo issuer's key, so the loader can authenticate its customers (the shop
+    # chain needs it; the echo servers do not).
+    token_key: Path | None = None
 
 
 def span_services(config: BenchConfig) -> tuple[str, ...]:
@@ -117,7 +120,13 @@ class Testbed:
         cluster = self._clusters[config.key]
         pids = tuple(r.process.pid for r in cluster.replicas if r.process is not None)
         (gateway,) = cluster.replicas_of("gateway")
-        return Target(cluster.gateway_target, pids, gateway.metrics_addr, GATEWAY_SERVICE)
+        return Target(
+            cluster.gateway_target,
+            pids,
+            gateway.metrics_addr,
+            GATEWAY_SERVICE,
+            cluster.credentials.issuer_key,
+        )
 
     def dead_servers(self) -> list[str]:
         """Names of servers that exited: a measurement against them would be meaningless."""

@@ -28,6 +28,7 @@ from shop.loadgen.channels import ConnectError
 from shop.loadgen.report import plural
 from shop.loadgen.session import run_async, run_load
 from shop.loadgen.stats import Summary
+from shop.loadgen.tokens import IssuedTokens
 from shop.loadgen.workload import WorkloadError
 from shop.local.cluster import ClusterError, LocalCluster
 
@@ -83,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         replicas = ", ".join(f"{service} x{n}" for service, n in spec.replicas.items())
         console.print(f"shop is up ({replicas}) at {cluster.gateway_target}", highlight=False)
         options = dataclasses.replace(
-            options, target=cluster.gateway_target, expected_pods=dict(spec.replicas)
+            options,
+            target=cluster.gateway_target,
+            expected_pods=dict(spec.replicas),
+            tokens=IssuedTokens(cluster.credentials.issuer()),
         )
         summary = run_async(run_load(options))
         emit(summary, args.json, {"replicas": dict(spec.replicas)})

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -26,9 +27,13 @@ from shop.loadgen.report import print_report
 from shop.loadgen.runner import LoadPlan
 from shop.loadgen.session import LoadOptions, run_async, run_load
 from shop.loadgen.stats import Summary
+from shop.loadgen.tokens import CustomerTokens, FixedToken, IssuedTokens
 from shop.loadgen.workload import MIX_WEIGHTS, WORKLOADS, WorkloadError
+from shop.local.credentials import DEFAULT_AUDIENCE, DEFAULT_ISSUER, TokenIssuer
 
 DEFAULT_TARGET = "ipv4:127.10.1.1:50051"  # gateway-0 of a default `shop up`
+# The demo issuer's key of a default `shop up` (its data dir is ./data).
+DEFAULT_TOKEN_KEY = Path("data/credentials/issuer-key.pem")
 DEFAULT_MAX_IN_FLIGHT = 1000
 
 
@@ -133,8 +138,50 @@ def add_parser(subparsers: Any) -> None:
         help="replicas a hop should spread over, so pods with no calls count in the "
         "imbalance (repeatable, e.g. --expect orders=3)",
     )
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token-key",
+        type=Path,
+        metavar="PEM",
+        help="the token issuer's private key: mint a bearer token per customer (default: "
+        f"{DEFAULT_TOKEN_KEY}, which a default shop up writes, if it exists)",
+    )
+    auth.add_argument(
+        "--token", metavar="JWT", help="one bearer token for every call (one customer)"
+    )
+    parser.add_argument(
+        "--issuer",
+        default=DEFAULT_ISSUER,
+        help=f"with --token-key: the tokens' iss claim (default {DEFAULT_ISSUER})",
+    )
+    parser.add_argument(
+        "--audience",
+        default=DEFAULT_AUDIENCE,
+        help=f"with --token-key: the tokens' aud claim (default {DEFAULT_AUDIENCE})",
+    )
     add_load_arguments(parser, duration_default=10.0)
     parser.set_defaults(run=run, parser=parser)
+
+
+def tokens_from_args(args: argparse.Namespace) -> CustomerTokens | None:
+    """The customers' credentials the flags name; a bad key file is a flag error."""
+    if getattr(args, "token", None):
+        return FixedToken(args.token)
+    key = getattr(args, "token_key", None)
+    if key is None and DEFAULT_TOKEN_KEY.exists():
+        key = DEFAULT_TOKEN_KEY
+    if key is not None:
+        try:
+            return IssuedTokens(
+                TokenIssuer.from_file(
+                    key,
+                    getattr(args, "issuer", DEFAULT_ISSUER),
+                    getattr(args, "audience", DEFAULT_AUDIENCE),
+                )
+            )
+        except ValueError as error:
+            args.parser.error(f"argument --token-key: {error}")
+    return None
 
 
 def load_options(
@@ -160,6 +207,7 @@ def load_options(
         expected_pods=expected_pods,
         progress=progress_wanted(args.no_progress),
         timeline_s=args.timeline,
+        tokens=tokens_from_args(args),
     )
 
 

@@ -1,8 +1,13 @@
-"""The public Gateway API: validate at the edge, then call orders or inventory.
+"""The public Gateway API: authenticate and validate at the edge, then call orders or
+inventory.
 
-Every violation in a request is reported at once with its field path, so nothing
-malformed reaches the inner services. Downstream failures pass through with their
-code and details (see ``shop.runtime.errors``), never as UNKNOWN.
+Every call carries an end user's bearer token, checked by the runtime before a
+handler runs (the access rules are in ``shop.gateway.app``); the customer is the
+token's subject (:func:`current_end_user`), never a request field, and is passed to
+orders, which answers NOT_FOUND for another customer's order. Every violation in a
+request is reported at once with its field path, so nothing malformed reaches the
+inner services. Downstream failures pass through with their code and details (see
+``shop.runtime.errors``), never as UNKNOWN.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from collections.abc import AsyncIterator
 import grpc
 
 from shop.orderlines import validate_items
-from shop.runtime.validation import Violations
+from shop.runtime.auth import Unauthenticated, current_end_user
+from shop.runtime.validation import Violations, is_identifier
 from shop.v1 import (
     common_pb2,
     gateway_pb2,
@@ -25,6 +31,7 @@ from shop.v1 import (
 )
 
 MAX_PAGE_SIZE = 100
+CUSTOMER_ID_MAX_LEN = 64
 
 
 def _check_page(violations: Violations, size: int, token: str) -> None:
@@ -32,6 +39,19 @@ def _check_page(violations: Violations, size: int, token: str) -> None:
         violations.add("page_size", "must not be negative")
     if len(token) > 512:
         violations.add("page_token", "is not a token this service issued")
+
+
+def customer_id() -> str:
+    """The calling end user's customer id: the subject of their verified token."""
+    subject = current_end_user().subject
+    if len(subject) > CUSTOMER_ID_MAX_LEN or not is_identifier(subject):
+        # Orders stores customer ids as identifiers; a provider whose subjects do not
+        # fit must map them (a custom claim) rather than have them silently altered.
+        raise Unauthenticated(
+            f"the token's subject is not a usable customer id (at most {CUSTOMER_ID_MAX_LEN} "
+            "letters, digits and _ . : -)"
+        )
+    return subject
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
@@ -44,8 +64,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def PlaceOrder(
         self, request: gateway_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Order:
+        customer = customer_id()
         violations = Violations()
-        violations.identifier("customer_id", request.customer_id, max_len=64)
         validate_items(violations, request.items)
         violations.identifier(
             "idempotency_key", request.idempotency_key, max_len=128, required=False
@@ -56,37 +76,42 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         key = request.idempotency_key or f"gw-{uuid.uuid4()}"
         result: common_pb2.Order = await self._orders.CreateOrder(
             orders_pb2.CreateOrderRequest(
-                idempotency_key=key, customer_id=request.customer_id, items=request.items
+                idempotency_key=key, customer_id=customer, items=request.items
             )
         )
         return result
 
-    async def GetOrder(
-        self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
-    ) -> common_pb2.Order:
+    def _order_ref(self, order_id: str) -> orders_pb2.OrderRef:
+        customer = customer_id()
         violations = Violations()
-        violations.uuid("order_id", request.order_id)
+        violations.uuid("order_id", order_id)
         violations.raise_if_any()
-        result: common_pb2.Order = await self._orders.GetOrder(request)
+        return orders_pb2.OrderRef(order_id=order_id, customer_id=customer)
+
+    async def GetOrder(
+        self, request: gateway_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Order:
+        result: common_pb2.Order = await self._orders.GetOrder(self._order_ref(request.order_id))
         return result
 
     async def ListOrders(
-        self, request: orders_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.ListOrdersResponse:
+        customer = customer_id()
         violations = Violations()
-        violations.identifier("customer_id", request.customer_id, max_len=64)
         _check_page(violations, request.page_size, request.page_token)
         violations.raise_if_any()
-        result: orders_pb2.ListOrdersResponse = await self._orders.ListOrders(request)
+        result: orders_pb2.ListOrdersResponse = await self._orders.ListOrders(
+            orders_pb2.ListCustomerOrdersRequest(
+                customer_id=customer, page_size=request.page_size, page_token=request.page_token
+            )
+        )
         return result
 
     async def CancelOrder(
-        self, request: orders_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Order:
-        violations = Violations()
-        violations.uuid("order_id", request.order_id)
-        violations.raise_if_any()
-        result: common_pb2.Order = await self._orders.CancelOrder(request)
+        result: common_pb2.Order = await self._orders.CancelOrder(self._order_ref(request.order_id))
         return result
 
     async def ListProducts(
@@ -99,10 +124,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return result
 
     async def WatchOrder(
-        self, request: orders_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
+        self, request: gateway_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
-        violations = Violations()
-        violations.uuid("order_id", request.order_id)
-        violations.raise_if_any()
-        async for event in self._orders.WatchOrder(request):
+        async for event in self._orders.WatchOrder(self._order_ref(request.order_id)):
             yield event

@@ -8,11 +8,21 @@ from contextlib import asynccontextmanager
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
 from shop.runtime import Runtime
+from shop.runtime.auth import ADMIN, Access, callers
 from shop.runtime.config import SEED_STOCK
 from shop.runtime.database import open_database
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
 SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["Inventory"].full_name
+# Who may call what. Reservations are the orders saga's; the catalog is read by the
+# gateway (ListProducts) and orders; stock administration needs an administrator's
+# bearer token (the shop.admin scope), whoever's connection it arrives on.
+ACCESS: dict[str, Access] = {
+    "Reserve": callers("orders"),
+    "Release": callers("orders"),
+    "ListProducts": callers("gateway", "orders"),
+    "SetStock": ADMIN,
+}
 
 
 @asynccontextmanager
@@ -24,6 +34,7 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     store = InventoryStore(db)
     await store.initialize(seed_stock)
     inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(store), runtime.server)
+    runtime.access.protect(SERVICE_NAME, ACCESS)
     try:
         yield (SERVICE_NAME,)
     finally:

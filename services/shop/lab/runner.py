@@ -72,7 +72,12 @@ class LoadProcess:
     """``shop load --json --timeline`` in its own process (its CPU is not counted)."""
 
     def __init__(
-        self, target: str, settings: LabSettings, duration_s: float, expect: dict[str, int]
+        self,
+        target: str,
+        settings: LabSettings,
+        duration_s: float,
+        expect: dict[str, int],
+        token_key: Path,
     ) -> None:
         self.command = [
             sys.executable, "-m", "shop.cli.main", "load", "--target", target,
@@ -80,6 +85,7 @@ class LoadProcess:
             "--duration", str(duration_s), "--warmup", "0", "--timeout", "10",
             "--json", "--no-progress", "--timeline", str(settings.bucket_s),
             *[f"--expect={service}={n}" for service, n in expect.items()],
+            "--token-key", str(token_key),
         ]  # fmt: skip
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -189,17 +195,27 @@ class ModeRun:
     def gateway_target(self) -> str:
         return self.plan.grpc_addr("gateway", 0)
 
+    @property
+    def token_key(self) -> Path:
+        """The demo issuer's key the loader mints its customers' tokens with."""
+        assert self.cluster is not None
+        return self.cluster.credentials.issuer_key
+
     async def steady(self) -> dict[str, Any]:
         s = self.settings
         self.progress(f"{self.name}: steady state ({s.steady_s:.0f} s)")
         # A short unmeasured run first: connections, caches and JITs warm up.
-        warmup = LoadProcess(self.gateway_target, s, 2.0, {})
+        warmup = LoadProcess(self.gateway_target, s, 2.0, {}, self.token_key)
         await warmup.start()
         await warmup.result()
         pids = self.pids()
         cpu_before = total_cpu_s(pids)
         load = LoadProcess(
-            self.gateway_target, s, s.steady_s, {"orders": s.orders, "inventory": s.inventory_start}
+            self.gateway_target,
+            s,
+            s.steady_s,
+            {"orders": s.orders, "inventory": s.inventory_start},
+            self.token_key,
         )
         await load.start()
         summary = await load.result()
@@ -234,7 +250,11 @@ class ModeRun:
             + s.settle_s + s.settle_s * 2
         )  # fmt: skip
         load = LoadProcess(
-            self.gateway_target, s, duration, {"orders": s.orders, "inventory": s.inventory_scaled}
+            self.gateway_target,
+            s,
+            duration,
+            {"orders": s.orders, "inventory": s.inventory_scaled},
+            self.token_key,
         )
         started = time.time()
         await load.start()

@@ -17,6 +17,7 @@ from shop.loadgen.progress import live_progress
 from shop.loadgen.runner import LoadPlan, Runner
 from shop.loadgen.stats import RunInfo, Stats, Summary
 from shop.loadgen.timeline import Timeline
+from shop.loadgen.tokens import CustomerTokens
 from shop.loadgen.workload import WORKLOADS
 
 T = TypeVar("T")
@@ -36,6 +37,8 @@ class LoadOptions:
     progress: bool = False
     # Seconds per bucket of the per-pod timeline; 0 = no timeline.
     timeline_s: float = 0.0
+    # How the workload's customers authenticate to the gateway.
+    tokens: CustomerTokens | None = None
 
     def run_info(self) -> RunInfo:
         plan = self.plan
@@ -61,7 +64,7 @@ async def run_load(options: LoadOptions) -> Summary:
     channels = open_channels(options.target, options.channels, options.lb_policy)
     try:
         await wait_connected(channels, options.target, options.timeout_s)
-        workload = WORKLOADS[options.workload](channels, options.timeout_s)
+        workload = WORKLOADS[options.workload](channels, options.timeout_s, tokens=options.tokens)
         await workload.prepare()
         timeline = Timeline(options.timeline_s, time.time()) if options.timeline_s > 0 else None
         runner = Runner(options.plan, workload.next_call, Stats(timeline))

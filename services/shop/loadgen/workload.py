@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import grpc
 
 from shop.loadgen.stats import CallResult
+from shop.loadgen.tokens import CustomerTokens, Metadata, NoTokens
 from shop.runtime.callscope import ROUTE_TRAILER
 from shop.v1 import (
     common_pb2,
@@ -31,7 +32,6 @@ from shop.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
     inventory_pb2,
-    orders_pb2,
 )
 
 # Relative weights of the gateway methods in the ``mix`` workload. PlaceOrder
@@ -66,20 +66,21 @@ def route_from_trailers(metadata: Any) -> str | None:
 
 def first_call_failed(method: str, error: grpc.aio.AioRpcError) -> str:
     code = error.code()
-    hint = (
-        " (the target does not serve it: --workload echo is for Echo servers, "
-        "the others for a shop gateway)"
-        if code == grpc.StatusCode.UNIMPLEMENTED
-        else ""
-    )
+    hints = {
+        grpc.StatusCode.UNIMPLEMENTED: " (the target does not serve it: --workload echo is "
+        "for Echo servers, the others for a shop gateway)",
+        grpc.StatusCode.UNAUTHENTICATED: " (the gateway needs end users' tokens: pass "
+        "--token-key with the issuer's signing key, or --token)",
+    }
+    hint = hints.get(code, "")
     return f"first {method} call failed: {code.name}: {error.details()}{hint}"
 
 
 async def invoke(
-    method: str, multicallable: Any, request: Any, timeout_s: float
+    method: str, multicallable: Any, request: Any, timeout_s: float, metadata: Metadata = ()
 ) -> tuple[CallResult, Any]:
     """Makes one unary call; returns its result and the response (None on failure)."""
-    call = multicallable(request, timeout=timeout_s)
+    call = multicallable(request, timeout=timeout_s, metadata=metadata)
     try:
         response = await call
     except grpc.aio.AioRpcError as error:
@@ -93,10 +94,15 @@ class Workload(abc.ABC):
     help: ClassVar[str]
 
     def __init__(
-        self, channels: Sequence[grpc.aio.Channel], timeout_s: float, seed: int | None = None
+        self,
+        channels: Sequence[grpc.aio.Channel],
+        timeout_s: float,
+        seed: int | None = None,
+        tokens: CustomerTokens | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.random = random.Random(seed)
+        self.tokens: CustomerTokens = tokens or NoTokens()
         self._stubs = itertools.cycle([self.make_stub(channel) for channel in channels])
 
     @abc.abstractmethod
@@ -115,12 +121,17 @@ class Workload(abc.ABC):
 
 class _GatewayWorkload(Workload):
     def __init__(
-        self, channels: Sequence[grpc.aio.Channel], timeout_s: float, seed: int | None = None
+        self,
+        channels: Sequence[grpc.aio.Channel],
+        timeout_s: float,
+        seed: int | None = None,
+        tokens: CustomerTokens | None = None,
     ) -> None:
-        super().__init__(channels, timeout_s, seed)
+        super().__init__(channels, timeout_s, seed, tokens)
         self.run_id = uuid.uuid4().hex[:8]
         self.skus: list[str] = []
-        self.placed: deque[str] = deque(maxlen=PLACED_ORDERS_KEPT)
+        # (customer, order id): only its customer may read an order back.
+        self.placed: deque[tuple[str, str]] = deque(maxlen=PLACED_ORDERS_KEPT)
         self._sequence = itertools.count()
 
     def make_stub(self, channel: grpc.aio.Channel) -> Any:
@@ -132,7 +143,9 @@ class _GatewayWorkload(Workload):
         for _ in range(100):  # bounded: a catalog has a handful of pages
             request = inventory_pb2.ListProductsRequest(page_size=100, page_token=token)
             try:
-                response = await self.stub().ListProducts(request, timeout=self.timeout_s)
+                response = await self.stub().ListProducts(
+                    request, timeout=self.timeout_s, metadata=self.tokens.metadata(self.customer())
+                )
             except grpc.aio.AioRpcError as error:
                 raise WorkloadError(
                     first_call_failed("shop.v1.Gateway/ListProducts", error)
@@ -151,34 +164,59 @@ class _GatewayWorkload(Workload):
         chosen = self.random.sample(
             self.skus, self.random.randint(1, min(MAX_ITEMS_PER_ORDER, len(self.skus)))
         )
+        customer = self.customer()
         request = gateway_pb2.PlaceOrderRequest(
-            customer_id=self.customer(),
             items=[
                 common_pb2.OrderItem(sku=sku, quantity=self.random.randint(1, MAX_QUANTITY))
                 for sku in chosen
             ],
             idempotency_key=f"load-{self.run_id}-{next(self._sequence)}",
         )
-        result, order = await invoke("PlaceOrder", self.stub().PlaceOrder, request, self.timeout_s)
+        result, order = await invoke(
+            "PlaceOrder",
+            self.stub().PlaceOrder,
+            request,
+            self.timeout_s,
+            self.tokens.metadata(customer),
+        )
         if order is not None:
-            self.placed.append(order.order_id)
+            self.placed.append((customer, order.order_id))
         return result
 
     async def get_order(self) -> CallResult:
         if not self.placed:
             return await self.place_order()  # nothing to read yet
-        request = orders_pb2.GetOrderRequest(order_id=self.random.choice(self.placed))
-        result, _ = await invoke("GetOrder", self.stub().GetOrder, request, self.timeout_s)
+        customer, order_id = self.random.choice(self.placed)
+        request = gateway_pb2.GetOrderRequest(order_id=order_id)
+        result, _ = await invoke(
+            "GetOrder",
+            self.stub().GetOrder,
+            request,
+            self.timeout_s,
+            self.tokens.metadata(customer),
+        )
         return result
 
     async def list_orders(self) -> CallResult:
-        request = orders_pb2.ListOrdersRequest(customer_id=self.customer(), page_size=10)
-        result, _ = await invoke("ListOrders", self.stub().ListOrders, request, self.timeout_s)
+        request = gateway_pb2.ListOrdersRequest(page_size=10)
+        result, _ = await invoke(
+            "ListOrders",
+            self.stub().ListOrders,
+            request,
+            self.timeout_s,
+            self.tokens.metadata(self.customer()),
+        )
         return result
 
     async def list_products(self) -> CallResult:
         request = inventory_pb2.ListProductsRequest()
-        result, _ = await invoke("ListProducts", self.stub().ListProducts, request, self.timeout_s)
+        result, _ = await invoke(
+            "ListProducts",
+            self.stub().ListProducts,
+            request,
+            self.timeout_s,
+            self.tokens.metadata(self.customer()),
+        )
         return result
 
 
@@ -187,9 +225,13 @@ class MixWorkload(_GatewayWorkload):
     help = "gateway methods weighted like a shop front-end (mostly PlaceOrder)"
 
     def __init__(
-        self, channels: Sequence[grpc.aio.Channel], timeout_s: float, seed: int | None = None
+        self,
+        channels: Sequence[grpc.aio.Channel],
+        timeout_s: float,
+        seed: int | None = None,
+        tokens: CustomerTokens | None = None,
     ) -> None:
-        super().__init__(channels, timeout_s, seed)
+        super().__init__(channels, timeout_s, seed, tokens)
         actions: dict[str, Callable[[], Awaitable[CallResult]]] = {
             "PlaceOrder": self.place_order,
             "GetOrder": self.get_order,

@@ -3,6 +3,11 @@
 Used by ``shop up``, ``shop demo``, the benchmarks and the end-to-end tests, so
 they all exercise the same real processes. Every process is stopped when the
 cluster is closed, including after an exception or Ctrl-C.
+
+Each replica runs in its own session, as a container does: a terminal's Ctrl-C
+reaches only the command that owns the cluster, which then stops the replicas with
+one SIGTERM each, in order. On request (``restart=``) replicas that exit unasked
+are restarted with back-off (see ``shop.local.supervisor``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +27,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.local.addresses import AddressPlan, address_in_use
+from shop.local.credentials import LocalCredentials, ensure_credentials
+from shop.local.supervisor import Backoff, Supervisor, SupervisorEvent
 
 SERVICES = ("inventory", "orders", "gateway")  # start order: dependencies first
 
@@ -37,6 +45,12 @@ class Replica:
     metrics_addr: str
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # time.monotonic() when the current process was started.
+    started_at: float = 0.0
+    # Restarts by a supervisor after unasked exits (kubectl's RESTARTS).
+    restarts: int = 0
+    # Set when the current process was signalled on purpose: its exit is no crash.
+    stop_requested: bool = False
 
     @property
     def pod(self) -> str:
@@ -55,7 +69,14 @@ class Replica:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Out of the terminal's process group: Ctrl-C must reach only the
+                # owner, whose single SIGTERM then starts the drain. A replica that got
+                # the SIGINT too would take that SIGTERM as a second signal and exit
+                # at once (143) without draining.
+                start_new_session=True,
             )
+        self.started_at = time.monotonic()
+        self.stop_requested = False
 
     def wait_serving(self, deadline: float) -> None:
         """Returns once a gRPC health check says SERVING; raises with the log tail if the
@@ -94,16 +115,40 @@ class ClusterSpec:
 
 
 class LocalCluster:
-    def __init__(self, spec: ClusterSpec) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        restart: Backoff | None = None,
+        on_restart: Callable[[SupervisorEvent], None] | None = None,
+    ) -> None:
+        """``restart``: once ``start()`` has every replica SERVING, restart the ones
+        that exit unasked with this back-off, reporting each exit and restart to
+        ``on_restart`` (from the supervisor's thread). None: an exit stays an exit."""
         self.spec = spec
         self.replicas: list[Replica] = []
         self.log_dir = spec.data_dir / "logs"
+        # Held while replicas are started, signalled or restarted, so that the
+        # supervisor never acts on a replica half-way through a caller's change.
+        self.lock = threading.RLock()
+        self.supervisor = None if restart is None else Supervisor(self, restart, on_restart)
 
     # --- addresses ---------------------------------------------------------------------
 
     def target(self, service: str) -> str:
         """The client target for ``service``: every replica address, round_robin."""
         return self.spec.plan.static_target(service, self.spec.replicas[service])
+
+    @property
+    def credentials(self) -> LocalCredentials:
+        """The demo token issuer and internal keys, created on first use in the data
+        dir and kept, so restarted replicas and later clients agree on them."""
+        return ensure_credentials(self.spec.data_dir / "credentials")
+
+    def end_user_metadata(self, customer: str, *, admin: bool = False) -> tuple[tuple[str, str]]:
+        """Call metadata authenticating ``customer`` (or an administrator) to this shop."""
+        token = self.credentials.issuer().token(customer, admin=admin)
+        return (("authorization", f"Bearer {token}"),)
 
     @property
     def gateway_target(self) -> str:
@@ -143,6 +188,10 @@ class LocalCluster:
             # Orders seeds nothing, but creating schemas one service at a time keeps
             # the start-up log readable and the SQLite files uncontended.
             self.wait_ready(timeout_s, service=service)
+        # Only now: a replica that cannot start at all is an error for the caller,
+        # not a crash loop.
+        if self.supervisor is not None:
+            self.supervisor.start()
 
     def replica_env(self, service: str, index: int) -> dict[str, str]:
         plan = self.spec.plan
@@ -162,6 +211,8 @@ class LocalCluster:
             }
         )
         env.setdefault("OTEL_TRACES_EXPORTER", "none")
+        # The demo issuer's JWKS and the internal callers' keys (shop.local.credentials).
+        env.update(self.credentials.service_env())
         if self.spec.database_url:
             env["DATABASE_URL"] = self.spec.database_url
         env.update(self.spec.extra_env)
@@ -172,20 +223,23 @@ class LocalCluster:
 
     def start_replica(self, service: str, index: int) -> Replica:
         plan = self.spec.plan
-        existing = next(
-            (r for r in self.replicas if r.service == service and r.index == index), None
-        )
-        replica = existing or Replica(
-            service,
-            index,
-            plan.grpc_addr(service, index),
-            plan.metrics_addr(service, index),
-            self.log_dir / f"{service}-{index}.log",
-        )
-        replica.spawn([sys.executable, "-m", f"shop.{service}"], self.replica_env(service, index))
-        if existing is None:
-            self.replicas.append(replica)
-        return replica
+        with self.lock:
+            existing = next(
+                (r for r in self.replicas if r.service == service and r.index == index), None
+            )
+            replica = existing or Replica(
+                service,
+                index,
+                plan.grpc_addr(service, index),
+                plan.metrics_addr(service, index),
+                self.log_dir / f"{service}-{index}.log",
+            )
+            replica.spawn(
+                [sys.executable, "-m", f"shop.{service}"], self.replica_env(service, index)
+            )
+            if existing is None:
+                self.replicas.append(replica)
+            return replica
 
     def wait_ready(
         self, timeout_s: float = 60.0, service: str | None = None, replica: Replica | None = None
@@ -201,9 +255,13 @@ class LocalCluster:
             r.wait_serving(deadline)
 
     def signal_replica(self, replica: Replica, sig: signal.Signals = signal.SIGTERM) -> None:
-        if replica.alive():
-            assert replica.process is not None
-            replica.process.send_signal(sig)
+        """Signals a replica on purpose (a rollout, a scale-down, a test): whatever exit
+        follows is not restarted."""
+        with self.lock:
+            replica.stop_requested = True
+            if replica.alive():
+                assert replica.process is not None
+                replica.process.send_signal(sig)
 
     def wait_exit(self, replica: Replica, timeout_s: float) -> int | None:
         if replica.process is None:
@@ -216,7 +274,10 @@ class LocalCluster:
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM to everyone (front first), then SIGKILL whoever outlives the grace."""
         budget = timeout_s or (self.spec.drain_delay_s + self.spec.shutdown_grace_s + 10)
-        front_first = [r for service in reversed(SERVICES) for r in self.replicas_of(service)]
+        if self.supervisor is not None:
+            self.supervisor.close()  # first: a stopped replica must stay stopped
+        with self.lock:
+            front_first = [r for service in reversed(SERVICES) for r in self.replicas_of(service)]
         return stop_replicas(front_first, budget)
 
     def __enter__(self) -> LocalCluster:
@@ -236,6 +297,7 @@ def stop_replicas(replicas: list[Replica], timeout_s: float) -> dict[str, int | 
     still running after ``timeout_s``. Returns exit codes, None for a killed one."""
     running = [r for r in replicas if r.process is not None]
     for replica in running:
+        replica.stop_requested = True
         if replica.alive():
             assert replica.process is not None
             replica.process.terminate()

@@ -13,11 +13,13 @@ from shop.orders.reconciler import Reconciler
 from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderStore
 from shop.runtime import Runtime
+from shop.runtime.auth import callers
 from shop.runtime.config import INVENTORY_TARGET, ChannelConfig
 from shop.runtime.database import open_database
 from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name
+ORDERS_METHODS = [m.name for m in orders_pb2.DESCRIPTOR.services_by_name["Orders"].methods]
 RECONCILE_INTERVAL_S = 5.0
 # Reserve is capped at SHOP_DOWNSTREAM_TIMEOUT_S; anything PENDING for much longer
 # than that has no request working on it any more.
@@ -38,6 +40,8 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     )
     placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
     orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(placement), runtime.server)
+    # Internal API: only the gateway calls it, naming the customer it acts for.
+    runtime.access.protect(SERVICE_NAME, dict.fromkeys(ORDERS_METHODS, callers("gateway")))
     reconciler = Reconciler(
         placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S
     )

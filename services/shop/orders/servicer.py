@@ -78,21 +78,28 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         return to_message(placed)
 
     async def GetOrder(
-        self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+        self, request: orders_pb2.OrderRef, context: grpc.aio.ServicerContext
     ) -> common_pb2.Order:
-        return to_message(await self._visible(request.order_id))
+        return to_message(await self._visible(request))
 
-    async def _visible(self, order_id: str) -> OrderRecord:
+    async def _visible(self, ref: orders_pb2.OrderRef) -> OrderRecord:
+        """The customer's order; NOT_FOUND also for another customer's order, so an
+        order id reveals nothing to anyone but its owner."""
         violations = Violations()
-        violations.uuid("order_id", order_id)
+        violations.uuid("order_id", ref.order_id)
+        violations.identifier("customer_id", ref.customer_id, max_len=64)
         violations.raise_if_any()
-        order = await self._store.get(order_id)
-        if order is None or order.status not in VISIBLE_STATES:
-            raise NotFound("order", order_id)
+        order = await self._store.get(ref.order_id)
+        if (
+            order is None
+            or order.status not in VISIBLE_STATES
+            or order.customer_id != ref.customer_id
+        ):
+            raise NotFound("order", ref.order_id)
         return order
 
     async def ListOrders(
-        self, request: orders_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+        self, request: orders_pb2.ListCustomerOrdersRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.ListOrdersResponse:
         violations = Violations()
         violations.identifier("customer_id", request.customer_id, max_len=64)
@@ -110,25 +117,25 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         )
 
     async def CancelOrder(
-        self, request: orders_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+        self, request: orders_pb2.OrderRef, context: grpc.aio.ServicerContext
     ) -> common_pb2.Order:
-        order = await self._visible(request.order_id)
+        order = await self._visible(request)
         if order.status == PENDING:
             raise FailedPrecondition(
                 [PreconditionViolation("ORDER_STATE", order.order_id, "is still being placed")]
             )
         if order.status == CONFIRMED:
             order = await self._store.transition(order, CANCELLING, (CONFIRMED,)) or (
-                await self._visible(request.order_id)
+                await self._visible(request)
             )
         if order.status == CANCELLING:
             order = await run_to_completion(self._placement.finish_cancel(order))
         return to_message(order)
 
     async def WatchOrder(
-        self, request: orders_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
+        self, request: orders_pb2.OrderRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
-        order = await self._visible(request.order_id)
+        order = await self._visible(request)
         # Replicas share the database, not memory: polling sees changes made anywhere.
         last_seen = None
         while True:
@@ -139,4 +146,4 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             if order.status == CANCELLED:
                 return
             await asyncio.sleep(self._watch_interval_s)
-            order = await self._visible(request.order_id)
+            order = await self._visible(request)

@@ -23,6 +23,9 @@ class CallScope:
     # time.monotonic() at which the incoming call's deadline expires, or None.
     deadline: float | None
     downstream_route: list[str] = field(default_factory=list)
+    # Who is calling, once the access check has verified it (a shop.runtime.auth
+    # Principal; typed loosely here so this module depends on nothing).
+    principal: object | None = None
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

@@ -10,6 +10,7 @@ idempotent (reservation ids, idempotency keys).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -66,13 +67,18 @@ def build_channel(
     health_service: str,
     metrics: RpcMetrics,
     tracer: trace.Tracer | None,
+    caller_token: Callable[[], str] | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel with the shop's interceptors (metrics, spans, deadline, route)."""
+    """An insecure channel with the shop's interceptors (metrics, spans, deadline, route,
+    and this service's caller token when ``caller_token`` is given).
+
+    Plaintext on purpose: inside a mesh the sidecars add mTLS, and the caller token
+    proves the calling service's identity either way."""
     interceptors = [
-        UnaryClientInterceptor(metrics, tracer, config.downstream_timeout_s),
+        UnaryClientInterceptor(metrics, tracer, config.downstream_timeout_s, caller_token),
         # No default deadline for streams: a watch lasts until its final state or until
         # the caller leaves; an incoming deadline still applies.
-        StreamClientInterceptor(metrics, tracer, 0),
+        StreamClientInterceptor(metrics, tracer, 0, caller_token),
     ]
     return grpc.aio.insecure_channel(
         target,

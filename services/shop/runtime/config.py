@@ -256,6 +256,35 @@ SEED_STOCK = Setting(
     "inventory: stock of each catalog product created on first start",
 )
 
+AUTH_JWKS = Setting(
+    "SHOP_AUTH_JWKS",
+    "",
+    _text,
+    "a JWKS URL (https://...), or the path of a JWKS file or of a PEM public key/certificate",
+    "keys that verify end users' and administrators' bearer tokens (required by the gateway)",
+)
+AUTH_ISSUER = Setting(
+    "SHOP_AUTH_ISSUER",
+    "grpc-shop",
+    _non_empty,
+    "the identity provider's issuer (the tokens' iss claim)",
+    "bearer tokens must come from this issuer",
+)
+AUTH_AUDIENCE = Setting(
+    "SHOP_AUTH_AUDIENCE",
+    "grpc-shop",
+    _non_empty,
+    "the audience the identity provider puts in the shop's tokens (aud claim)",
+    "bearer tokens must be meant for this audience",
+)
+INTERNAL_KEYS_DIR = Setting(
+    "SHOP_INTERNAL_KEYS_DIR",
+    "",
+    _text,
+    "a directory with one key file per shop service, named after it",
+    "keys that sign and verify calls between shop services (own key + trusted callers')",
+)
+
 ALL_SETTINGS: tuple[Setting[Any], ...] = (
     LISTEN_ADDR,
     METRICS_ADDR,
@@ -279,6 +308,10 @@ ALL_SETTINGS: tuple[Setting[Any], ...] = (
     RETRY_MAX_ATTEMPTS,
     UVLOOP,
     SEED_STOCK,
+    AUTH_JWKS,
+    AUTH_ISSUER,
+    AUTH_AUDIENCE,
+    INTERNAL_KEYS_DIR,
 )
 
 
@@ -344,6 +377,26 @@ class ChannelConfig:
             downstream_timeout_s=DOWNSTREAM_TIMEOUT_S.read(env),
             retry_max_attempts=attempts,
             keepalive_time_s=KEEPALIVE_TIME_S.read(env),
+        )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Where the keys that authenticate callers come from (see ``shop.runtime.auth``)."""
+
+    jwks: str
+    issuer: str
+    audience: str
+    internal_keys_dir: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthConfig:
+        env = os.environ if environ is None else environ
+        return cls(
+            jwks=AUTH_JWKS.read(env),
+            issuer=AUTH_ISSUER.read(env),
+            audience=AUTH_AUDIENCE.read(env),
+            internal_keys_dir=INTERNAL_KEYS_DIR.read(env),
         )
 
 

@@ -20,6 +20,8 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 
+from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
+from shop.runtime.auth.policy import AccessPolicy, Check
 from shop.runtime.callscope import ROUTE_TRAILER, CallScope, current_scope, format_hop
 from shop.runtime.errors import ShopError, abort_with
 from shop.runtime.metrics import RpcMetrics, code_name, split_method
@@ -60,9 +62,15 @@ class _MethodTelemetry:
     """
 
     def __init__(
-        self, metrics: RpcMetrics, labels: tuple[str, str, str], tracer: trace.Tracer | None
+        self,
+        metrics: RpcMetrics,
+        labels: tuple[str, str, str],
+        tracer: trace.Tracer | None,
+        check: Check | None = None,
     ) -> None:
         self.full_method = f"/{labels[1]}/{labels[2]}"
+        # Who may call (shop.runtime.auth); None for an open method.
+        self.check = check
         self.span_name = self.full_method[1:]
         self.tracer = tracer
         self.started = metrics.server_started.labels(*labels)
@@ -85,9 +93,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     of domain errors to statuses (``errors.abort_with``), for every call."""
 
     def __init__(
-        self, service: str, pod: str, metrics: RpcMetrics, tracer: trace.Tracer | None
+        self,
+        service: str,
+        pod: str,
+        metrics: RpcMetrics,
+        tracer: trace.Tracer | None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self._hop = format_hop(service, pod)
+        self._access = access
         self._metrics = metrics
         self._tracer = tracer
         # Wrapped handlers per method: registered handlers never change, so each is
@@ -114,7 +128,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         grpc_type = _TYPES[(handler.request_streaming, handler.response_streaming)]
         service, method = split_method(full_method)
         tracer = None if full_method.startswith(_UNTRACED_PREFIXES) else self._tracer
-        telemetry = _MethodTelemetry(self._metrics, (grpc_type, service, method), tracer)
+        check = None if self._access is None else self._access.checker(full_method)
+        telemetry = _MethodTelemetry(self._metrics, (grpc_type, service, method), tracer, check)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, telemetry),
@@ -183,6 +198,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             with span_cm:
                 try:
                     try:
+                        if telemetry.check is not None:
+                            scope.principal = await telemetry.check(
+                                _metadata_dict(context.invocation_metadata())
+                            )
                         response = await behavior(request, context)
                     except (ShopError, grpc.aio.AioRpcError) as error:
                         await abort_with(context, error)
@@ -206,6 +225,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             with span_cm:
                 try:
                     try:
+                        if telemetry.check is not None:
+                            scope.principal = await telemetry.check(
+                                _metadata_dict(context.invocation_metadata())
+                            )
                         result = behavior(request, context)
                         if inspect.isasyncgen(result):
                             async for item in result:
@@ -237,11 +260,17 @@ _pending_records: set[asyncio.Task[None]] = set()
 
 class _ClientBase:
     def __init__(
-        self, metrics: RpcMetrics, tracer: trace.Tracer | None, default_timeout_s: float
+        self,
+        metrics: RpcMetrics,
+        tracer: trace.Tracer | None,
+        default_timeout_s: float,
+        caller_token: Callable[[], str] | None = None,
     ) -> None:
         self._metrics = metrics
         self._tracer = tracer
         self._default_timeout_s = default_timeout_s or None
+        # This service's identity for the callee (shop.runtime.auth.internal).
+        self._caller_token = caller_token
 
     def _details(self, details: Any, span: trace.Span | None) -> Any:
         timeout = details.timeout
@@ -253,6 +282,8 @@ class _ClientBase:
         elif timeout is None:
             timeout = self._default_timeout_s
         metadata = list(details.metadata or ())
+        if self._caller_token is not None:
+            metadata.append((CALLER_TOKEN_HEADER, self._caller_token()))
         if span is not None:
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))

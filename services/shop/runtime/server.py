@@ -10,6 +10,7 @@ telemetry and close connections.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -22,8 +23,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shop.runtime.auth.internal import CallerTokens
+from shop.runtime.auth.policy import AccessPolicy
 from shop.runtime.channels import build_channel
-from shop.runtime.config import ChannelConfig, ConfigError, ServerConfig, StartupError
+from shop.runtime.config import AuthConfig, ChannelConfig, ConfigError, ServerConfig, StartupError
 from shop.runtime.health import HealthService
 from shop.runtime.interceptors import ServerInterceptor
 from shop.runtime.listening import listen_problem
@@ -47,15 +50,23 @@ class Runtime:
     server: grpc.aio.Server
     metrics: RpcMetrics
     tracing: Tracing
+    # Who may call this service's methods: its setup declares the rules.
+    access: AccessPolicy
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
+    _caller_tokens: CallerTokens | None = None
 
     def channel(self, target: str, health_service: str) -> grpc.aio.Channel:
+        """A channel to another shop service; its calls carry this service's caller
+        token for ``health_service`` (the callee's full gRPC service name)."""
+        if self._caller_tokens is None:
+            self._caller_tokens = self.access.caller_tokens()
         channel = build_channel(
             target,
             ChannelConfig.from_env(),
             health_service,
             self.metrics,
             self.tracing.tracer if self.tracing.enabled else None,
+            functools.partial(self._caller_tokens.token, health_service),
         )
         self._channels.append(channel)
         return channel
@@ -97,15 +108,20 @@ async def serve(
 ) -> None:
     metrics = RpcMetrics.create(service, config.pod_name, config.mode)
     tracing = Tracing(service, config.pod_name)
+    access = AccessPolicy(service, AuthConfig.from_env())
     server = grpc.aio.server(
         interceptors=[
             ServerInterceptor(
-                service, config.pod_name, metrics, tracing.tracer if tracing.enabled else None
+                service,
+                config.pod_name,
+                metrics,
+                tracing.tracer if tracing.enabled else None,
+                access,
             ),
         ],
         options=server_options(config),
     )
-    runtime = Runtime(service, config, server, metrics, tracing)
+    runtime = Runtime(service, config, server, metrics, tracing, access)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
@@ -118,6 +134,8 @@ async def serve(
                 ),
                 server,
             )
+            # Every rule the setup declared must be enforceable before anyone connects.
+            await access.load()
             # Probed first: grpc's own bind failure also prints a core log line.
             problem = listen_problem(config.listen_addr)
             try:
@@ -175,6 +193,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
     the process before it serves rather than at its first downstream call."""
     config = ServerConfig.from_env(environ)
     ChannelConfig.from_env(environ)
+    AuthConfig.from_env(environ)
     return config
 
 

@@ -18,6 +18,11 @@ from shop.runtime.errors import FieldViolation, InvalidArgument
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 
 
+def is_identifier(value: str) -> bool:
+    """True if the whole of ``value`` is an identifier (no trailing newline either)."""
+    return IDENTIFIER.fullmatch(value) is not None
+
+
 class Violations:
     def __init__(self) -> None:
         self._items: list[FieldViolation] = []

@@ -27,7 +27,7 @@ from shop.v1 import inventory_pb2 as shop_dot_v1_dot_inventory__pb2
 from shop.v1 import orders_pb2 as shop_dot_v1_dot_orders__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shop/v1/gateway.proto\x12\x07shop.v1\x1a\x14shop/v1/common.proto\x1a\x17shop/v1/inventory.proto\x1a\x14shop/v1/orders.proto\"d\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12!\n\x05items\x18\x02 \x03(\x0b\x32\x12.shop.v1.OrderItem\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t2\x8a\x03\n\x07Gateway\x12\x38\n\nPlaceOrder\x12\x1a.shop.v1.PlaceOrderRequest\x1a\x0e.shop.v1.Order\x12\x34\n\x08GetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12\x45\n\nListOrders\x12\x1a.shop.v1.ListOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12:\n\x0b\x43\x61ncelOrder\x12\x1b.shop.v1.CancelOrderRequest\x1a\x0e.shop.v1.Order\x12K\n\x0cListProducts\x12\x1c.shop.v1.ListProductsRequest\x1a\x1d.shop.v1.ListProductsResponse\x12?\n\nWatchOrder\x12\x1a.shop.v1.WatchOrderRequest\x1a\x13.shop.v1.OrderEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shop/v1/gateway.proto\x12\x07shop.v1\x1a\x14shop/v1/common.proto\x1a\x17shop/v1/inventory.proto\x1a\x14shop/v1/orders.proto\"b\n\x11PlaceOrderRequest\x12!\n\x05items\x18\x02 \x03(\x0b\x32\x12.shop.v1.OrderItem\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02R\x0b\x63ustomer_id\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"M\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02R\x0b\x63ustomer_id\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t2\x8a\x03\n\x07Gateway\x12\x38\n\nPlaceOrder\x12\x1a.shop.v1.PlaceOrderRequest\x1a\x0e.shop.v1.Order\x12\x34\n\x08GetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12\x45\n\nListOrders\x12\x1a.shop.v1.ListOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12:\n\x0b\x43\x61ncelOrder\x12\x1b.shop.v1.CancelOrderRequest\x1a\x0e.shop.v1.Order\x12K\n\x0cListProducts\x12\x1c.shop.v1.ListProductsRequest\x1a\x1d.shop.v1.ListProductsResponse\x12?\n\nWatchOrder\x12\x1a.shop.v1.WatchOrderRequest\x1a\x13.shop.v1.OrderEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.v1.gateway_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PLACEORDERREQUEST']._serialized_start=103
-  _globals['_PLACEORDERREQUEST']._serialized_end=203
-  _globals['_GATEWAY']._serialized_start=206
-  _globals['_GATEWAY']._serialized_end=600
+  _globals['_PLACEORDERREQUEST']._serialized_end=201
+  _globals['_GETORDERREQUEST']._serialized_start=203
+  _globals['_GETORDERREQUEST']._serialized_end=238
+  _globals['_LISTORDERSREQUEST']._serialized_start=240
+  _globals['_LISTORDERSREQUEST']._serialized_end=317
+  _globals['_CANCELORDERREQUEST']._serialized_start=319
+  _globals['_CANCELORDERREQUEST']._serialized_end=357
+  _globals['_WATCHORDERREQUEST']._serialized_start=359
+  _globals['_WATCHORDERREQUEST']._serialized_end=396
+  _globals['_GATEWAY']._serialized_start=399
+  _globals['_GATEWAY']._serialized_end=793
 # @@protoc_insertion_point(module_scope)

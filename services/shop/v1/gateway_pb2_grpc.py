@@ -29,8 +29,10 @@ if _version_not_supported:
 
 
 class GatewayStub:
-    """The public edge API. It validates input, sets deadlines and calls orders
-    (and inventory for catalog reads).
+    """The public edge API. Every call needs an end user's bearer token
+    (`authorization: Bearer <JWT>`); the customer is the token's subject, never a
+    request field, and another customer's order is NOT_FOUND. It validates input,
+    sets deadlines and calls orders (and inventory for catalog reads).
     """
 
     def __init__(self, channel):
@@ -46,17 +48,17 @@ class GatewayStub:
                 _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/shop.v1.Gateway/GetOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_gateway__pb2.GetOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_common__pb2.Order.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/shop.v1.Gateway/ListOrders',
-                request_serializer=shop_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_gateway__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/shop.v1.Gateway/CancelOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_gateway__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_common__pb2.Order.FromString,
                 _registered_method=True)
         self.ListProducts = channel.unary_unary(
@@ -66,14 +68,16 @@ class GatewayStub:
                 _registered_method=True)
         self.WatchOrder = channel.unary_stream(
                 '/shop.v1.Gateway/WatchOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_gateway__pb2.WatchOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_orders__pb2.OrderEvent.FromString,
                 _registered_method=True)
 
 
 class GatewayServicer:
-    """The public edge API. It validates input, sets deadlines and calls orders
-    (and inventory for catalog reads).
+    """The public edge API. Every call needs an end user's bearer token
+    (`authorization: Bearer <JWT>`); the customer is the token's subject, never a
+    request field, and another customer's order is NOT_FOUND. It validates input,
+    sets deadlines and calls orders (and inventory for catalog reads).
     """
 
     def PlaceOrder(self, request, context):
@@ -122,17 +126,17 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_gateway__pb2.GetOrderRequest.FromString,
                     response_serializer=shop_dot_v1_dot_common__pb2.Order.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.ListOrdersRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_gateway__pb2.ListOrdersRequest.FromString,
                     response_serializer=shop_dot_v1_dot_orders__pb2.ListOrdersResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.CancelOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_gateway__pb2.CancelOrderRequest.FromString,
                     response_serializer=shop_dot_v1_dot_common__pb2.Order.SerializeToString,
             ),
             'ListProducts': grpc.unary_unary_rpc_method_handler(
@@ -142,7 +146,7 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'WatchOrder': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_gateway__pb2.WatchOrderRequest.FromString,
                     response_serializer=shop_dot_v1_dot_orders__pb2.OrderEvent.SerializeToString,
             ),
     }
@@ -154,8 +158,10 @@ def add_GatewayServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Gateway:
-    """The public edge API. It validates input, sets deadlines and calls orders
-    (and inventory for catalog reads).
+    """The public edge API. Every call needs an end user's bearer token
+    (`authorization: Bearer <JWT>`); the customer is the token's subject, never a
+    request field, and another customer's order is NOT_FOUND. It validates input,
+    sets deadlines and calls orders (and inventory for catalog reads).
     """
 
     @staticmethod
@@ -200,7 +206,7 @@ class Gateway:
             request,
             target,
             '/shop.v1.Gateway/GetOrder',
-            shop_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+            shop_dot_v1_dot_gateway__pb2.GetOrderRequest.SerializeToString,
             shop_dot_v1_dot_common__pb2.Order.FromString,
             options,
             channel_credentials,
@@ -227,7 +233,7 @@ class Gateway:
             request,
             target,
             '/shop.v1.Gateway/ListOrders',
-            shop_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+            shop_dot_v1_dot_gateway__pb2.ListOrdersRequest.SerializeToString,
             shop_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
@@ -254,7 +260,7 @@ class Gateway:
             request,
             target,
             '/shop.v1.Gateway/CancelOrder',
-            shop_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+            shop_dot_v1_dot_gateway__pb2.CancelOrderRequest.SerializeToString,
             shop_dot_v1_dot_common__pb2.Order.FromString,
             options,
             channel_credentials,
@@ -308,7 +314,7 @@ class Gateway:
             request,
             target,
             '/shop.v1.Gateway/WatchOrder',
-            shop_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_v1_dot_gateway__pb2.WatchOrderRequest.SerializeToString,
             shop_dot_v1_dot_orders__pb2.OrderEvent.FromString,
             options,
             channel_credentials,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from shop.v1 import common_pb2 as shop_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14shop/v1/orders.proto\x12\x07shop.v1\x1a\x14shop/v1/common.proto\"e\n\x12\x43reateOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.shop.v1.OrderItem\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"O\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListOrdersResponse\x12\x1e\n\x06orders\x18\x01 \x03(\x0b\x32\x0e.shop.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"+\n\nOrderEvent\x12\x1d\n\x05order\x18\x01 \x01(\x0b\x32\x0e.shop.v1.Order2\xbe\x02\n\x06Orders\x12:\n\x0b\x43reateOrder\x12\x1b.shop.v1.CreateOrderRequest\x1a\x0e.shop.v1.Order\x12\x34\n\x08GetOrder\x12\x18.shop.v1.GetOrderRequest\x1a\x0e.shop.v1.Order\x12\x45\n\nListOrders\x12\x1a.shop.v1.ListOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12:\n\x0b\x43\x61ncelOrder\x12\x1b.shop.v1.CancelOrderRequest\x1a\x0e.shop.v1.Order\x12?\n\nWatchOrder\x12\x1a.shop.v1.WatchOrderRequest\x1a\x13.shop.v1.OrderEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14shop/v1/orders.proto\x12\x07shop.v1\x1a\x14shop/v1/common.proto\"e\n\x12\x43reateOrderRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.shop.v1.OrderItem\"1\n\x08OrderRef\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\"W\n\x19ListCustomerOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"M\n\x12ListOrdersResponse\x12\x1e\n\x06orders\x18\x01 \x03(\x0b\x32\x0e.shop.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\nOrderEvent\x12\x1d\n\x05order\x18\x01 \x01(\x0b\x32\x0e.shop.v1.Order2\xac\x02\n\x06Orders\x12:\n\x0b\x43reateOrder\x12\x1b.shop.v1.CreateOrderRequest\x1a\x0e.shop.v1.Order\x12-\n\x08GetOrder\x12\x11.shop.v1.OrderRef\x1a\x0e.shop.v1.Order\x12M\n\nListOrders\x12\".shop.v1.ListCustomerOrdersRequest\x1a\x1b.shop.v1.ListOrdersResponse\x12\x30\n\x0b\x43\x61ncelOrder\x12\x11.shop.v1.OrderRef\x1a\x0e.shop.v1.Order\x12\x36\n\nWatchOrder\x12\x11.shop.v1.OrderRef\x1a\x13.shop.v1.OrderEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATEORDERREQUEST']._serialized_start=55
   _globals['_CREATEORDERREQUEST']._serialized_end=156
-  _globals['_GETORDERREQUEST']._serialized_start=158
-  _globals['_GETORDERREQUEST']._serialized_end=193
-  _globals['_LISTORDERSREQUEST']._serialized_start=195
-  _globals['_LISTORDERSREQUEST']._serialized_end=274
-  _globals['_LISTORDERSRESPONSE']._serialized_start=276
-  _globals['_LISTORDERSRESPONSE']._serialized_end=353
-  _globals['_CANCELORDERREQUEST']._serialized_start=355
-  _globals['_CANCELORDERREQUEST']._serialized_end=393
-  _globals['_WATCHORDERREQUEST']._serialized_start=395
-  _globals['_WATCHORDERREQUEST']._serialized_end=432
-  _globals['_ORDEREVENT']._serialized_start=434
-  _globals['_ORDEREVENT']._serialized_end=477
-  _globals['_ORDERS']._serialized_start=480
-  _globals['_ORDERS']._serialized_end=798
+  _globals['_ORDERREF']._serialized_start=158
+  _globals['_ORDERREF']._serialized_end=207
+  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_start=209
+  _globals['_LISTCUSTOMERORDERSREQUEST']._serialized_end=296
+  _globals['_LISTORDERSRESPONSE']._serialized_start=298
+  _globals['_LISTORDERSRESPONSE']._serialized_end=375
+  _globals['_ORDEREVENT']._serialized_start=377
+  _globals['_ORDEREVENT']._serialized_end=420
+  _globals['_ORDERS']._serialized_start=423
+  _globals['_ORDERS']._serialized_end=723
 # @@protoc_insertion_point(module_scope)

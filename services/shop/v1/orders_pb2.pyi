@@ -17,13 +17,15 @@ class CreateOrderRequest(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[_common_pb2.OrderItem]
     def __init__(self, idempotency_key: _Optional[str] = ..., customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[_common_pb2.OrderItem, _Mapping]]] = ...) -> None: ...
 
-class GetOrderRequest(_message.Message):
-    __slots__ = ("order_id",)
+class OrderRef(_message.Message):
+    __slots__ = ("order_id", "customer_id")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     order_id: str
-    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+    customer_id: str
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
-class ListOrdersRequest(_message.Message):
+class ListCustomerOrdersRequest(_message.Message):
     __slots__ = ("customer_id", "page_size", "page_token")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -40,18 +42,6 @@ class ListOrdersResponse(_message.Message):
     orders: _containers.RepeatedCompositeFieldContainer[_common_pb2.Order]
     next_page_token: str
     def __init__(self, orders: _Optional[_Iterable[_Union[_common_pb2.Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
-
-class CancelOrderRequest(_message.Message):
-    __slots__ = ("order_id",)
-    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
-    order_id: str
-    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
-
-class WatchOrderRequest(_message.Message):
-    __slots__ = ("order_id",)
-    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
-    order_id: str
-    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
 
 class OrderEvent(_message.Message):
     __slots__ = ("order",)

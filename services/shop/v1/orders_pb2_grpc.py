@@ -27,8 +27,10 @@ if _version_not_supported:
 
 
 class OrdersStub:
-    """Order storage. CreateOrder is idempotent by idempotency_key: a retry returns
-    the first result and never reserves stock twice.
+    """Order storage, an internal API: only the gateway may call it, and it names the
+    customer it acts for in every request (taken from the end user's token). An
+    order of another customer is NOT_FOUND. CreateOrder is idempotent by
+    idempotency_key: a retry returns the first result and never reserves stock twice.
     """
 
     def __init__(self, channel):
@@ -44,29 +46,31 @@ class OrdersStub:
                 _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/shop.v1.Orders/GetOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_common__pb2.Order.FromString,
                 _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/shop.v1.Orders/ListOrders',
-                request_serializer=shop_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_orders__pb2.ListCustomerOrdersRequest.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/shop.v1.Orders/CancelOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_common__pb2.Order.FromString,
                 _registered_method=True)
         self.WatchOrder = channel.unary_stream(
                 '/shop.v1.Orders/WatchOrder',
-                request_serializer=shop_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+                request_serializer=shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
                 response_deserializer=shop_dot_v1_dot_orders__pb2.OrderEvent.FromString,
                 _registered_method=True)
 
 
 class OrdersServicer:
-    """Order storage. CreateOrder is idempotent by idempotency_key: a retry returns
-    the first result and never reserves stock twice.
+    """Order storage, an internal API: only the gateway may call it, and it names the
+    customer it acts for in every request (taken from the end user's token). An
+    order of another customer is NOT_FOUND. CreateOrder is idempotent by
+    idempotency_key: a retry returns the first result and never reserves stock twice.
     """
 
     def CreateOrder(self, request, context):
@@ -111,22 +115,22 @@ def add_OrdersServicer_to_server(servicer, server):
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.GetOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_orders__pb2.OrderRef.FromString,
                     response_serializer=shop_dot_v1_dot_common__pb2.Order.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.ListOrdersRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_orders__pb2.ListCustomerOrdersRequest.FromString,
                     response_serializer=shop_dot_v1_dot_orders__pb2.ListOrdersResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.CancelOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_orders__pb2.OrderRef.FromString,
                     response_serializer=shop_dot_v1_dot_common__pb2.Order.SerializeToString,
             ),
             'WatchOrder': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchOrder,
-                    request_deserializer=shop_dot_v1_dot_orders__pb2.WatchOrderRequest.FromString,
+                    request_deserializer=shop_dot_v1_dot_orders__pb2.OrderRef.FromString,
                     response_serializer=shop_dot_v1_dot_orders__pb2.OrderEvent.SerializeToString,
             ),
     }
@@ -138,8 +142,10 @@ def add_OrdersServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Orders:
-    """Order storage. CreateOrder is idempotent by idempotency_key: a retry returns
-    the first result and never reserves stock twice.
+    """Order storage, an internal API: only the gateway may call it, and it names the
+    customer it acts for in every request (taken from the end user's token). An
+    order of another customer is NOT_FOUND. CreateOrder is idempotent by
+    idempotency_key: a retry returns the first result and never reserves stock twice.
     """
 
     @staticmethod
@@ -184,7 +190,7 @@ class Orders:
             request,
             target,
             '/shop.v1.Orders/GetOrder',
-            shop_dot_v1_dot_orders__pb2.GetOrderRequest.SerializeToString,
+            shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
             shop_dot_v1_dot_common__pb2.Order.FromString,
             options,
             channel_credentials,
@@ -211,7 +217,7 @@ class Orders:
             request,
             target,
             '/shop.v1.Orders/ListOrders',
-            shop_dot_v1_dot_orders__pb2.ListOrdersRequest.SerializeToString,
+            shop_dot_v1_dot_orders__pb2.ListCustomerOrdersRequest.SerializeToString,
             shop_dot_v1_dot_orders__pb2.ListOrdersResponse.FromString,
             options,
             channel_credentials,
@@ -238,7 +244,7 @@ class Orders:
             request,
             target,
             '/shop.v1.Orders/CancelOrder',
-            shop_dot_v1_dot_orders__pb2.CancelOrderRequest.SerializeToString,
+            shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
             shop_dot_v1_dot_common__pb2.Order.FromString,
             options,
             channel_credentials,
@@ -265,7 +271,7 @@ class Orders:
             request,
             target,
             '/shop.v1.Orders/WatchOrder',
-            shop_dot_v1_dot_orders__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_v1_dot_orders__pb2.OrderRef.SerializeToString,
             shop_dot_v1_dot_orders__pb2.OrderEvent.FromString,
             options,
             channel_credentials,
