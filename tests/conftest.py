@@ -26,7 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.local.addresses import AddressPlan, free_net, free_port
 from shop.local.cluster import ClusterSpec, LocalCluster
+from shop.local.credentials import LocalCredentials, ensure_credentials
 from shop.local.postgres import PostgresServer, start_postgres
+from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
 from shop.runtime.config import ServerConfig
 from shop.runtime.server import ServiceSetup, serve
 from shop.runtime.shutdown import ShutdownSignal
@@ -51,13 +53,67 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+# --- credentials: a demo token issuer and internal keys, as shop up makes them --------
+
+
+@pytest.fixture(scope="session")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> LocalCredentials:
+    return ensure_credentials(tmp_path_factory.mktemp("credentials"))
+
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class _AddMetadata:
+    """Adds fixed metadata (credentials) to every call of a test's channel."""
+
+    def __init__(self, metadata: Metadata) -> None:
+        self.metadata = metadata
+
+    def _details(self, details: Any) -> Any:
+        merged = grpc.aio.Metadata(*(details.metadata or ()), *self.metadata)
+        return details._replace(metadata=merged)
+
+
+# grpc.aio files an interceptor under one call type only (the first base it matches),
+# so unary and streaming calls each need their own.
+class _AddUnaryMetadata(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _AddStreamMetadata(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+def user_metadata(credentials: LocalCredentials, customer: str, *, admin: bool = False) -> Metadata:
+    """An end user's (or administrator's) bearer token from the demo issuer."""
+    return (("authorization", f"Bearer {credentials.issuer().token(customer, admin=admin)}"),)
+
+
+def caller_metadata(credentials: LocalCredentials, caller: str, callee_service: str) -> Metadata:
+    """The caller token shop service ``caller`` sends to ``callee_service`` (full name)."""
+    from shop.runtime.auth.internal import CallerTokens, read_internal_keys
+
+    keys = read_internal_keys(str(credentials.internal_keys_dir))
+    return ((CALLER_TOKEN_HEADER, CallerTokens(caller, keys[caller]).token(callee_service)),)
+
+
+def channel_with(address: str, *metadata: Metadata, **kwargs: Any) -> grpc.aio.Channel:
+    """An insecure channel whose calls carry ``metadata`` (e.g. user and caller tokens)."""
+    combined = tuple(item for part in metadata for item in part)
+    interceptors = [_AddUnaryMetadata(combined), _AddStreamMetadata(combined)]
+    return grpc.aio.insecure_channel(address, interceptors=interceptors, **kwargs)
+
+
 # --- one service process, as a pod starts it -----------------------------------------
 
 PodEnv = Callable[..., dict[str, str]]
 
 
 @pytest.fixture
-def pod_env(tmp_path: Path) -> PodEnv:
+def pod_env(tmp_path: Path, credentials: LocalCredentials) -> PodEnv:
     """``pod_env(**overrides)``: a service process's environment as a pod would get it:
     nothing of ours (SHOP_*, OTEL_*, DATABASE_*, GRPC_*) leaks in, it listens on a free
     loopback port, exports no metrics or spans, and stops without a drain delay."""
@@ -75,6 +131,7 @@ def pod_env(tmp_path: Path) -> PodEnv:
                 "SHOP_DATA_DIR": str(tmp_path / "data"),
                 "SHOP_DRAIN_DELAY_S": "0",
                 "OTEL_TRACES_EXPORTER": "none",
+                **credentials.service_env(),
             }
         )
         env.update(overrides)
@@ -166,7 +223,9 @@ async def _wait_serving(server: InProcessServer, timeout_s: float = 30) -> None:
 
 
 @pytest.fixture
-async def start_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartServer]:
+async def start_server(
+    monkeypatch: pytest.MonkeyPatch, credentials: LocalCredentials
+) -> AsyncIterator[StartServer]:
     """``await start_server(service, setup, **ServerConfig overrides)`` -> a SERVING server.
 
     It listens on a free loopback port unless ``listen_addr`` is given; its pod name
@@ -175,6 +234,9 @@ async def start_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartSe
     """
     # No collector in these tests; settings come from the environment as in a pod.
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    # The session's demo issuer and internal keys (a test may override or remove them).
+    for name, value in credentials.service_env().items():
+        monkeypatch.setenv(name, value)
     started: list[InProcessServer] = []
 
     async def start(service: str, setup: ServiceSetup, **overrides: Any) -> InProcessServer:

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
-import grpc
 import pytest
 
+from shop.inventory.app import ACCESS as INVENTORY_ACCESS
 from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
+from shop.local.credentials import LocalCredentials
+from shop.orders.app import ACCESS as ORDERS_ACCESS
 from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.orders.placement import OrderPlacement
 from shop.orders.servicer import OrdersServicer
@@ -27,7 +29,7 @@ from shop.runtime.database import Database
 from shop.runtime.server import Runtime, ServiceSetup
 from shop.v1 import inventory_pb2, inventory_pb2_grpc, orders_pb2_grpc
 
-from ..conftest import StartServer, free_port
+from ..conftest import StartServer, caller_metadata, channel_with, free_port, user_metadata
 
 SEED_STOCK = 100
 
@@ -85,6 +87,7 @@ def _inventory_setup(database_url: str, servicer: ServicerFactory) -> ServiceSet
         store = InventoryStore(db)
         await store.initialize(SEED_STOCK)
         inventory_pb2_grpc.add_InventoryServicer_to_server(servicer(store), runtime.server)
+        runtime.access.protect(INVENTORY_SERVICE, INVENTORY_ACCESS)
         try:
             yield (INVENTORY_SERVICE,)
         finally:
@@ -112,6 +115,7 @@ def _orders_setup(
         orders_pb2_grpc.add_OrdersServicer_to_server(
             OrdersServicer(placement, watch_interval_s=0.05), runtime.server
         )
+        runtime.access.protect(ORDERS_SERVICE, ORDERS_ACCESS)
         try:
             yield (ORDERS_SERVICE,)
         finally:
@@ -124,7 +128,9 @@ StartShop = Callable[..., Awaitable[Shop]]
 
 
 @pytest.fixture
-async def start_shop(database_url: str, start_server: StartServer) -> AsyncIterator[StartShop]:
+async def start_shop(
+    database_url: str, start_server: StartServer, credentials: LocalCredentials
+) -> AsyncIterator[StartShop]:
     """``await start_shop(inventory_up=True, timeout_s=5.0, servicer=InventoryServicer)``."""
     async with AsyncExitStack() as stack:
 
@@ -140,12 +146,19 @@ async def start_shop(database_url: str, start_server: StartServer) -> AsyncItera
                 _orders_setup(database_url, f"127.0.0.1:{inventory_port}", timeout_s, placements),
                 pod_name="orders-t0",
             )
+            # The tests call orders as the gateway does, and inventory as orders and an
+            # administrator (for SetStock) do.
             orders_channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(orders_server.address)
+                channel_with(
+                    orders_server.address,
+                    caller_metadata(credentials, "gateway", ORDERS_SERVICE),
+                )
             )
             inventory_channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(
+                channel_with(
                     f"127.0.0.1:{inventory_port}",
+                    caller_metadata(credentials, "orders", INVENTORY_SERVICE),
+                    user_metadata(credentials, "stock-admin", admin=True),
                     options=[
                         ("grpc.initial_reconnect_backoff_ms", 50),
                         ("grpc.max_reconnect_backoff_ms", 200),

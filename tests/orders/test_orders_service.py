@@ -46,7 +46,7 @@ async def test_concurrent_cancels_return_stock_exactly_once(shop: Any) -> None:
     await shop.set_stock("CXL-1", 10)
     order = await place(shop, "k-cancel", "CXL-1", 4)
     assert await shop.stock("CXL-1") == 6
-    request = orders_pb2.CancelOrderRequest(order_id=order.order_id)
+    request = orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id)
     results = await asyncio.gather(
         shop.orders.CancelOrder(request, timeout=30), shop.orders.CancelOrder(request, timeout=30)
     )
@@ -73,7 +73,9 @@ async def test_many_concurrent_cancels_of_many_orders(shop: Any) -> None:
     await shop.set_stock("CXL-M", 30)
     orders = [await place(shop, f"k-m{n}", "CXL-M", 2) for n in range(5)]
     assert await shop.stock("CXL-M") == 20
-    requests = [orders_pb2.CancelOrderRequest(order_id=o.order_id) for o in orders] * 3
+    requests = [
+        orders_pb2.OrderRef(order_id=o.order_id, customer_id=o.customer_id) for o in orders
+    ] * 3
     results = await asyncio.gather(*(shop.orders.CancelOrder(r, timeout=30) for r in requests))
     assert {r.status for r in results} == {CANCELLED_STATUS}
     assert await shop.stock("CXL-M") == 30
@@ -83,14 +85,14 @@ async def test_get_and_cancel_reject_bad_or_unknown_ids(shop: Any) -> None:
     unknown = str(uuid.uuid4())
     for method in (shop.orders.GetOrder, shop.orders.CancelOrder):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await method(orders_pb2.GetOrderRequest(order_id=unknown), timeout=10)
+            await method(orders_pb2.OrderRef(order_id=unknown, customer_id="cust-1"), timeout=10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         info = error_details_pb2.ResourceInfo()
         status = rpc_status.from_call(caught.value)
         assert status is not None and status.details[0].Unpack(info)
         assert (info.resource_type, info.resource_name) == ("order", unknown)
         with pytest.raises(grpc.aio.AioRpcError) as bad:
-            await method(orders_pb2.GetOrderRequest(order_id="order-42"), timeout=10)
+            await method(orders_pb2.OrderRef(order_id="order-42", customer_id="cust-1"), timeout=10)
         assert bad_fields(bad.value) == ["order_id"]
 
 
@@ -106,7 +108,9 @@ async def test_list_orders_pages_newest_first(shop: Any) -> None:
     token = ""
     while True:
         reply = await shop.orders.ListOrders(
-            orders_pb2.ListOrdersRequest(customer_id="pager", page_size=2, page_token=token),
+            orders_pb2.ListCustomerOrdersRequest(
+                customer_id="pager", page_size=2, page_token=token
+            ),
             timeout=10,
         )
         pages.append([o.order_id for o in reply.orders])
@@ -119,12 +123,12 @@ async def test_list_orders_pages_newest_first(shop: Any) -> None:
     assert [oid for page in pages for oid in page] == mine[::-1]
 
     everything = await shop.orders.ListOrders(
-        orders_pb2.ListOrdersRequest(customer_id="pager"), timeout=10
+        orders_pb2.ListCustomerOrdersRequest(customer_id="pager"), timeout=10
     )
     assert [o.order_id for o in everything.orders] == mine[::-1]
     assert everything.next_page_token == ""
     nobody = await shop.orders.ListOrders(
-        orders_pb2.ListOrdersRequest(customer_id="nobody"), timeout=10
+        orders_pb2.ListCustomerOrdersRequest(customer_id="nobody"), timeout=10
     )
     assert list(nobody.orders) == [] and nobody.next_page_token == ""
 
@@ -142,7 +146,9 @@ async def test_list_orders_rejects_bad_requests(
     shop: Any, request_args: dict[str, Any], fields: list[str]
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await shop.orders.ListOrders(orders_pb2.ListOrdersRequest(**request_args), timeout=10)
+        await shop.orders.ListOrders(
+            orders_pb2.ListCustomerOrdersRequest(**request_args), timeout=10
+        )
     assert bad_fields(caught.value) == fields
 
 
@@ -150,12 +156,12 @@ async def test_watch_streams_confirmed_then_cancelled(shop: Any) -> None:
     await shop.set_stock("WCH-1", 5)
     order = await place(shop, "k-watch", "WCH-1", 1)
     stream = shop.orders.WatchOrder(
-        orders_pb2.WatchOrderRequest(order_id=order.order_id), timeout=60
+        orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=60
     )
     first = await stream.read()
     assert (first.order.order_id, first.order.status) == (order.order_id, CONFIRMED)
     cancelled = await shop.orders.CancelOrder(
-        orders_pb2.CancelOrderRequest(order_id=order.order_id), timeout=30
+        orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=30
     )
     statuses = []
     while (event := await stream.read()) is not grpc.aio.EOF:  # ends at the final state
@@ -169,7 +175,7 @@ async def test_watch_streams_confirmed_then_cancelled(shop: Any) -> None:
     replay = [
         e.order.status
         async for e in shop.orders.WatchOrder(
-            orders_pb2.WatchOrderRequest(order_id=order.order_id), timeout=30
+            orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=30
         )
     ]
     assert replay == [CANCELLED_STATUS]
@@ -179,13 +185,13 @@ async def test_watch_of_unknown_or_malformed_order_fails_cleanly(shop: Any) -> N
     unknown = str(uuid.uuid4())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in shop.orders.WatchOrder(
-            orders_pb2.WatchOrderRequest(order_id=unknown), timeout=30
+            orders_pb2.OrderRef(order_id=unknown, customer_id="cust-1"), timeout=30
         ):
             pass
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND, caught.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         async for _ in shop.orders.WatchOrder(
-            orders_pb2.WatchOrderRequest(order_id="nope"), timeout=30
+            orders_pb2.OrderRef(order_id="nope", customer_id="cust-1"), timeout=30
         ):
             pass
     assert bad_fields(bad.value) == ["order_id"]

@@ -19,7 +19,11 @@ from shop.runtime.database import open_database
 from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name
-ORDERS_METHODS = [m.name for m in orders_pb2.DESCRIPTOR.services_by_name["Orders"].methods]
+# Internal API: only the gateway calls it, naming the customer it acts for.
+ACCESS = {
+    method.name: callers("gateway")
+    for method in orders_pb2.DESCRIPTOR.services_by_name["Orders"].methods
+}
 RECONCILE_INTERVAL_S = 5.0
 # Reserve is capped at SHOP_DOWNSTREAM_TIMEOUT_S; anything PENDING for much longer
 # than that has no request working on it any more.
@@ -40,8 +44,7 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     )
     placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
     orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(placement), runtime.server)
-    # Internal API: only the gateway calls it, naming the customer it acts for.
-    runtime.access.protect(SERVICE_NAME, dict.fromkeys(ORDERS_METHODS, callers("gateway")))
+    runtime.access.protect(SERVICE_NAME, ACCESS)
     reconciler = Reconciler(
         placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S
     )
