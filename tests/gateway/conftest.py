@@ -4,6 +4,8 @@ the top-level conftest), configured through the environment as in a pod.
 
 ``edge``: a gateway whose downstream services do not exist, so only what the gateway
 itself decides can succeed. ``chain``: gateway -> orders -> inventory on SQLite.
+Gateway calls carry customer ``c1``'s bearer token (``CUSTOMER``); inventory is
+called as orders calls it, with an administrator's token for SetStock.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
 from shop.gateway.app import setup as gateway_setup
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.app import setup as inventory_setup
+from shop.local.credentials import LocalCredentials
 from shop.orders.app import setup as orders_setup
 from shop.v1 import gateway_pb2_grpc, inventory_pb2_grpc
 
-from ..conftest import StartServer, free_port
+from ..conftest import StartServer, caller_metadata, channel_with, free_port, user_metadata
+
+# The end user every gateway call in these tests is made for.
+CUSTOMER = "c1"
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +37,19 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def edge(
-    monkeypatch: pytest.MonkeyPatch, start_server: StartServer
-) -> AsyncIterator[gateway_pb2_grpc.GatewayStub]:
+async def edge_address(monkeypatch: pytest.MonkeyPatch, start_server: StartServer) -> str:
+    """The address of a gateway whose downstream services do not exist."""
     monkeypatch.setenv("SHOP_ORDERS_TARGET", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("SHOP_INVENTORY_TARGET", f"127.0.0.1:{free_port()}")
     server = await start_server("gateway", gateway_setup, pod_name="gateway-t0")
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    return server.address
+
+
+@pytest.fixture
+async def edge(
+    edge_address: str, credentials: LocalCredentials
+) -> AsyncIterator[gateway_pb2_grpc.GatewayStub]:
+    async with channel_with(edge_address, user_metadata(credentials, CUSTOMER)) as channel:
         yield gateway_pb2_grpc.GatewayStub(channel)
 
 
@@ -48,7 +60,9 @@ class Chain:
 
 
 @pytest.fixture
-async def chain(monkeypatch: pytest.MonkeyPatch, start_server: StartServer) -> AsyncIterator[Chain]:
+async def chain(
+    monkeypatch: pytest.MonkeyPatch, start_server: StartServer, credentials: LocalCredentials
+) -> AsyncIterator[Chain]:
     addresses = {name: f"127.0.0.1:{free_port()}" for name in ("inventory", "orders", "gateway")}
     monkeypatch.setenv("SHOP_INVENTORY_TARGET", addresses["inventory"])
     monkeypatch.setenv("SHOP_ORDERS_TARGET", addresses["orders"])
@@ -59,8 +73,12 @@ async def chain(monkeypatch: pytest.MonkeyPatch, start_server: StartServer) -> A
     ):
         await start_server(name, setup, listen_addr=addresses[name], pod_name=f"{name}-t0")
     async with (
-        grpc.aio.insecure_channel(addresses["gateway"]) as gateway,
-        grpc.aio.insecure_channel(addresses["inventory"]) as inventory,
+        channel_with(addresses["gateway"], user_metadata(credentials, CUSTOMER)) as gateway,
+        channel_with(
+            addresses["inventory"],
+            caller_metadata(credentials, "orders", INVENTORY_SERVICE),
+            user_metadata(credentials, "stock-admin", admin=True),
+        ) as inventory,
     ):
         yield Chain(
             gateway_pb2_grpc.GatewayStub(gateway), inventory_pb2_grpc.InventoryStub(inventory)

@@ -13,16 +13,18 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
-from shop.v1 import common_pb2, gateway_pb2, inventory_pb2, orders_pb2
+from shop.v1 import common_pb2, gateway_pb2, inventory_pb2
+
+from .conftest import CUSTOMER
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLING = common_pb2.ORDER_STATUS_CANCELLING
 CANCELLED = common_pb2.ORDER_STATUS_CANCELLED
 
 
-def order_request(sku: str, quantity: int, key: str = "", customer: str = "c1") -> Any:
+def order_request(sku: str, quantity: int, key: str = "") -> Any:
+    # The customer is the bearer token's subject (the chain's CUSTOMER).
     return gateway_pb2.PlaceOrderRequest(
-        customer_id=customer,
         items=[common_pb2.OrderItem(sku=sku, quantity=quantity)],
         idempotency_key=key,
     )
@@ -60,22 +62,21 @@ async def test_order_lifecycle_through_the_gateway(chain: Any) -> None:
     assert route == {"gateway": "gateway-t0", "orders": "orders-t0", "inventory": "inventory-t0"}
     assert await stock(chain, "GW-1") == 7
 
+    assert order.customer_id == CUSTOMER
     got = await chain.gateway.GetOrder(
-        orders_pb2.GetOrderRequest(order_id=order.order_id), timeout=30
+        gateway_pb2.GetOrderRequest(order_id=order.order_id), timeout=30
     )
     assert got == order
-    listed = await chain.gateway.ListOrders(
-        orders_pb2.ListOrdersRequest(customer_id="c1"), timeout=30
-    )
+    listed = await chain.gateway.ListOrders(gateway_pb2.ListOrdersRequest(), timeout=30)
     assert [o.order_id for o in listed.orders] == [order.order_id]
 
     watch = chain.gateway.WatchOrder(
-        orders_pb2.WatchOrderRequest(order_id=order.order_id), timeout=60
+        gateway_pb2.WatchOrderRequest(order_id=order.order_id), timeout=60
     )
     first = await watch.read()
     assert first.order.status == CONFIRMED
     cancelled = await chain.gateway.CancelOrder(
-        orders_pb2.CancelOrderRequest(order_id=order.order_id), timeout=30
+        gateway_pb2.CancelOrderRequest(order_id=order.order_id), timeout=30
     )
     assert cancelled.status == CANCELLED
     statuses = []
@@ -120,12 +121,13 @@ async def test_unknown_sku_passes_through_as_not_found(chain: Any) -> None:
 
 async def test_unknown_order_is_not_found_everywhere(chain: Any) -> None:
     unknown = str(uuid.uuid4())
-    for method in (chain.gateway.GetOrder, chain.gateway.CancelOrder):
+    for method in ("GetOrder", "CancelOrder"):
+        request = getattr(gateway_pb2, f"{method}Request")(order_id=unknown)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await method(orders_pb2.GetOrderRequest(order_id=unknown), timeout=10)
+            await getattr(chain.gateway, method)(request, timeout=10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert detail(caught.value, error_details_pb2.ResourceInfo).resource_name == unknown
-    watch = chain.gateway.WatchOrder(orders_pb2.WatchOrderRequest(order_id=unknown), timeout=10)
+    watch = chain.gateway.WatchOrder(gateway_pb2.WatchOrderRequest(order_id=unknown), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await watch.read()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -135,8 +137,7 @@ async def test_unknown_order_is_not_found_everywhere(chain: Any) -> None:
 async def test_foreign_page_token_is_invalid_argument(chain: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chain.gateway.ListOrders(
-            orders_pb2.ListOrdersRequest(customer_id="c1", page_token="bm90LWEtdG9rZW4"),
-            timeout=10,
+            gateway_pb2.ListOrdersRequest(page_token="bm90LWEtdG9rZW4"), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     request = detail(caught.value, error_details_pb2.BadRequest)
@@ -184,14 +185,14 @@ async def test_watch_without_a_deadline_lasts_until_the_final_state(
     stream ends at the order's final state (or when the client goes away)."""
     await set_stock(chain, "GW-W", 5)
     order = await chain.gateway.PlaceOrder(order_request("GW-W", 1), timeout=30)
-    watch = chain.gateway.WatchOrder(orders_pb2.WatchOrderRequest(order_id=order.order_id))
+    watch = chain.gateway.WatchOrder(gateway_pb2.WatchOrderRequest(order_id=order.order_id))
     assert (await watch.read()).order.status == CONFIRMED
     quiet = asyncio.ensure_future(watch.read())
     # Nothing happens to the order, so nothing may end the stream meanwhile.
     done, _ = await asyncio.wait({quiet}, timeout=3 * DOWNSTREAM_TIMEOUT_S)
     assert not done, f"the watch ended on its own: {await watch.code()} {await watch.details()}"
     await chain.gateway.CancelOrder(
-        orders_pb2.CancelOrderRequest(order_id=order.order_id), timeout=30
+        gateway_pb2.CancelOrderRequest(order_id=order.order_id), timeout=30
     )
     statuses = [(await quiet).order.status]
     while (event := await watch.read()) is not grpc.aio.EOF:
