@@ -1,23 +1,25 @@
 """Inventory fixtures: stores on a fresh database of each kind, and the service on
 loopback through the shared runtime's own ``serve`` (interceptors, error mapping,
-health), in this test's event loop (``start_server`` from the top-level conftest)."""
+health, access rules), in this test's event loop (``start_server`` from the top-level
+conftest). The tests call it as orders does, with an administrator's token for
+SetStock."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import grpc
 import pytest
 
-from shop.inventory.app import SERVICE_NAME
+from shop.inventory.app import ACCESS, SERVICE_NAME
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
+from shop.local.credentials import LocalCredentials
 from shop.runtime.database import Database
 from shop.runtime.server import Runtime
 from shop.v1 import inventory_pb2_grpc
 
-from ..conftest import StartServer
+from ..conftest import StartServer, caller_metadata, channel_with, user_metadata
 
 SEED_STOCK = 100
 
@@ -48,7 +50,7 @@ async def store(open_store: Callable[[], Awaitable[InventoryStore]]) -> Inventor
 
 @pytest.fixture
 async def inventory_stub(
-    database_url: str, start_server: StartServer
+    database_url: str, start_server: StartServer, credentials: LocalCredentials
 ) -> AsyncIterator[inventory_pb2_grpc.InventoryStub]:
     """A client of an inventory server (seeded catalog) on a fresh database."""
 
@@ -58,11 +60,16 @@ async def inventory_stub(
         store = InventoryStore(db)
         await store.initialize(SEED_STOCK)
         inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(store), runtime.server)
+        runtime.access.protect(SERVICE_NAME, ACCESS)
         try:
             yield (SERVICE_NAME,)
         finally:
             await db.dispose()
 
     server = await start_server("inventory", setup, pod_name="inventory-t0")
-    async with grpc.aio.insecure_channel(server.address) as channel:
+    async with channel_with(
+        server.address,
+        caller_metadata(credentials, "orders", SERVICE_NAME),
+        user_metadata(credentials, "stock-admin", admin=True),
+    ) as channel:
         yield inventory_pb2_grpc.InventoryStub(channel)
