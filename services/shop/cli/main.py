@@ -9,7 +9,9 @@ import sys
 from collections.abc import Sequence
 
 # name -> module under shop.cli; each module has add_parser(subparsers) and run(args).
-SUBCOMMANDS = ("up", "load", "demo", "lab", "bench", "env", "serve", "health")
+SUBCOMMANDS = (
+    "up", "load", "demo", "lab", "bench", "env", "serve", "health", "token", "keys",
+)  # fmt: skip
 
 
 # gRPC core logs at INFO to stderr otherwise (e.g. about fork() when a command that
