@@ -216,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
 
     cluster = LocalCluster(spec_from_args(args), restart=backoff, on_restart=on_restart)
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGHUP too: the replicas are in sessions of their own, so a closed terminal's
+    # hangup reaches only this process, which must then stop them rather than die.
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     prometheus: PrometheusServer | None = None
     try:
         with console.status("starting replicas and waiting for SERVING..."):
@@ -244,5 +248,6 @@ def run(args: argparse.Namespace) -> int:
             down = {r.pod for r in cluster.replicas if not r.alive()}
             with console.status("stopping (drain, then graceful stop)..."):
                 codes = cluster.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         report_stop(console, codes, down)
