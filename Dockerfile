@@ -82,6 +82,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     SHOP_DATA_DIR=/tmp/shop
 
+# The mount point of the compose stack's credentials volume: Docker copies this
+# directory's owner into a new named volume, so `shop keys` (as uid 10001) can write
+# there and only the service user can read the keys.
+RUN mkdir -m 0700 /credentials && chown 10001:10001 /credentials
+
 USER 10001:10001
 
 # gRPC (SHOP_LISTEN_ADDR) and Prometheus /metrics (SHOP_METRICS_ADDR), their defaults.

@@ -8,6 +8,7 @@ what each service calls, and the headless settings match the chart's headless mo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import opentelemetry.environment_variables as otel_api_env
@@ -50,6 +51,8 @@ MUST_WAIT_FOR = {
     "loadgen": {"gateway"},
     "grafana": {"prometheus"},
 }
+# Jobs that run once before the servers and exit; servers wait for them to succeed.
+ONE_SHOT = {"credentials": "writes the demo issuer and internal keys, then exits"}
 # Long-running services that cannot have a healthcheck, and why.
 NO_HEALTHCHECK = {
     "otel-collector": "the image is FROM scratch: no shell, no wget or curl to probe with",
@@ -201,6 +204,9 @@ def test_dependencies_name_services_that_can_become_healthy() -> None:
     for name, service in SERVICES_BY_NAME.items():
         for dependency, rule in (service.get("depends_on") or {}).items():
             condition = rule["condition"]
+            if dependency in ONE_SHOT:
+                assert condition == "service_completed_successfully", (name, dependency)
+                continue
             assert condition in {"service_healthy", "service_started"}, (name, dependency)
             if condition == "service_healthy":
                 check = SERVICES_BY_NAME[dependency].get("healthcheck", {})
@@ -211,7 +217,7 @@ def test_dependencies_name_services_that_can_become_healthy() -> None:
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
     for name, service in SERVICES_BY_NAME.items():
-        if service.get("profiles") or name in NO_HEALTHCHECK:
+        if service.get("profiles") or name in NO_HEALTHCHECK or name in ONE_SHOT:
             continue
         check = service.get("healthcheck")
         assert check and not check.get("disable"), f"{name} has no healthcheck"
@@ -256,3 +262,35 @@ def test_load_generator_targets_every_replica() -> None:
     }
     assert dict(args.expect) == replicas
     assert service["healthcheck"] == {"disable": True}
+
+
+def test_credentials_are_made_once_and_mounted_read_only_where_they_are_used() -> None:
+    job = SERVICES_BY_NAME["credentials"]
+    args = build_parser().parse_args(command_words(job))
+    assert (args.command, str(args.out)) == ("keys", "/credentials")
+    assert job["restart"] == "no" and job["healthcheck"] == {"disable": True}
+    assert job["volumes"] == ["shop-credentials:/credentials"]
+    for name in SHOP_SERVERS:
+        service = SERVICES_BY_NAME[name]
+        assert "shop-credentials:/credentials:ro" in service["volumes"], name
+        assert service["depends_on"]["credentials"]["condition"] == (
+            "service_completed_successfully"
+        )
+        env = environment(service)
+        # What `shop keys --out /credentials` writes (shop.local.credentials).
+        assert env["SHOP_AUTH_JWKS"] == "/credentials/jwks.json", name
+        assert env["SHOP_INTERNAL_KEYS_DIR"] == "/credentials/internal", name
+    loadgen = SERVICES_BY_NAME["loadgen"]
+    assert "shop-credentials:/credentials:ro" in loadgen["volumes"]
+    load_args = build_parser().parse_args(command_words(loadgen))
+    assert str(load_args.token_key) == "/credentials/issuer-key.pem"
+
+
+def test_the_credentials_layout_is_what_shop_keys_writes(tmp_path: Path) -> None:
+    from shop.local.credentials import ensure_credentials
+
+    made = ensure_credentials(tmp_path)
+    assert made.jwks == tmp_path / "jwks.json"
+    assert made.internal_keys_dir == tmp_path / "internal"
+    assert made.issuer_key == tmp_path / "issuer-key.pem"
+    assert sorted(p.name for p in made.internal_keys_dir.iterdir()) == ["gateway", "orders"]
