@@ -142,12 +142,38 @@ async def test_a_pem_certificate_is_a_key_source(tmp_path: Path) -> None:
     path = tmp_path / "issuer.crt"
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     verifier = await verifier_for(str(path))
-    token = jwt.encode(
-        {"sub": "cust-9", "iss": "grpc-shop", "aud": "grpc-shop", "exp": int(now) + 60},
-        key,
-        algorithm="RS256",
+    # genCA's key is PKCS#1 ("RSA PRIVATE KEY"): the load generator signs with it.
+    key_path = tmp_path / "issuer-key.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
     )
-    assert (await verifier.verify(token)).subject == "cust-9"
+    issuer = TokenIssuer.from_file(key_path)
+    assert issuer.algorithm == "RS256"
+    assert (await verifier.verify(issuer.token("cust-9"))).subject == "cust-9"
+    # The same issuer's JWKS (RSA) verifies it too.
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(issuer.jwks()))
+    rsa_jwks = await verifier_for(str(jwks_path))
+    assert (await rsa_jwks.verify(issuer.token("cust-9", admin=True))).is_admin
+
+
+async def test_only_strong_signing_keys_make_an_issuer(tmp_path: Path) -> None:
+    weak = tmp_path / "weak.pem"
+    weak.write_bytes(
+        ec.generate_private_key(ec.SECP384R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ValueError, match="P-256 EC or a 2048"):
+        TokenIssuer.from_file(weak)
+    with pytest.raises(ValueError, match="not a readable PEM"):
+        TokenIssuer.from_file(tmp_path / "missing.pem")
 
 
 def _utc(timestamp: float) -> object:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shop.runtime.auth.principals import ADMIN_SCOPE
 from shop.runtime.config import AUTH_AUDIENCE, AUTH_ISSUER
@@ -35,16 +35,22 @@ CALLING_SERVICES = ("gateway", "orders")
 TOKEN_LIFETIME_S = 24 * 3600
 
 
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
 class TokenIssuer:
-    """Signs bearer tokens the way an identity provider would (ES256, with a kid)."""
+    """Signs bearer tokens the way an identity provider would: ES256 with a P-256 key
+    (what ``shop keys`` makes) or RS256 with an RSA key (what the Helm chart's demo
+    issuer, made by helm's ``genCA``, has), with a key id."""
 
     def __init__(
         self,
-        private_key: ec.EllipticCurvePrivateKey,
+        private_key: SigningKey,
         issuer: str = DEFAULT_ISSUER,
         audience: str = DEFAULT_AUDIENCE,
     ) -> None:
         self._key = private_key
+        self.algorithm = "RS256" if isinstance(private_key, rsa.RSAPrivateKey) else "ES256"
         self.issuer = issuer
         self.audience = audience
         self.key_id = _key_id(private_key.public_key())
@@ -57,9 +63,11 @@ class TokenIssuer:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (OSError, ValueError) as error:
             raise ValueError(f"{path}: not a readable PEM private key ({error})") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{path}: expected an EC (P-256) private key")
-        return cls(key, issuer, audience)
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return cls(key, issuer, audience)
+        if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+            return cls(key, issuer, audience)
+        raise ValueError(f"{path}: expected a P-256 EC or a 2048+ bit RSA private key")
 
     def token(
         self, subject: str, *, admin: bool = False, lifetime_s: int = TOKEN_LIFETIME_S
@@ -74,30 +82,33 @@ class TokenIssuer:
         }
         if admin:
             claims["scope"] = ADMIN_SCOPE
-        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.key_id})
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers={"kid": self.key_id})
 
     def jwks(self) -> dict[str, object]:
-        public = self._key.public_key().public_numbers()
-        return {
-            "keys": [
-                {
-                    "kty": "EC",
-                    "crv": "P-256",
-                    "x": _b64(public.x.to_bytes(32, "big")),
-                    "y": _b64(public.y.to_bytes(32, "big")),
-                    "use": "sig",
-                    "alg": "ES256",
-                    "kid": self.key_id,
-                }
-            ]
-        }
+        """The public half as a JWKS, as a provider publishes it."""
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            numbers = self._key.public_key().public_numbers()
+            fields: dict[str, str] = {
+                "kty": "RSA",
+                "n": _b64(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                "e": _b64(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+            }
+        else:
+            point = self._key.public_key().public_numbers()
+            fields = {
+                "kty": "EC",
+                "crv": "P-256",
+                "x": _b64(point.x.to_bytes(32, "big")),
+                "y": _b64(point.y.to_bytes(32, "big")),
+            }
+        return {"keys": [{**fields, "use": "sig", "alg": self.algorithm, "kid": self.key_id}]}
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+def _key_id(public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
