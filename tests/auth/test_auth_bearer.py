@@ -161,9 +161,9 @@ async def test_a_pem_certificate_is_a_key_source(tmp_path: Path) -> None:
     assert (await rsa_jwks.verify(issuer.token("cust-9", admin=True))).is_admin
 
 
-async def test_only_strong_signing_keys_make_an_issuer(tmp_path: Path) -> None:
-    weak = tmp_path / "weak.pem"
-    weak.write_bytes(
+async def test_only_p256_or_rsa_keys_make_an_issuer(tmp_path: Path) -> None:
+    other_curve = tmp_path / "p384.pem"
+    other_curve.write_bytes(
         ec.generate_private_key(ec.SECP384R1()).private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -171,7 +171,7 @@ async def test_only_strong_signing_keys_make_an_issuer(tmp_path: Path) -> None:
         )
     )
     with pytest.raises(ValueError, match="P-256 EC or a 2048"):
-        TokenIssuer.from_file(weak)
+        TokenIssuer.from_file(other_curve)
     with pytest.raises(ValueError, match="not a readable PEM"):
         TokenIssuer.from_file(tmp_path / "missing.pem")
 
