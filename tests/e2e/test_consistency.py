@@ -17,17 +17,13 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, running_cluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
-from shop.v1 import (
-    common_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    inventory_pb2,
-    inventory_pb2_grpc,
-    orders_pb2,
-)
+from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2, inventory_pb2_grpc
+
+from ..conftest import caller_metadata, channel_with
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 # Each call gets all the time it needs: a slow shared machine must not turn into errors.
@@ -60,9 +56,22 @@ def cluster(
 
 
 class Client:
-    def __init__(self, gateway: grpc.aio.Channel, inventory: grpc.aio.Channel) -> None:
+    """Calls the gateway as any customer (each with their own bearer token) and
+    inventory as orders does, with an administrator's token for SetStock."""
+
+    def __init__(
+        self, gateway: grpc.aio.Channel, inventory: grpc.aio.Channel, cluster: LocalCluster
+    ) -> None:
         self.gateway = gateway_pb2_grpc.GatewayStub(gateway)
         self.inventory = inventory_pb2_grpc.InventoryStub(inventory)
+        self._cluster = cluster
+        self._tokens: dict[str, tuple[tuple[str, str], ...]] = {}
+
+    def user(self, customer: str) -> tuple[tuple[str, str], ...]:
+        """``customer``'s call metadata (one token per customer, minted once)."""
+        if customer not in self._tokens:
+            self._tokens[customer] = self._cluster.end_user_metadata(customer)
+        return self._tokens[customer]
 
     async def stock(self, sku: str) -> int:
         reply = await self.inventory.ListProducts(
@@ -81,10 +90,10 @@ class Client:
         """(order, route) for an accepted order; raises AioRpcError otherwise."""
         call = self.gateway.PlaceOrder(
             gateway_pb2.PlaceOrderRequest(
-                customer_id=customer,
                 items=[common_pb2.OrderItem(sku=sku, quantity=quantity)],
                 idempotency_key=key,
             ),
+            metadata=self.user(customer),
             timeout=deadline_s,
         )
         order = await call
@@ -95,7 +104,8 @@ class Client:
         token = ""
         while True:
             reply = await self.gateway.ListOrders(
-                orders_pb2.ListOrdersRequest(customer_id=customer, page_size=100, page_token=token),
+                gateway_pb2.ListOrdersRequest(page_size=100, page_token=token),
+                metadata=self.user(customer),
                 timeout=30,
             )
             found += reply.orders
@@ -108,11 +118,14 @@ class Client:
 async def client(cluster: LocalCluster) -> AsyncIterator[Client]:
     async with (
         grpc.aio.insecure_channel(cluster.gateway_target) as gateway,
-        grpc.aio.insecure_channel(
-            cluster.target("inventory"), options=[("grpc.lb_policy_name", "round_robin")]
+        channel_with(
+            cluster.target("inventory"),
+            caller_metadata(cluster.credentials, "orders", INVENTORY_SERVICE),
+            cluster.end_user_metadata("stock-admin", admin=True),
+            options=[("grpc.lb_policy_name", "round_robin")],
         ) as inventory,
     ):
-        yield Client(gateway, inventory)
+        yield Client(gateway, inventory, cluster)
 
 
 @pytest.mark.timeout(240)
@@ -146,8 +159,10 @@ async def test_scarce_stock_is_never_oversold(client: Client, cluster: LocalClus
 
     orders = [order for order, _ in accepted]
     assert len({o.order_id for o in orders}) == stock
+    # Each order read back by its own customer.
     fetched = await asyncio.gather(
-        *(client.gateway.GetOrder(orders_pb2.GetOrderRequest(order_id=o.order_id), timeout=60)
+        *(client.gateway.GetOrder(gateway_pb2.GetOrderRequest(order_id=o.order_id),
+                                  metadata=client.user(o.customer_id), timeout=60)
           for o in orders)
     )  # fmt: skip
     assert {o.status for o in fetched} == {CONFIRMED}

@@ -61,7 +61,10 @@ class Load:
         return sum(1 for o in self.outcomes if o.route.get(replica.service) == replica.pod)
 
 
-async def _worker(stub: gateway_pb2_grpc.GatewayStub, load: Load, number: int) -> None:
+async def _worker(
+    stub: gateway_pb2_grpc.GatewayStub, load: Load, user: tuple[tuple[str, str], ...]
+) -> None:
+    """Calls as one customer (``user``: their bearer token) until the load stops."""
     calls = 0
     while not load.stop.is_set():
         calls += 1
@@ -69,16 +72,18 @@ async def _worker(stub: gateway_pb2_grpc.GatewayStub, load: Load, number: int) -
             method = "PlaceOrder"
             call = stub.PlaceOrder(
                 gateway_pb2.PlaceOrderRequest(
-                    customer_id=f"load-{number}",
                     items=[common_pb2.OrderItem(sku="PAP-008", quantity=1)],
                     idempotency_key=str(uuid.uuid4()),
                 ),
+                metadata=user,
                 timeout=CALL_TIMEOUT_S,
             )
         else:
             method = "ListProducts"
             call = stub.ListProducts(
-                inventory_pb2.ListProductsRequest(page_size=5), timeout=CALL_TIMEOUT_S
+                inventory_pb2.ListProductsRequest(page_size=5),
+                metadata=user,
+                timeout=CALL_TIMEOUT_S,
             )
         try:
             await call
@@ -123,7 +128,10 @@ async def test_sigterm_under_load_fails_no_call(cluster_factory: ClusterFactory)
     load = Load()
     async with grpc.aio.insecure_channel(cluster.gateway_target) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
-        workers = [asyncio.create_task(_worker(stub, load, n)) for n in range(WORKERS)]
+        workers = [
+            asyncio.create_task(_worker(stub, load, cluster.end_user_metadata(f"load-{n}")))
+            for n in range(WORKERS)
+        ]
         stops: dict[str, float] = {}
         try:
             async with asyncio.timeout(TEST_BUDGET_S):

@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 
 import shop
 from shop.local.cluster import LocalCluster
-from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2, orders_pb2
+from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
 from ..conftest import ClusterFactory
 
@@ -79,6 +79,11 @@ class Served:
     order_ids: list[str]
 
 
+def customer(i: int) -> str:
+    """The customer (bearer token subject) who placed order ``i``."""
+    return f"metrics-{i}"
+
+
 @pytest.fixture(scope="module")
 def served(module_cluster_factory: ClusterFactory) -> Iterator[Served]:
     """A shop that served a known mix of calls (and nothing else)."""
@@ -89,20 +94,23 @@ def served(module_cluster_factory: ClusterFactory) -> Iterator[Served]:
         for i in range(PLACED):
             order = gateway.PlaceOrder(
                 gateway_pb2.PlaceOrderRequest(
-                    customer_id=f"metrics-{i}",
                     items=[common_pb2.OrderItem(sku="MUG-003", quantity=1)],
                 ),
+                metadata=running.end_user_metadata(customer(i)),
                 timeout=30,
             )
             order_ids.append(order.order_id)
+        user = running.end_user_metadata(customer(0))
         for _ in range(LISTED):
-            gateway.ListProducts(inventory_pb2.ListProductsRequest(), timeout=30)
-        bad = gateway_pb2.PlaceOrderRequest(customer_id="", items=[])
+            gateway.ListProducts(inventory_pb2.ListProductsRequest(), metadata=user, timeout=30)
+        bad = gateway_pb2.PlaceOrderRequest(items=[])
         with pytest.raises(grpc.RpcError) as caught:
-            gateway.PlaceOrder(bad, timeout=30)
+            gateway.PlaceOrder(bad, metadata=user, timeout=30)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as caught:
-            gateway.GetOrder(orders_pb2.GetOrderRequest(order_id=str(uuid.uuid4())), timeout=30)
+            gateway.GetOrder(
+                gateway_pb2.GetOrderRequest(order_id=str(uuid.uuid4())), metadata=user, timeout=30
+            )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         yield Served(running, order_ids)
 
@@ -220,7 +228,10 @@ def test_open_stream_is_in_flight_until_cancelled(served: Served) -> None:
     order_id = served.order_ids[0]
     with grpc.insecure_channel(cluster.gateway_target) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
-        stream = gateway.WatchOrder(orders_pb2.WatchOrderRequest(order_id=order_id))
+        stream = gateway.WatchOrder(
+            gateway_pb2.WatchOrderRequest(order_id=order_id),
+            metadata=cluster.end_user_metadata(customer(0)),
+        )
         first = next(stream)
         assert first.order.order_id == order_id
         watch_gw = {

@@ -34,7 +34,7 @@ METHODS = {
         "shop.v1.Gateway",
         "PlaceOrder",
         "shop.v1.PlaceOrderRequest",
-        ["customer_id", "items", "idempotency_key"],
+        ["items", "idempotency_key"],  # the customer is the bearer token's subject
     ),
     "orders": (
         "shop.v1.Orders",

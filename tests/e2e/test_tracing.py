@@ -120,9 +120,15 @@ def _traced_cluster(cluster_factory: ClusterFactory, port: int, **replicas: int)
 
 
 def _order() -> gateway_pb2.PlaceOrderRequest:
-    return gateway_pb2.PlaceOrderRequest(
-        customer_id="tracer", items=[common_pb2.OrderItem(sku="ESP-001", quantity=1)]
-    )
+    return gateway_pb2.PlaceOrderRequest(items=[common_pb2.OrderItem(sku="ESP-001", quantity=1)])
+
+
+def _metadata(cluster: LocalCluster, traceparent: str | None) -> list[tuple[str, str]]:
+    """Customer ``tracer``'s bearer token, and the caller's trace context if given."""
+    metadata = list(cluster.end_user_metadata("tracer"))
+    if traceparent is not None:
+        metadata.append(("traceparent", traceparent))
+    return metadata
 
 
 def _one(spans: list[ReceivedSpan], service: str, kind: int, name: str) -> ReceivedSpan:
@@ -157,7 +163,7 @@ def test_place_order_is_one_trace_across_three_services(
     cluster = _traced_cluster(cluster_factory, port, gateway=1, orders=2, inventory=2)
     trace_id = secrets.token_hex(16)
     caller_span = secrets.token_hex(8)
-    metadata = [("traceparent", f"00-{trace_id}-{caller_span}-01")] if caller_traceparent else []
+    metadata = _metadata(cluster, f"00-{trace_id}-{caller_span}-01" if caller_traceparent else None)
     with grpc.insecure_channel(cluster.gateway_target) as channel:
         order = gateway_pb2_grpc.GatewayStub(channel).PlaceOrder(
             _order(), metadata=metadata, timeout=30
@@ -199,7 +205,7 @@ def test_log_lines_written_during_a_call_carry_its_trace(
     assert cluster.wait_exit(inventory, 30) == 0
 
     trace_id = secrets.token_hex(16)
-    metadata = [("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01")]
+    metadata = _metadata(cluster, f"00-{trace_id}-{secrets.token_hex(8)}-01")
     with (
         grpc.insecure_channel(cluster.gateway_target) as channel,
         pytest.raises(grpc.RpcError) as caught,
