@@ -20,6 +20,7 @@ from shop.runtime.config import ChannelConfig
 from shop.runtime.metrics import RpcMetrics
 
 from ..conftest import StartServer
+from .conftest import open_methods
 
 BASE = ChannelConfig.from_env({})
 
@@ -41,6 +42,8 @@ def test_round_robin_with_health_check_and_retries() -> None:
         "backoffMultiplier": 2,
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
+    # gRFC A6 throttling: in an outage retries stop once most attempts fail.
+    assert document["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
 
 
 def test_retry_attempts_follow_config() -> None:
@@ -52,6 +55,7 @@ def test_one_attempt_means_no_retry_policy() -> None:
     # gRPC rejects maxAttempts < 2, and with it the whole service config.
     document = service_config(_config(retry_max_attempts=1), "ipv4:127.0.0.1:1", "s")
     assert document["methodConfig"] == [{"name": [{}]}]
+    assert "retryThrottling" not in document
 
 
 def test_pick_first_has_no_health_check() -> None:
@@ -115,6 +119,7 @@ def _who_setup() -> Any:
                 ),
             )
         )
+        open_methods(runtime, WHO, ["Who"])
         yield (WHO,)
 
     return setup

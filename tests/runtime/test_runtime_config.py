@@ -134,3 +134,19 @@ def test_database_url() -> None:
     )
     with pytest.raises(ConfigError, match=r"^DATABASE_URL="):
         database_url("orders", {"DATABASE_URL": "mysql://u@h/db"})
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgres://shop:s3cr3t@db:5432/shop", "postgres://shop:***@db:5432/shop"),
+        ("postgresql+psycopg://shop:p@s:s/w0rd@db/shop", "postgresql+psycopg://shop:***@db/shop"),
+        ("shop:s3cr3t@db/shop", "shop:***@db/shop"),
+        ("mysql://db/shop?user=shop&password=s3cr3t", "mysql://db/shop?user=shop&password=***"),
+    ],
+)
+def test_a_wrong_database_url_is_reported_without_its_password(url: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        database_url("orders", {"DATABASE_URL": url})
+    assert str(caught.value).startswith(f"DATABASE_URL={shown!r} is not valid: expected ")
+    assert "s3cr3t" not in str(caught.value) and "w0rd" not in str(caught.value)

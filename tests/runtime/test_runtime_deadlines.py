@@ -21,6 +21,7 @@ from shop.runtime import Runtime
 from shop.runtime.callscope import ROUTE_TRAILER, detached_scope, parse_route
 
 from ..conftest import StartServer
+from .conftest import open_methods
 
 PROBE = "test.v1.Probe"
 # grpc rounds the grpc-timeout header up at each hop (it carries only a few digits).
@@ -41,6 +42,7 @@ def _probe_setup() -> Any:
                 ),
             )
         )
+        open_methods(runtime, PROBE, ["Remaining"])
         yield (PROBE,)
 
     return setup
@@ -70,6 +72,7 @@ def _relay_setup(probe_address: str) -> Any:
                 ),
             )
         )
+        open_methods(runtime, RELAY, ["Forward"])
         yield (RELAY,)
 
     return setup
@@ -187,6 +190,7 @@ async def test_expired_incoming_deadline_leaves_no_time_downstream(
                 ),
             )
         )
+        open_methods(runtime, RELAY, ["Late"])
         yield (RELAY,)
 
     server = await start_server("late", setup)

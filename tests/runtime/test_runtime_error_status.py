@@ -31,6 +31,7 @@ from shop.runtime.errors import (
 )
 
 from ..conftest import StartServer
+from .conftest import open_methods
 
 
 def _decode(error: ShopError) -> status_pb2.Status:
@@ -139,6 +140,7 @@ def _errors_setup(
         runtime.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),)
         )
+        open_methods(runtime, SERVICE, handlers)
         yield (SERVICE,)
 
     return setup
@@ -193,12 +195,18 @@ async def test_downstream_failure_passes_up_with_code_and_details(
     assert info.resource_name == "order-42"
 
 
-async def test_unexpected_exception_is_unknown_without_details(
+async def test_unexpected_exception_is_internal_with_only_a_reference(
     errors_channel: grpc.aio.Channel,
 ) -> None:
+    # Was UNKNOWN carrying the exception's text; now the text stays in the log (see
+    # test_runtime_failures) and the client gets a reference to quote.
     error = await _fail(errors_channel, "Broken")
-    assert error.code() == grpc.StatusCode.UNKNOWN
-    assert rpc_status.from_call(error) is None
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert error.details().startswith("internal error (error_id=")
+    assert "a bug" not in error.details()
+    info = error_details_pb2.RequestInfo()
+    assert _details_of(error).details[0].Unpack(info)
+    assert info.request_id in error.details()
 
 
 async def test_stream_error_after_first_message(errors_channel: grpc.aio.Channel) -> None:
@@ -237,7 +245,7 @@ async def test_metrics_count_each_outcome_under_its_code(
 
     assert handled("Invalid", "INVALID_ARGUMENT") == 1
     assert handled("RelayMissing", "NOT_FOUND") == 1
-    assert handled("Broken", "UNKNOWN") == 1
+    assert handled("Broken", "INTERNAL") == 1
     assert handled("StreamThenFail", "FAILED_PRECONDITION", "server_stream") == 1
     client = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Missing"}
     assert (

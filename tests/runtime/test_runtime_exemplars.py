@@ -56,10 +56,8 @@ def _place_order(cluster: LocalCluster, trace_id: str, sampled: bool) -> None:
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-{'01' if sampled else '00'}"
     with grpc.insecure_channel(cluster.gateway_target) as channel:
         order = gateway_pb2_grpc.GatewayStub(channel).PlaceOrder(
-            gateway_pb2.PlaceOrderRequest(
-                customer_id="exemplars", items=[common_pb2.OrderItem(sku="ESP-001", quantity=1)]
-            ),
-            metadata=[("traceparent", traceparent)],
+            gateway_pb2.PlaceOrderRequest(items=[common_pb2.OrderItem(sku="ESP-001", quantity=1)]),
+            metadata=[*cluster.end_user_metadata("exemplars"), ("traceparent", traceparent)],
             timeout=30,
         )
     assert order.status == common_pb2.ORDER_STATUS_CONFIRMED

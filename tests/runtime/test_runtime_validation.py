@@ -29,7 +29,10 @@ def test_page_token_round_trip(position: dict[str, object]) -> None:
     token = encode_page_token(position)
     # URL-safe and unpadded, so it can travel in query strings untouched.
     assert "=" not in token and "+" not in token and "/" not in token
-    assert decode_page_token(token, tuple(position)) == position
+    # Values are strings unless the caller says otherwise (a position's types are
+    # checked since it ends up as bound query parameters).
+    types = {key: type(value) for key, value in position.items()}
+    assert decode_page_token(token, tuple(position), types=types) == position
 
 
 def test_empty_token_is_the_first_page() -> None:
@@ -58,6 +61,26 @@ def test_garbage_token_is_invalid_argument_naming_page_token(token: str) -> None
         decode_page_token(token, ("sku",))
     assert [v.field for v in caught.value.violations] == ["page_token"]
     assert caught.value.code.name == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"$gt": ""}, ["a", "b"], 10**30, 7, None, True, "a\x00b", "\ud800", "x" * 257, "\n"],
+    ids=["dict", "list", "huge-int", "int", "null", "bool", "nul", "surrogate", "long", "control"],
+)
+def test_token_with_the_right_keys_but_a_forged_value_is_rejected(value: object) -> None:
+    token = _raw_token(json.dumps({"sku": value}).encode())
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(token, ("sku",))
+    assert [v.field for v in caught.value.violations] == ["page_token"]
+
+
+def test_integer_positions_are_bounded_to_64_bits() -> None:
+    types = {"n": int}
+    assert decode_page_token(encode_page_token({"n": -(2**63)}), ("n",), types=types)
+    for value in (2**63, "12", 1.5, True):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            decode_page_token(_raw_token(json.dumps({"n": value}).encode()), ("n",), types=types)
 
 
 def test_token_of_another_listing_is_rejected() -> None:
@@ -89,6 +112,23 @@ def test_violations_are_collected_then_raised_once() -> None:
     fields = [v.field for v in caught.value.violations]
     assert fields == ["customer_id", "sku", "name", "items[0].quantity", "order_id", "other_id"]
     assert "items[0].quantity: must be between 1 and 1000, got 0" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["abc\n", "abc\r\n", "\nabc", "a b"])
+def test_identifier_must_match_whole(value: str) -> None:
+    violations = Violations()
+    violations.identifier("customer_id", value, max_len=64)
+    with pytest.raises(InvalidArgument) as caught:
+        violations.raise_if_any()
+    assert [v.field for v in caught.value.violations] == ["customer_id"]
+
+
+def test_echoed_values_are_shortened() -> None:
+    from shop.runtime.validation import echo
+
+    assert echo("ESP-001") == "'ESP-001'"
+    long_value = "x" * 10_000
+    assert echo(long_value) == repr("x" * 32) + "..."
 
 
 def test_no_violations_raise_nothing() -> None:

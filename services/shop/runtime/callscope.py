@@ -26,6 +26,8 @@ class CallScope:
     # Who is calling, once the access check has verified it (a shop.runtime.auth
     # Principal; typed loosely here so this module depends on nothing).
     principal: object | None = None
+    # The downstream service (full name) whose last call here ended UNAVAILABLE.
+    unavailable_dependency: str | None = None
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()

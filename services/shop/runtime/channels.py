@@ -5,6 +5,12 @@ The service config carries the load-balancing policy, client-side health checkin
 which is what lets a draining replica leave without failed calls) and a retry
 policy for UNAVAILABLE. Retries are safe because every mutating call in the shop is
 idempotent (reservation ids, idempotency keys).
+
+Retries happen at one hop only: the channel that met the failure retries it, and a
+server passing a downstream UNAVAILABLE up sends ``grpc-retry-pushback-ms: -1``
+(``shop.runtime.errors.abort_with``) so the channel above does not retry it again.
+Retry throttling (gRFC A6) stops retries altogether while most attempts to a target
+fail, so an outage costs each call one attempt, not ``maxAttempts``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from opentelemetry import trace
 from shop.runtime.config import ChannelConfig
 from shop.runtime.interceptors import StreamClientInterceptor, UnaryClientInterceptor
 from shop.runtime.metrics import RpcMetrics
+
+RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
 
 
 def service_config(config: ChannelConfig, target: str, health_service: str) -> dict[str, Any]:
@@ -35,6 +43,10 @@ def service_config(config: ChannelConfig, target: str, health_service: str) -> d
             "retryableStatusCodes": ["UNAVAILABLE"],
         }
     document: dict[str, Any] = {"methodConfig": [method]}
+    if "retryPolicy" in method:
+        # Each failed attempt takes a token, each success gives back 0.1; below half
+        # of maxTokens nothing is retried until successes refill the bucket.
+        document["retryThrottling"] = dict(RETRY_THROTTLING)
     if not target.startswith("xds:"):
         # With xds:/// targets the control plane chooses the policy.
         document["loadBalancingConfig"] = [{config.lb_policy: {}}]

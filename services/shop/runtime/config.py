@@ -400,6 +400,25 @@ class AuthConfig:
         )
 
 
+_PASSWORD_PARAMETER = re.compile(r"(?i)([?&;]password=)[^&;]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (the user info's, and a
+    ``password=`` query parameter's), for messages that end up in logs and on screens.
+
+    Everything up to the last ``@`` counts as user info, so a password containing
+    ``@``, ``/`` or ``:`` is masked whole; a mistyped scheme (``postgres://``,
+    ``postgresql+psycopg://``, none at all) changes nothing.
+    """
+    scheme, separator, rest = url.partition("://") if "://" in url else ("", "", url)
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        rest = f"{user}:***@{location}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", f"{scheme}{separator}{rest}")
+
+
 def database_url(service: str, environ: Mapping[str, str] | None = None) -> str:
     """``DATABASE_URL`` if set, else an SQLite file per service in ``SHOP_DATA_DIR``."""
     env = os.environ if environ is None else environ
@@ -407,7 +426,8 @@ def database_url(service: str, environ: Mapping[str, str] | None = None) -> str:
     if url:
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://")):
             raise ConfigError(
-                f"{DATABASE_URL.name}={url!r} is not valid: expected {DATABASE_URL.allowed}"
+                f"{DATABASE_URL.name}={mask_url(url)!r} is not valid: "
+                f"expected {DATABASE_URL.allowed}"
             )
         return url.replace("postgresql://", "postgresql+asyncpg://", 1)
     data_dir = os.path.abspath(DATA_DIR.read(env))

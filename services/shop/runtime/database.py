@@ -23,9 +23,11 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import MetaData, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
@@ -36,6 +38,72 @@ log = logging.getLogger(__name__)
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any constant works; it only has to be the same for every replica.
 _SCHEMA_LOCK_KEY = 0x5350_0001
+
+
+# The pool waiting in vain for a connection, and PostgreSQL refusing work because it is
+# going away or not back yet (SQLSTATE 08*, 57P01-57P03, 53300), as opposed to
+# refusing a statement.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    PoolTimeout,
+    DisconnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+# SQLite's words for a file it cannot use right now: another process holds the write
+# lock past busy_timeout, or the volume under SHOP_DATA_DIR is gone or failing.
+_SQLITE_OUTAGES = ("database is locked", "unable to open database file", "disk i/o error")
+_DRIVER_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3")
+
+
+def connection_problem(error: BaseException) -> bool:
+    """True if ``error`` means the database could not be reached or used at all
+    (refused, reset, shut down, locked out, timed out connecting), rather than that
+    a statement was wrong: the caller may try again later, it is not a bug."""
+    for cause in _causes(error):
+        if isinstance(cause, DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, _OUTAGES):
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and str(cause).lower().startswith(
+            _SQLITE_OUTAGES
+        ):
+            return True
+        # asyncpg's connect raises plain OSError ("Multiple exceptions: [Errno 111]
+        # ...") and TimeoutError; only trust them when they came out of the driver.
+        if isinstance(cause, OSError) and _raised_in_driver(cause):
+            return True
+    return False
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """``error``, what SQLAlchemy wrapped (``orig``) and the chained causes."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending and len(seen) < 16:
+        current = pending.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        pending += [
+            current.__context__,
+            current.__cause__,
+            orig if isinstance(orig, BaseException) else None,
+        ]
+    return seen
+
+
+def _raised_in_driver(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.startswith(_DRIVER_MODULES):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _enable_wal(cursor: Any) -> None:

@@ -23,7 +23,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
 from shop.runtime.auth.policy import AccessPolicy, Check
 from shop.runtime.callscope import ROUTE_TRAILER, CallScope, current_scope, format_hop
-from shop.runtime.errors import ShopError, abort_with
+from shop.runtime.decoding import Undecodable, tolerant
+from shop.runtime.errors import abort_with
+from shop.runtime.failures import Failures
 from shop.runtime.metrics import RpcMetrics, code_name, split_method
 
 _TYPES = {
@@ -35,6 +37,9 @@ _TYPES = {
 
 # Health checks and reflection are infrastructure: keep them out of spans (not metrics).
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+# Set by gRPC on every retried attempt of a call (gRFC A6), absent on the first.
+PREVIOUS_ATTEMPTS_HEADER = "grpc-previous-rpc-attempts"
 
 
 def trace_exemplar(span: trace.Span) -> dict[str, str] | None:
@@ -74,6 +79,7 @@ class _MethodTelemetry:
         self.span_name = self.full_method[1:]
         self.tracer = tracer
         self.started = metrics.server_started.labels(*labels)
+        self.retried = metrics.server_retried.labels(*labels)
         self.in_flight = metrics.server_in_flight.labels(*labels)
         self.seconds = metrics.server_handling_seconds.labels(*labels)
         self._handled_family = metrics.server_handled
@@ -104,6 +110,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._access = access
         self._metrics = metrics
         self._tracer = tracer
+        self._failures = Failures(service)
         # Wrapped handlers per method: registered handlers never change, so each is
         # wrapped once rather than on every call.
         self._wrapped: dict[str, Any] = {}
@@ -133,13 +140,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, telemetry),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, telemetry),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client/bidi streaming: not used by the shop
@@ -149,6 +156,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> tuple[CallScope, AbstractContextManager[Any]]:
         telemetry.started.inc()
         telemetry.in_flight.inc()
+        if _is_retry(context):
+            telemetry.retried.inc()
         remaining = context.time_remaining()
         scope = CallScope(deadline=None if remaining is None else time.monotonic() + remaining)
         current_scope.set(scope)
@@ -202,9 +211,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             scope.principal = await telemetry.check(
                                 _metadata_dict(context.invocation_metadata())
                             )
+                        if type(request) is Undecodable:
+                            raise request.error()
                         response = await behavior(request, context)
-                    except (ShopError, grpc.aio.AioRpcError) as error:
-                        await abort_with(context, error)
+                    except grpc.aio.AbortError:
+                        raise  # the handler chose its status itself
+                    except Exception as error:
+                        await abort_with(
+                            context, self._failures.answer(error, telemetry.full_method)
+                        )
                     code = context.code()
                     return response
                 except BaseException as exc:
@@ -229,14 +244,20 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             scope.principal = await telemetry.check(
                                 _metadata_dict(context.invocation_metadata())
                             )
+                        if type(request) is Undecodable:
+                            raise request.error()
                         result = behavior(request, context)
                         if inspect.isasyncgen(result):
                             async for item in result:
                                 yield item
                         else:  # a handler that writes with context.write() (Health.Watch)
                             await result
-                    except (ShopError, grpc.aio.AioRpcError) as error:
-                        await abort_with(context, error)
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as error:
+                        await abort_with(
+                            context, self._failures.answer(error, telemetry.full_method)
+                        )
                     code = context.code()
                 except BaseException as exc:
                     code = context.code() or _code_for_exception(exc)
@@ -245,6 +266,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     self._finish(context, scope, code, telemetry, started)
 
         return handle
+
+
+def _is_retry(context: grpc.aio.ServicerContext) -> bool:
+    return any(key == PREVIOUS_ATTEMPTS_HEADER for key, _ in context.invocation_metadata() or ())
 
 
 def _code_for_exception(exc: BaseException) -> grpc.StatusCode:
@@ -327,6 +352,9 @@ class _ClientBase:
                 span.set_status(Status(StatusCode.ERROR, code.name))
             span.end()
         scope = current_scope.get()
+        if scope is not None and code == grpc.StatusCode.UNAVAILABLE:
+            # Lets the server name the callee if this error reaches its client.
+            scope.unavailable_dependency = labels[1]
         if scope is not None and trailers:
             for key, value in trailers:
                 if key == ROUTE_TRAILER:

@@ -31,6 +31,7 @@ class RpcMetrics:
     server_handled: Counter
     server_handling_seconds: Histogram
     server_in_flight: Gauge
+    server_retried: Counter
     client_started: Counter
     client_handled: Counter
     client_handling_seconds: Histogram
@@ -63,6 +64,15 @@ class RpcMetrics:
             server_in_flight=Gauge(
                 "grpc_server_in_flight",
                 "RPCs being handled right now.",
+                _METHOD_LABELS,
+                registry=registry,
+            ),
+            # Attempts that are retries (the caller's channel set
+            # grpc-previous-rpc-attempts): started minus retried is the calls callers
+            # made, so a dashboard can show how much retrying multiplies the load.
+            server_retried=Counter(
+                "grpc_server_retried",
+                "RPC attempts that arrived as a retry of an earlier attempt of the same call.",
                 _METHOD_LABELS,
                 registry=registry,
             ),

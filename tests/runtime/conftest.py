@@ -1,0 +1,28 @@
+"""Runtime tests serve made-up services ("probe", "relay", "outer"...) on the real
+runtime. Those that call others sign their calls, so the session's internal keys
+include their names; their setups open their methods to anyone (``open_methods``),
+since what they test is the runtime, not the shop's access rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+
+from shop.local.credentials import CALLING_SERVICES, LocalCredentials, ensure_credentials
+from shop.runtime import Runtime
+from shop.runtime.auth import OPEN
+
+# Test services that call another through runtime.channel().
+TEST_CALLERS = ("relay", "late", "outer", "caller")
+
+
+@pytest.fixture(scope="session")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> LocalCredentials:
+    directory = tmp_path_factory.mktemp("runtime-credentials")
+    return ensure_credentials(directory, (*CALLING_SERVICES, *TEST_CALLERS))
+
+
+def open_methods(runtime: Runtime, service: str, methods: Iterable[str]) -> None:
+    """Anyone may call these methods of ``service`` (a full gRPC service name)."""
+    runtime.access.protect(service, dict.fromkeys(methods, OPEN))
