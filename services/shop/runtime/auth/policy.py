@@ -122,7 +122,11 @@ class AccessPolicy:
                     f"SHOP_INTERNAL_KEYS_DIR={self.config.internal_keys_dir!r} has no key for "
                     f"{', '.join(missing)}, whose calls {self.service} accepts"
                 )
-            self._callers = CallerVerifier({name: keys[name] for name in trusted})
+            # Its own key too, when it has one (it signs its calls with it): a token
+            # signed with it is authentic, so a call from this service to itself is
+            # PERMISSION_DENIED by the rules, not UNAUTHENTICATED as if forged.
+            known = trusted | ({self.service} & keys.keys())
+            self._callers = CallerVerifier({name: keys[name] for name in known})
         if self._bearer is not None:
             await self._bearer.load()
 
