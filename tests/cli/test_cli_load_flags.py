@@ -32,6 +32,8 @@ from shop.cli.main import main
         (["load", "--rps", "10", "--max-in-flight", "0"], "--max-in-flight"),
         (["load", "--expect", "orders"], "--expect"),
         (["load", "--expect", "orders=0"], "--expect"),
+        (["load", "--token-key", "/nonexistent/issuer-key.pem"], "--token-key"),
+        (["load", "--token-key", "issuer-key.pem", "--token", "a.b.c"], "--token"),
         (["demo", "--duration", "-3"], "--duration"),
         (["demo", "--orders", "0"], "--orders"),
         (["demo", "--max-in-flight", "5"], "--max-in-flight"),
