@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from shop.bench.configs import CONFIG_KEYS, select
 from shop.bench.loadrun import LoadError
 from shop.bench.runner import BenchError, BenchSettings, run_bench
 from shop.bench.table import print_report
+from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.options import bounded_int, non_negative_float, positive_float
 from shop.local.cluster import ClusterError
 
@@ -102,21 +102,15 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     )
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    # SIGTERM unwinds like Ctrl-C, so every server the run started is stopped.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so every server the run started is stopped.
     try:
-        report = run_bench(settings, show_progress=not args.no_progress)
+        with stop_signals_interrupt():
+            report = run_bench(settings, show_progress=not args.no_progress)
     except (BenchError, LoadError, ClusterError) as error:
         print(f"shop bench: {error}", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

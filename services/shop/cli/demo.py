@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from rich.console import Console
 
+from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.load import add_load_arguments, emit, load_options
 from shop.cli.options import add_cluster_arguments
 from shop.cli.up import spec_from_args
@@ -76,35 +76,34 @@ def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster(spec)
     console = Console(stderr=True)
     succeeded = False
-    # SIGTERM (e.g. from a CI runner) stops the demo the way Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (e.g. from a CI runner) and SIGHUP stop the demo the way Ctrl-C does.
     try:
-        with console.status("starting replicas and waiting for SERVING..."):
-            cluster.start()
-        replicas = ", ".join(f"{service} x{n}" for service, n in spec.replicas.items())
-        console.print(f"shop is up ({replicas}) at {cluster.gateway_target}", highlight=False)
-        options = dataclasses.replace(
-            options,
-            target=cluster.gateway_target,
-            expected_pods=dict(spec.replicas),
-            tokens=IssuedTokens(cluster.credentials.issuer()),
-        )
-        summary = run_async(run_load(options))
-        emit(summary, args.json, {"replicas": dict(spec.replicas)})
-        if not args.json:
-            explain(summary, Console())
-        succeeded = summary.calls > 0 and summary.failures == 0
-        if not succeeded:
-            console.print(
-                f"[red]demo failed: {summary.failures} unexpected error(s) "
-                f"in {summary.calls} calls[/red]"
+        with stop_signals_interrupt():
+            with console.status("starting replicas and waiting for SERVING..."):
+                cluster.start()
+            replicas = ", ".join(f"{service} x{n}" for service, n in spec.replicas.items())
+            console.print(f"shop is up ({replicas}) at {cluster.gateway_target}", highlight=False)
+            options = dataclasses.replace(
+                options,
+                target=cluster.gateway_target,
+                expected_pods=dict(spec.replicas),
+                tokens=IssuedTokens(cluster.credentials.issuer()),
             )
-        return 0 if succeeded else 1
+            summary = run_async(run_load(options))
+            emit(summary, args.json, {"replicas": dict(spec.replicas)})
+            if not args.json:
+                explain(summary, Console())
+            succeeded = summary.calls > 0 and summary.failures == 0
+            if not succeeded:
+                console.print(
+                    f"[red]demo failed: {summary.failures} unexpected error(s) "
+                    f"in {summary.calls} calls[/red]"
+                )
+            return 0 if succeeded else 1
     except (ClusterError, ConnectError, WorkloadError) as error:
         print(f"shop demo: {error}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
         with console.status("stopping replicas (drain, then graceful stop)..."):
             cluster.stop()
         if temporary:

@@ -11,7 +11,6 @@ import argparse
 import json
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import grpc
 from rich.console import Console
 
+from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.options import bounded_int, positive_float
 from shop.lab.chart import write_chart
 from shop.lab.modes import MODE_NAMES
@@ -118,16 +118,15 @@ def run(args: argparse.Namespace) -> int:
         bucket_s=args.bucket,
     )
     console = Console(stderr=True)
-    # SIGTERM (e.g. from a CI runner) stops the lab the way Ctrl-C does: every replica,
-    # proxy and server it started is stopped on the way out.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM (e.g. from a CI runner) and SIGHUP stop the lab the way Ctrl-C does:
+    # every replica, proxy and server it started is stopped on the way out.
     try:
-        results = run_async(_run_all(modes, settings, console))
+        with stop_signals_interrupt():
+            results = run_async(_run_all(modes, settings, console))
     except KeyboardInterrupt:
         console.print("interrupted; every process was stopped")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(work, ignore_errors=True)
     (out / "lab.json").write_text(json.dumps(results, indent=2))
     written = [out / "lab.json", write_chart(results, out / "lab.html")]
