@@ -23,7 +23,7 @@ import yaml
 
 from shop.local.cluster import LocalCluster
 from shop.local.prometheus import PrometheusServer, start_prometheus
-from shop.v1 import gateway_pb2_grpc, orders_pb2
+from shop.v1 import gateway_pb2, gateway_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "helm" / "grpc-shop" / "dashboards").glob("*.json"))
@@ -118,11 +118,17 @@ class LiveShop:
 def _inject_errors(cluster: LocalCluster, count: int = 20) -> None:
     """Calls that fail (an unknown order: NOT_FOUND at the gateway and at orders),
     so error panels show their series instead of 'no data'."""
+    user = cluster.end_user_metadata("error-injector")
     with grpc.insecure_channel(cluster.gateway_target) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for _ in range(count):
-            with pytest.raises(grpc.RpcError):
-                stub.GetOrder(orders_pb2.GetOrderRequest(order_id=str(uuid.uuid4())), timeout=5)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetOrder(
+                    gateway_pb2.GetOrderRequest(order_id=str(uuid.uuid4())),
+                    metadata=user,
+                    timeout=5,
+                )
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND, caught.value
 
 
 def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -162,6 +168,7 @@ def start_loaded_shops(
         for mode, cluster in zip(modes, clusters, strict=True):
             command = [
                 sys.executable, "-m", "shop.cli.main", "load", "--target", cluster.gateway_target,
+                "--token-key", str(cluster.credentials.issuer_key),
                 "--lb-policy", MODES[mode]["SHOP_LB_POLICY"], "--concurrency", "8",
                 "--duration", str(LOAD_SECONDS), "--no-progress", "--json",
             ]  # fmt: skip
