@@ -29,6 +29,8 @@ from shop.runtime.channels import channel_options
 from shop.runtime.config import ChannelConfig
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
+from ..conftest import caller_metadata
+
 INVENTORY = service_host("inventory")
 AGED_SERVER_ENV = {"SHOP_MAX_CONNECTION_AGE_S": "2", "SHOP_MAX_CONNECTION_AGE_GRACE_S": "1"}
 ALL_PODS = {f"inventory/inventory-{i}" for i in range(3)}
@@ -82,7 +84,8 @@ def addresses(reply: DNSRecord) -> set[str]:
 
 
 class InventoryClient:
-    """ListProducts calls through a ``dns://`` target, counted per serving pod."""
+    """ListProducts calls through a ``dns://`` target, counted per serving pod, made
+    as the gateway makes them (with its caller token)."""
 
     def __init__(self, dns: ClusterDns, cluster: LocalCluster) -> None:
         target = dns.target("inventory", cluster.spec.plan.grpc_port)
@@ -90,12 +93,13 @@ class InventoryClient:
             target, options=channel_options(CLIENT_CONFIG, target, INVENTORY_SERVICE)
         )
         self.stub = inventory_pb2_grpc.InventoryStub(self.channel)
+        self.metadata = caller_metadata(cluster.credentials, "gateway", INVENTORY_SERVICE)
 
     async def calls(self, count: int) -> Counter[str]:
         served: Counter[str] = Counter()
         for _ in range(count):
             call = self.stub.ListProducts(
-                inventory_pb2.ListProductsRequest(page_size=1), timeout=10
+                inventory_pb2.ListProductsRequest(page_size=1), metadata=self.metadata, timeout=10
             )
             await call
             served[dict(await call.trailing_metadata())[ROUTE_TRAILER]] += 1

@@ -14,11 +14,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.rpc import status_pb2
 
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.lab.endpoints import Endpoint
 from shop.lab.haproxy import Balance, HAProxy, HAProxyError
 from shop.local.cluster import LocalCluster
@@ -26,7 +28,7 @@ from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.runtime.errors import STATUS_DETAILS_KEY
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
 
-from ..conftest import ClusterFactory, free_port
+from ..conftest import ClusterFactory, caller_metadata, channel_with, free_port
 
 LIST = inventory_pb2.ListProductsRequest(page_size=5)
 
@@ -47,6 +49,14 @@ def endpoints(cluster: LocalCluster, indexes: Iterable[int]) -> list[Endpoint]:
 
 def listen_addr() -> str:
     return f"127.0.0.1:{free_port()}"
+
+
+def as_orders(cluster: LocalCluster, address: str, **kwargs: Any) -> grpc.aio.Channel:
+    """A channel whose calls carry orders' caller token, as orders' calls to
+    inventory do (the proxies pass it through like any header)."""
+    return channel_with(
+        address, caller_metadata(cluster.credentials, "orders", INVENTORY_SERVICE), **kwargs
+    )
 
 
 async def list_products(stub: inventory_pb2_grpc.InventoryStub) -> str:
@@ -76,14 +86,14 @@ async def test_l4_proxy_pins_a_connection_to_one_pod(cluster: LocalCluster, tmp_
         assert proxy.pid is not None
         await proxy.publish("inventory", endpoints(cluster, range(3)))
 
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with as_orders(cluster, address) as channel:
             pods = await served_by(inventory_pb2_grpc.InventoryStub(channel), 90, parallel=9)
         assert len(pods) == 1, f"one connection must stay on one pod: {pods}"
 
         # Channels with their own subchannel pool each open their own connection:
         # connections, not calls, are spread.
         options = [("grpc.use_local_subchannel_pool", 1)]
-        channels = [grpc.aio.insecure_channel(address, options=options) for _ in range(6)]
+        channels = [as_orders(cluster, address, options=options) for _ in range(6)]
         try:
             per_channel = [
                 await served_by(inventory_pb2_grpc.InventoryStub(ch), 12, parallel=3)
@@ -105,7 +115,7 @@ async def test_l7_sidecar_balances_each_call(
     proxy = HAProxy("sidecar", tmp_path, "http", {"inventory": address}, balance=balance)
     # Published before start: applied once the process is up.
     await proxy.publish("inventory", endpoints(cluster, range(3)))
-    async with proxy, grpc.aio.insecure_channel(address) as channel:
+    async with proxy, as_orders(cluster, address) as channel:
         pods = await served_by(inventory_pb2_grpc.InventoryStub(channel), 300, parallel=10)
     assert set(pods) == {"inventory-0", "inventory-1", "inventory-2"}, pods
     assert min(pods.values()) >= 60, f"each pod must get >= 20% of 300 calls: {pods}"
@@ -125,7 +135,7 @@ async def test_l7_sidecar_passes_status_codes_and_trailers(
     address = listen_addr()
     async with HAProxy("sidecar", tmp_path, "http", {"inventory": address}) as proxy:
         await proxy.publish("inventory", endpoints(cluster, range(3)))
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with as_orders(cluster, address) as channel:
             stub = inventory_pb2_grpc.InventoryStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as invalid:
                 await stub.ListProducts(
@@ -195,7 +205,7 @@ async def test_l7_sidecar_follows_endpoint_changes_without_failing_calls(
     first = endpoints(cluster, range(3))
     async with (
         HAProxy("sidecar", tmp_path, "http", {"inventory": address}) as proxy,
-        grpc.aio.insecure_channel(address) as channel,
+        as_orders(cluster, address) as channel,
     ):
         await proxy.publish("inventory", first)
         load = SteadyLoad(inventory_pb2_grpc.InventoryStub(channel))

@@ -39,7 +39,7 @@ from shop.local.cluster import LocalCluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import ClusterFactory
+from ..conftest import ClusterFactory, channel_with
 
 PROBE = Path(__file__).with_name("xds_probe.py")
 PORT = AddressPlan().grpc_port
@@ -69,6 +69,12 @@ def endpoints_of(plan: AddressPlan, service: str, indexes: Sequence[int]) -> lis
 async def start_cluster(factory: ClusterFactory, **kwargs: Any) -> LocalCluster:
     # Off the event loop: the control plane must keep answering while replicas start.
     return await asyncio.to_thread(factory, **kwargs)
+
+
+def as_gateway(cluster: LocalCluster) -> dict[str, str]:
+    """A probe's environment addition to call ``cluster`` with the gateway's caller
+    token, signed with the key the gateway's pod would have."""
+    return {"SHOP_INTERNAL_KEYS_DIR": str(cluster.credentials.internal_keys_dir)}
 
 
 # --- probes: xDS clients in their own processes ------------------------------------------
@@ -132,10 +138,10 @@ class StreamProbe:
 async def stream_probe(probe_env: dict[str, str]) -> AsyncIterator[Callable[..., Any]]:
     started: list[StreamProbe] = []
 
-    async def start(target: str, log_path: Path) -> StreamProbe:
+    async def start(target: str, log_path: Path, extra_env: dict[str, str]) -> StreamProbe:
         with log_path.open("wb") as log:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, str(PROBE), target, "stream", env=probe_env,
+                sys.executable, str(PROBE), target, "stream", env={**probe_env, **extra_env},
                 stdout=asyncio.subprocess.PIPE, stderr=log,
             )  # fmt: skip
         started.append(StreamProbe(process))
@@ -160,7 +166,8 @@ async def test_xds_clients_balance_calls_over_every_published_replica(
     assert target == "xds:///inventory.shop.svc.cluster.local:50051"
 
     # Two clients at once, each with its own ADS stream (like two pods).
-    results = await asyncio.gather(*(count_calls(target, probe_env, 90) for _ in range(2)))
+    env = {**probe_env, **as_gateway(cluster)}
+    results = await asyncio.gather(*(count_calls(target, env, 90) for _ in range(2)))
 
     for result in results:
         print(f"per-pod calls through xDS: {result}")
@@ -178,7 +185,9 @@ async def test_endpoint_push_moves_traffic_to_a_new_replica_and_away_again(
 ) -> None:
     cluster = await start_cluster(cluster_factory, gateway=0, orders=0, inventory=2)
     await plane.publish("inventory", endpoints_of(cluster.spec.plan, "inventory", range(2)))
-    probe: StreamProbe = await stream_probe(plane.target("inventory", PORT), tmp_path / "p.log")
+    probe: StreamProbe = await stream_probe(
+        plane.target("inventory", PORT), tmp_path / "p.log", as_gateway(cluster)
+    )
     await probe.wait_until(
         lambda: {"inventory-0", "inventory-1"} <= set(probe.since(0)), "calling both replicas"
     )
@@ -248,12 +257,13 @@ async def test_orders_replicas_reach_inventory_through_xds(
 async def place_orders(cluster: LocalCluster, orders: int) -> list[dict[str, str]]:
     """Places ``orders`` orders one by one through the gateway; the route of each."""
     routes = []
-    async with grpc.aio.insecure_channel(cluster.gateway_target) as channel:
+    async with channel_with(
+        cluster.gateway_target, cluster.end_user_metadata("xds-lab")
+    ) as channel:
         gateway = gateway_pb2_grpc.GatewayStub(channel)
         for _ in range(orders):
             call = gateway.PlaceOrder(
                 gateway_pb2.PlaceOrderRequest(
-                    customer_id="xds-lab",
                     items=[common_pb2.OrderItem(sku="MUG-003", quantity=1)],
                     idempotency_key=uuid.uuid4().hex,
                 ),

@@ -6,19 +6,26 @@ once per process, so each probe gets its own bootstrap from its environment.
 ``python xds_probe.py TARGET stream``: calls until SIGTERM, one line per call,
 ``<time.monotonic()> <pod>`` or ``<time.monotonic()> ERROR:<code>``, then ``done``.
 (CLOCK_MONOTONIC is system-wide on Linux, so the test can compare the times.)
+
+With ``SHOP_INTERNAL_KEYS_DIR`` in its environment the probe calls as the gateway
+does, with the gateway's caller token; without it, with none (a bare test server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import grpc
 
+from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.runtime.auth.internal import CALLER_TOKEN_HEADER, CallerTokens, read_internal_keys
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
@@ -26,9 +33,23 @@ CALL_TIMEOUT_S = 30
 PACE_S = 0.005  # between stream calls: fine-grained timing without taking a whole core
 
 
+def caller_metadata() -> Callable[[], tuple[tuple[str, str], ...]]:
+    """The gateway's caller token for inventory (minted and renewed as a pod does)."""
+    directory = os.environ.get("SHOP_INTERNAL_KEYS_DIR")
+    if not directory:
+        return lambda: ()
+    tokens = CallerTokens("gateway", read_internal_keys(directory)["gateway"])
+    return lambda: ((CALLER_TOKEN_HEADER, tokens.token(INVENTORY_SERVICE)),)
+
+
+METADATA = caller_metadata()
+
+
 async def call_once(stub: inventory_pb2_grpc.InventoryStub) -> str:
     """The inventory pod that served one call, or ERROR:<code>."""
-    call = stub.ListProducts(inventory_pb2.ListProductsRequest(page_size=1), timeout=CALL_TIMEOUT_S)
+    call = stub.ListProducts(
+        inventory_pb2.ListProductsRequest(page_size=1), metadata=METADATA(), timeout=CALL_TIMEOUT_S
+    )
     try:
         await call
     except grpc.aio.AioRpcError as error:
