@@ -1,9 +1,14 @@
 """Client mistakes through a real local cluster, asked of the gateway: each gets its
 own status code with google.rpc details naming what was wrong, never UNKNOWN or
-INTERNAL, and none of them takes stock."""
+INTERNAL, and none of them takes stock. Calls carry customer c1's bearer token.
+
+Also what a generic client (grpcurl, another language's stub) can send that our own
+stubs cannot: bytes that are not the request message, thousands of bad items."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,13 +25,21 @@ from shop.v1 import (
     gateway_pb2_grpc,
     inventory_pb2,
     inventory_pb2_grpc,
-    orders_pb2,
 )
 
-from ..conftest import ClusterFactory
+from ..conftest import ClusterFactory, channel_with
 
 # Stocked by the module fixture; every test leaves it untouched.
 SKU, STOCK = "ERR-STOCKED", 5
+
+
+def _raw_token(position: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+# Page tokens with the keys orders and inventory issue, and values they never do.
+FORGED_ORDERS_TOKEN = _raw_token({"c": {"$gt": ""}, "o": ["x"]})
+FORGED_PRODUCTS_TOKEN = _raw_token({"sku": 10**30})
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +47,25 @@ def cluster(module_cluster_factory: ClusterFactory) -> LocalCluster:
     started = module_cluster_factory(gateway=1, orders=2, inventory=2)
     with grpc.insecure_channel(started.target("inventory")) as channel:
         inventory_pb2_grpc.InventoryStub(channel).SetStock(
-            inventory_pb2.SetStockRequest(sku=SKU, stock=STOCK, price_cents=100), timeout=30
+            inventory_pb2.SetStockRequest(sku=SKU, stock=STOCK, price_cents=100),
+            metadata=started.end_user_metadata("stock-admin", admin=True),
+            timeout=30,
         )
     return started
 
 
 @pytest.fixture
 async def gateway(cluster: LocalCluster) -> AsyncIterator[gateway_pb2_grpc.GatewayStub]:
-    async with grpc.aio.insecure_channel(cluster.gateway_target) as channel:
+    async with channel_with(cluster.gateway_target, cluster.end_user_metadata("c1")) as channel:
         yield gateway_pb2_grpc.GatewayStub(channel)
 
 
 @pytest.fixture(autouse=True)
-async def _stock_untouched(cluster: LocalCluster) -> AsyncIterator[None]:
+async def _stock_untouched(
+    cluster: LocalCluster, gateway: gateway_pb2_grpc.GatewayStub
+) -> AsyncIterator[None]:
     yield
-    async with grpc.aio.insecure_channel(cluster.target("inventory")) as channel:
-        reply = await inventory_pb2_grpc.InventoryStub(channel).ListProducts(
-            inventory_pb2.ListProductsRequest(page_size=200), timeout=30
-        )
+    reply = await gateway.ListProducts(inventory_pb2.ListProductsRequest(page_size=100), timeout=30)
     assert next(p.stock for p in reply.products if p.sku == SKU) == STOCK
 
 
@@ -82,28 +96,32 @@ def item(sku: str, quantity: int) -> common_pb2.OrderItem:
     return common_pb2.OrderItem(sku=sku, quantity=quantity)
 
 
+# The customer comes from the token (tests/e2e/test_auth.py covers a bad one).
 @pytest.mark.parametrize(
     ("request_args", "fields"),
     [
-        pytest.param({"items": [item(SKU, 1)]}, ["customer_id"], id="customer_id"),
-        pytest.param({"customer_id": "c1"}, ["items"], id="items"),
-        pytest.param({"customer_id": "c1", "items": [item("", 1)]}, ["items[0].sku"], id="sku"),
+        pytest.param({}, ["items"], id="items"),
+        pytest.param({"items": [item("", 1)]}, ["items[0].sku"], id="sku"),
+        pytest.param({"items": [item(SKU, 0)]}, ["items[0].quantity"], id="quantity"),
+        pytest.param({"items": [item(SKU, 1), item(SKU, 1)]}, ["items[1].sku"], id="duplicate-sku"),
         pytest.param(
-            {"customer_id": "c1", "items": [item(SKU, 0)]}, ["items[0].quantity"], id="quantity"
-        ),
-        pytest.param(
-            {"customer_id": "c1", "items": [item(SKU, 1), item(SKU, 1)]},
-            ["items[1].sku"],
-            id="duplicate-sku",
-        ),
-        pytest.param(
-            {"customer_id": "c1", "items": [item(SKU, 1)], "idempotency_key": "no spaces"},
+            {"items": [item(SKU, 1)], "idempotency_key": "no spaces"},
             ["idempotency_key"],
             id="idempotency_key",
         ),
+        # A pattern checked with $ alone lets a trailing newline through.
         pytest.param(
-            {"customer_id": "c 1", "items": [item(SKU, STOCK + 1), item("x y", -1)]},
-            ["customer_id", "items[1].sku", "items[1].quantity"],
+            {"items": [item(SKU, 1)], "idempotency_key": "key\n"},
+            ["idempotency_key"],
+            id="idempotency_key-newline",
+        ),
+        pytest.param({"items": [item("ESP-001\n", 1)]}, ["items[0].sku"], id="sku-newline"),
+        pytest.param(
+            {
+                "items": [item(SKU, STOCK + 1), item("x y", -1)],
+                "idempotency_key": "no spaces",
+            },
+            ["items[1].sku", "items[1].quantity", "idempotency_key"],
             id="all-at-once",
         ),
     ],
@@ -116,15 +134,21 @@ async def test_place_order_mistakes(
     assert bad_fields(caught.value) == fields
 
 
-@pytest.mark.parametrize("method", ["GetOrder", "CancelOrder"])
+ORDER_REQUESTS = {
+    "GetOrder": gateway_pb2.GetOrderRequest,
+    "CancelOrder": gateway_pb2.CancelOrderRequest,
+}
+
+
+@pytest.mark.parametrize("method", ORDER_REQUESTS)
 async def test_order_id_must_be_a_uuid(gateway: Any, method: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await getattr(gateway, method)(orders_pb2.GetOrderRequest(order_id="order-7"), timeout=30)
+        await getattr(gateway, method)(ORDER_REQUESTS[method](order_id="order-7"), timeout=30)
     assert bad_fields(caught.value) == ["order_id"]
 
 
 async def test_watch_order_id_must_be_a_uuid(gateway: Any) -> None:
-    stream = gateway.WatchOrder(orders_pb2.WatchOrderRequest(order_id="order-7"), timeout=30)
+    stream = gateway.WatchOrder(gateway_pb2.WatchOrderRequest(order_id="order-7"), timeout=30)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()
     assert bad_fields(caught.value) == ["order_id"]
@@ -133,10 +157,14 @@ async def test_watch_order_id_must_be_a_uuid(gateway: Any) -> None:
 @pytest.mark.parametrize(
     ("method", "request_message", "fields"),
     [
-        ("ListOrders", orders_pb2.ListOrdersRequest(customer_id="c1", page_size=-1), ["page_size"]),
+        ("ListOrders", gateway_pb2.ListOrdersRequest(page_size=-1), ["page_size"]),
         ("ListProducts", inventory_pb2.ListProductsRequest(page_size=-1), ["page_size"]),
         # Tokens are checked where they are issued (orders, inventory): passed through.
-        ("ListOrders", orders_pb2.ListOrdersRequest(customer_id="c1", page_token="forged"),
+        ("ListOrders", gateway_pb2.ListOrdersRequest(page_token="forged"), ["page_token"]),
+        # The right keys with values no service issues: still the client's mistake.
+        ("ListOrders", gateway_pb2.ListOrdersRequest(page_token=FORGED_ORDERS_TOKEN),
+         ["page_token"]),
+        ("ListProducts", inventory_pb2.ListProductsRequest(page_token=FORGED_PRODUCTS_TOKEN),
          ["page_token"]),
         ("ListProducts", inventory_pb2.ListProductsRequest(page_token="forged"), ["page_token"]),
     ],
@@ -151,13 +179,13 @@ async def test_paging_mistakes(
 
 async def test_unknown_order_is_not_found(gateway: Any) -> None:
     unknown = str(uuid.uuid4())
-    for method in ("GetOrder", "CancelOrder"):
+    for method, request_type in ORDER_REQUESTS.items():
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await getattr(gateway, method)(orders_pb2.GetOrderRequest(order_id=unknown), timeout=30)
+            await getattr(gateway, method)(request_type(order_id=unknown), timeout=30)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND, method
         info = detail(caught.value, error_details_pb2.ResourceInfo)
         assert (info.resource_type, info.resource_name) == ("order", unknown)
-    stream = gateway.WatchOrder(orders_pb2.WatchOrderRequest(order_id=unknown), timeout=30)
+    stream = gateway.WatchOrder(gateway_pb2.WatchOrderRequest(order_id=unknown), timeout=30)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream.read()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -166,7 +194,7 @@ async def test_unknown_order_is_not_found(gateway: Any) -> None:
 
 async def test_not_enough_stock_names_the_sku(gateway: Any) -> None:
     request = gateway_pb2.PlaceOrderRequest(
-        customer_id="c1", items=[item("ESP-001", 1), item(SKU, STOCK + 1)], idempotency_key="short"
+        items=[item("ESP-001", 1), item(SKU, STOCK + 1)], idempotency_key="short"
     )
     for _ in range(2):  # the retry replays the same answer
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -180,7 +208,7 @@ async def test_not_enough_stock_names_the_sku(gateway: Any) -> None:
 async def test_unknown_product_is_not_found(gateway: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.PlaceOrder(
-            gateway_pb2.PlaceOrderRequest(customer_id="c1", items=[item(SKU, 1), item("NOPE", 1)]),
+            gateway_pb2.PlaceOrderRequest(items=[item(SKU, 1), item("NOPE", 1)]),
             timeout=30,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -191,16 +219,13 @@ async def test_unknown_product_is_not_found(gateway: Any) -> None:
 async def test_idempotency_key_reused_for_another_order(gateway: Any) -> None:
     key = f"reuse-{uuid.uuid4()}"
     first = await gateway.PlaceOrder(
-        gateway_pb2.PlaceOrderRequest(customer_id="c1", items=[item("MUG-003", 1)],
-                                      idempotency_key=key),
+        gateway_pb2.PlaceOrderRequest(items=[item("MUG-003", 1)], idempotency_key=key),
         timeout=30,
     )  # fmt: skip
     assert first.status == common_pb2.ORDER_STATUS_CONFIRMED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.PlaceOrder(
-            gateway_pb2.PlaceOrderRequest(
-                customer_id="c1", items=[item("MUG-003", 2)], idempotency_key=key
-            ),
+            gateway_pb2.PlaceOrderRequest(items=[item("MUG-003", 2)], idempotency_key=key),
             timeout=30,
         )
     assert bad_fields(caught.value) == ["idempotency_key"]
@@ -209,10 +234,69 @@ async def test_idempotency_key_reused_for_another_order(gateway: Any) -> None:
 async def test_too_short_a_deadline_is_deadline_exceeded(gateway: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.PlaceOrder(
-            gateway_pb2.PlaceOrderRequest(customer_id="c1", items=[item("ESP-001", 1)]),
+            gateway_pb2.PlaceOrderRequest(items=[item("ESP-001", 1)]),
             timeout=0.001,
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.ListProducts(inventory_pb2.ListProductsRequest(), timeout=0.0001)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# --- what generic clients can send -----------------------------------------------------
+
+
+async def test_thousands_of_bad_items_get_a_short_invalid_argument(gateway: Any) -> None:
+    """Over the item limit, items are not checked one by one: one violation."""
+    items = [item(f"bad sku {i}", 0) for i in range(5000)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.PlaceOrder(gateway_pb2.PlaceOrderRequest(items=items), timeout=30)
+    assert bad_fields(caught.value) == ["items"]
+    assert caught.value.details() == "items: must contain at most 50 items, got 5000"
+
+
+async def test_many_violations_are_capped_with_a_count_of_the_rest(gateway: Any) -> None:
+    long_sku = "S" * 10_000
+    items = [item(long_sku, 0) for _ in range(50)]  # 149 violations: sku, quantity, duplicate
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.PlaceOrder(gateway_pb2.PlaceOrderRequest(items=items), timeout=30)
+    request = detail(caught.value, error_details_pb2.BadRequest)
+    fields = [(v.field, v.description) for v in request.field_violations]
+    assert len(fields) == 21
+    assert fields[-1] == ("items", "and 129 more violations")
+    # The sku is echoed shortened (in the duplicate's description), never whole.
+    raw = dict(caught.value.trailing_metadata() or ())[STATUS_DETAILS_KEY]
+    assert len(raw) + len(caught.value.details()) < 4096
+    assert "S" * 33 not in caught.value.details()
+
+
+def _place_order_body(second_sku: bytes) -> bytes:
+    body = gateway_pb2.PlaceOrderRequest(items=[item("ESP-001", 1), item("XX", 1)])
+    raw = body.SerializeToString()
+    assert raw.count(b"XX") == 1
+    return raw.replace(b"XX", second_sku)
+
+
+@pytest.mark.parametrize(
+    ("body", "violation"),
+    [
+        (_place_order_body(b"\xff\xfe"), "items[1].sku: is not valid UTF-8"),
+        (_place_order_body(b"XX")[:-4], "items[1]: is truncated"),
+        (b"\x12" + b"\xff" * 10, "items[0]: is truncated"),
+        (b"\xff" * 12, "request: ends in the middle of a field (truncated or not protobuf)"),
+    ],
+    ids=["invalid-utf8", "truncated", "huge-length", "garbage"],
+)
+async def test_bytes_that_are_not_the_request_are_invalid_argument(
+    cluster: LocalCluster, body: bytes, violation: str
+) -> None:
+    """What grpcurl or a hand-made client can send: INVALID_ARGUMENT naming the field,
+    and no traceback in the gateway's log."""
+    async with channel_with(cluster.gateway_target, cluster.end_user_metadata("c1")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/shop.v1.Gateway/PlaceOrder")(body, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == violation
+    assert bad_fields(caught.value) == [violation.split(":", 1)[0]]
+    (replica,) = cluster.replicas_of("gateway")
+    assert "Traceback" not in replica.log_path.read_text()
