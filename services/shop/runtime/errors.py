@@ -52,18 +52,10 @@ class ShopError(Exception):
 class ReplayedStatus(ShopError):
     """A status recorded earlier, sent again as it was (e.g. to a retried request)."""
 
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        message: str,
-        status_details: bytes | None,
-        *,
-        no_retry: bool = False,
-    ) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, status_details: bytes | None) -> None:
         super().__init__(message)
         self.code = code
         self._status_details = status_details
-        self.no_retry = no_retry
 
     def status_details(self) -> bytes:
         return self._status_details or super().status_details()
