@@ -96,7 +96,8 @@ class _MethodTelemetry:
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Metrics, SERVER spans, the incoming deadline, the route trailer and the mapping
-    of domain errors to statuses (``errors.abort_with``), for every call."""
+    of every failure to a status (``failures`` decides, ``errors.abort_with`` sends it),
+    for every call."""
 
     def __init__(
         self,
