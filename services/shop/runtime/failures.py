@@ -174,10 +174,13 @@ class Failures:
             return error
         if isinstance(error, grpc.aio.AioRpcError):
             return self._downstream(error, method)
-        if connection_problem(error) or _network_error(error):
-            dependency = f"the {self._service} database"
-            if not connection_problem(error):
-                dependency = f"a service {self._service} depends on"
+        database_down = connection_problem(error)
+        if database_down or _network_error(error):
+            dependency = (
+                f"the {self._service} database"
+                if database_down
+                else f"a service {self._service} depends on"
+            )
             # The driver's words stay in our log; the first line of them is enough.
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
             self._events.log(
