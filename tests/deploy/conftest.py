@@ -50,6 +50,61 @@ ALL_FEATURES: dict[str, Any] = {
     "otel": {"endpoint": "http://opentelemetry-collector.observability.svc.cluster.local:4317"},
 }
 
+# Every escape hatch set, release-wide and per workload (orders, loadgen and postgresql
+# override some): the values a cluster user would add to fit the chart to a cluster.
+ESCAPE_HATCHES: dict[str, Any] = {
+    "imagePullSecrets": [{"name": "registry-cred"}],
+    "priorityClassName": "shop-high",
+    "nodeSelector": {"pool": "shop"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "shop", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 10,
+                    "preference": {
+                        "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]
+                    },
+                }
+            ]
+        }
+    },
+    "podAnnotations": {"example.com/owner": "team-shop", "example.com/cost-centre": "42"},
+    "podLabels": {"team": "shop", "tier": "backend"},
+    "extraEnv": [
+        {"name": "TZ", "value": "UTC"},
+        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ],
+    "orders": {
+        "extraEnv": [
+            {"name": "TZ", "value": "Europe/Berlin"},
+            {"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "x-tenant=shop"},
+        ],
+        "podAnnotations": {"example.com/owner": "team-orders"},
+        "podLabels": {"tier": "core"},
+        "nodeSelector": {"pool": "orders"},
+        "tolerations": [{"key": "orders", "operator": "Exists"}],
+        "affinity": {
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "orders"}},
+                    }
+                ]
+            }
+        },
+    },
+    "loadgen": {"enabled": True, "nodeSelector": {"pool": "load"}},
+    "postgresql": {
+        "tolerations": [
+            {"key": "db", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
+        ]
+    },
+}
+
 Manifest = dict[str, Any]
 
 
@@ -250,6 +305,23 @@ def render_chart() -> ChartRenderer:
 def all_features() -> dict[str, Any]:
     """Values that switch every optional block on."""
     return copy.deepcopy(ALL_FEATURES)
+
+
+@pytest.fixture(scope="session")
+def escape_hatches() -> dict[str, Any]:
+    """Values that set every escape hatch (ESCAPE_HATCHES)."""
+    return copy.deepcopy(ESCAPE_HATCHES)
+
+
+@pytest.fixture(scope="session")
+def feature_sets() -> dict[str, dict[str, Any]]:
+    """Named sets of values the validity tests render: the defaults, every optional block,
+    and every optional block with every escape hatch."""
+    return {
+        "defaults": {},
+        "all-features": copy.deepcopy(ALL_FEATURES),
+        "escape-hatches": merge(ALL_FEATURES, ESCAPE_HATCHES),
+    }
 
 
 def lint_findings(path: Path, values: dict[str, Any], kube_version: str) -> list[dict[str, Any]]:

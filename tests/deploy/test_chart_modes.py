@@ -105,44 +105,60 @@ def test_istio_mode_mesh_resources(render_chart: Callable[..., Any]) -> None:
     assert telemetry["spec"]["tracing"][0]["providers"] == [{"name": "otel-tracing"}]
 
 
-def test_istio_authorization_only_lets_callers_in(render_chart: Callable[..., Any]) -> None:
-    rendered = render_chart("istio")
+def _grants(policy: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(caller, port) -> the paths its rules allow; caller "*" for rules without ``from``
+    and a path "*" for rules that name no paths."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in policy["spec"]["rules"]:
+        callers = [
+            principal.removeprefix(f"cluster.local/ns/{NS}/sa/")
+            for source in rule.get("from", [])
+            for principal in source["source"]["principals"]
+        ] or ["*"]
+        for target in rule["to"]:
+            operation = target["operation"]
+            for caller in callers:
+                for port in operation["ports"]:
+                    grants.setdefault((caller, port), set()).update(operation.get("paths", ["*"]))
+    return grants
 
-    def callers(component: str) -> set[str]:
+
+def test_istio_authorization_grants_methods_per_caller(render_chart: Callable[..., Any]) -> None:
+    # Per method, not just per caller: each identity gets exactly the calls it makes.
+    rendered = render_chart("istio")
+    health = {"/grpc.health.v1.Health/*"}
+    expected = {
+        "orders": {
+            ("shop-gateway", "50051"): {"/shop.v1.Orders/*"},
+            ("*", "50051"): health,
+            ("*", "9464"): {"*"},
+        },
+        "inventory": {
+            ("shop-orders", "50051"): {
+                "/shop.v1.Inventory/Reserve",
+                "/shop.v1.Inventory/Release",
+                "/shop.v1.Inventory/ListProducts",
+            },
+            ("shop-gateway", "50051"): {"/shop.v1.Inventory/ListProducts"},
+            ("*", "50051"): health,
+            ("*", "9464"): {"*"},
+        },
+    }
+    assert rendered.names("AuthorizationPolicy") == {f"shop-{c}" for c in expected}
+    for component, grants in expected.items():
         policy = rendered.get("AuthorizationPolicy", f"shop-{component}")
         assert policy["spec"]["action"] == "ALLOW"
         assert policy["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == (
             component
         )
-        grpc_rules = [
-            r
-            for r in policy["spec"]["rules"]
-            if "from" in r and "paths" not in r["to"][0]["operation"]
-        ]
-        return {
-            principal.rsplit("/", 1)[-1]
-            for rule in grpc_rules
-            for source in rule["from"]
-            for principal in source["source"]["principals"]
-        }
-
-    assert callers("orders") == {"shop-gateway"}
-    assert callers("inventory") == {"shop-gateway", "shop-orders"}
+        assert _grants(policy) == grants, component
     # Identities exist: each workload runs as its own ServiceAccount.
     for component in SERVICES:
         spec = _pod_template(rendered, component)["spec"]
         assert spec["serviceAccountName"] == f"shop-{component}"
         assert f"shop-{component}" in rendered.names("ServiceAccount")
-    # The helm test pod may only ask for health.
-    test_rules = [
-        r
-        for r in rendered.get("AuthorizationPolicy", "shop-orders")["spec"]["rules"]
-        if "paths" in r["to"][0]["operation"]
-    ]
-    assert test_rules[0]["to"][0]["operation"]["paths"] == ["/grpc.health.v1.Health/Check"]
-    assert test_rules[0]["from"][0]["source"]["principals"] == [
-        f"cluster.local/ns/{NS}/sa/shop-test"
-    ]
+    (test_pod,) = rendered.of_kind("Pod")
+    assert test_pod["spec"]["serviceAccountName"] == "shop-test"
 
 
 def test_proxyless_mode_uses_the_grpc_agent(render_chart: Callable[..., Any]) -> None:

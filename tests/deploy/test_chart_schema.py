@@ -31,6 +31,61 @@ Render = Callable[..., Any]
         ({"otel": {"endpoint": "collector:4317"}}, "at '/otel/endpoint'"),
         ({"otel": {"samplerArg": "1.5"}}, "at '/otel/samplerArg'"),
         ({"postgresql": {"storage": "1GB"}}, "at '/postgresql/storage'"),
+        # The escape hatches: misspelt keys at every level, wrong types.
+        ({"nodeSelecter": {"pool": "a"}}, "additional properties 'nodeSelecter' not allowed"),
+        (
+            {"gateway": {"tolerration": []}},
+            "at '/gateway': additional properties 'tolerration' not allowed",
+        ),
+        (
+            {"affinity": {"nodeAfinity": {}}},
+            "at '/affinity': additional properties 'nodeAfinity' not allowed",
+        ),
+        (
+            {
+                "orders": {
+                    "affinity": {
+                        "podAntiAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {"weight": 50, "podAffinityTerm": {"topologykey": "zone"}}
+                            ]
+                        }
+                    }
+                }
+            },
+            "at '/orders/affinity/podAntiAffinity/preferredDuringSchedulingIgnoredDuringExecution"
+            "/0/podAffinityTerm': additional properties 'topologykey' not allowed",
+        ),
+        (
+            {"tolerations": [{"key": "gpu", "efect": "NoSchedule"}]},
+            "at '/tolerations/0': additional properties 'efect' not allowed",
+        ),
+        ({"tolerations": [{"operator": "Exist"}]}, "at '/tolerations/0/operator'"),
+        ({"inventory": {"extraEnv": [{"nmae": "A"}]}}, "at '/inventory/extraEnv/0'"),
+        (
+            {"extraEnv": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "ky": "k"}}}]},
+            "at '/extraEnv/0/valueFrom/secretKeyRef': additional properties 'ky' not allowed",
+        ),
+        ({"extraEnv": [{"name": "A", "value": 1}]}, "at '/extraEnv/0/value': got number, want"),
+        ({"extraEnv": {"A": "1"}}, "at '/extraEnv': got object, want array"),
+        ({"podLabels": {"team": 7}}, "at '/podLabels/team': got number, want string"),
+        ({"gateway": {"podAnnotations": {"a/b": True}}}, "at '/gateway/podAnnotations/a~1b'"),
+        ({"podLabels": {"not a key": "x"}}, "invalid propertyName 'not a key'"),
+        ({"priorityClassName": "High"}, "at '/priorityClassName'"),
+        ({"imagePullSecrets": ["regcred"]}, "at '/imagePullSecrets/0': got string, want object"),
+        ({"loadgen": {"nodeSelector": []}}, "at '/loadgen/nodeSelector': got array, want object"),
+        (
+            {"postgresql": {"tolerations": {"key": "db"}}},
+            "at '/postgresql/tolerations': got object, want array",
+        ),
+        (
+            {"istio": {"stockAdminPrincipals": ["stock-admin"]}},
+            "at '/istio/stockAdminPrincipals/0'",
+        ),
+        (
+            {"networkPolicy": {"stockAdminFrom": [{"podSelectr": {}}]}},
+            "at '/networkPolicy/stockAdminFrom/0': additional properties 'podSelectr' not allowed",
+        ),
     ],
 )
 def test_wrong_values_name_the_field(

@@ -11,18 +11,19 @@ import pytest
 
 Lint = Callable[[Path, dict[str, Any], str], list[dict[str, Any]]]
 Validate = Callable[[dict[str, Any]], None]
+FEATURES = ["defaults", "all-features", "escape-hatches"]  # conftest's feature_sets
 
 
-@pytest.mark.parametrize("features", ["defaults", "all-features"])
+@pytest.mark.parametrize("features", FEATURES)
 def test_lint_strict_is_clean(
     mode: str,
     features: str,
     lint: Lint,
     chart_dir: Path,
     kube_versions: tuple[str, ...],
-    all_features: dict[str, Any],
+    feature_sets: dict[str, dict[str, Any]],
 ) -> None:
-    values = {"mode": mode, **(all_features if features == "all-features" else {})}
+    values = {"mode": mode, **feature_sets[features]}
     for version in (kube_versions[0], kube_versions[-1]):
         assert lint(chart_dir, values, version) == []
 
@@ -35,15 +36,15 @@ def test_lint_catches_a_broken_template(lint: Lint, chart_dir: Path, tmp_path: P
     assert lint(broken, {}, "1.35.0") != []
 
 
-@pytest.mark.parametrize("features", ["defaults", "all-features"])
+@pytest.mark.parametrize("features", FEATURES)
 def test_every_object_is_valid_for_each_kubernetes_version(
     mode: str,
     features: str,
     render_chart: Callable[..., Any],
     validate: Validate,
-    all_features: dict[str, Any],
+    feature_sets: dict[str, dict[str, Any]],
 ) -> None:
-    rendered = render_chart(mode, all_features if features == "all-features" else {})
+    rendered = render_chart(mode, feature_sets[features])
     objects = list(rendered.manifests())
     assert len(objects) >= 10
     for obj in objects:

@@ -46,18 +46,39 @@ def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
     return paths
 
 
+def _subschemas(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every schema nested in ``node``: properties, definitions, items, map values, allOf..."""
+    found: list[dict[str, Any]] = []
+    for key in ("properties", "definitions"):
+        found.extend(node.get(key, {}).values())
+    for key in ("items", "additionalProperties", "propertyNames", "if", "then", "else"):
+        if isinstance(node.get(key), dict):
+            found.append(node[key])
+    for key in ("allOf", "anyOf", "oneOf"):
+        found.extend(node.get(key, []))
+    return found
+
+
 def test_schema_and_values_name_the_same_keys(chart_dir: Path) -> None:
     values = yaml.safe_load((chart_dir / "values.yaml").read_text())
     schema = json.loads((chart_dir / "values.schema.json").read_text())
     # `global` is Helm's, shared with subcharts; it has no default here.
     assert _schema_paths(schema) - {"global"} == _paths(values)
-    # Unknown keys are refused at every level (typos never pass silently).
+    # Unknown keys are refused at every level (typos never pass silently), including
+    # the Kubernetes structures (affinity, tolerations, env) kept under definitions.
     stack = [schema]
+    objects = 0
     while stack:
         node = stack.pop()
+        if "$ref" in node:
+            target: Any = schema
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]  # a dangling reference fails here
         if node.get("type") == "object" and "properties" in node:
             assert node.get("additionalProperties") is False, node.get("properties", {}).keys()
-            stack.extend(node["properties"].values())
+            objects += 1
+        stack.extend(_subschemas(node))
+    assert objects > 30  # the walk reached the nested definitions
 
 
 def test_every_set_flag_in_the_docs_is_a_real_value(chart_dir: Path, render_chart: Any) -> None:

@@ -57,6 +57,11 @@ helm.sh/chart: {{ include "shop.chart" .root }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* Istio mesh identity (SPIFFE principal) of a component's ServiceAccount. */}}
+{{- define "shop.principal" -}}
+{{- printf "cluster.local/ns/%s/sa/%s" .root.Release.Namespace (include "shop.componentName" .) }}
+{{- end }}
+
 {{/* In-cluster DNS name of a component's Service. */}}
 {{- define "shop.serviceHost" -}}
 {{- printf "%s.%s.svc.cluster.local" (include "shop.componentName" .) .root.Release.Namespace }}
