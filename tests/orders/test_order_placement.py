@@ -22,7 +22,15 @@ from grpc_status import rpc_status
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
 from shop.orders.reconciler import Reconciler
-from shop.orders.store import CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING, REJECTED, Item
+from shop.orders.store import (
+    CANCELLED,
+    CANCELLING,
+    CONFIRMED,
+    FAILED,
+    REJECTED,
+    ROLLING_BACK,
+    Item,
+)
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, inventory_pb2, orders_pb2
 
@@ -252,14 +260,17 @@ async def test_reserve_past_its_deadline_is_released_and_retry_starts_fresh(
     assert await shop.stock("SAGA-D") == 7
 
 
-async def test_unreachable_inventory_leaves_pending_until_reconciled(start_shop: Any) -> None:
+async def test_unreachable_inventory_leaves_the_roll_back_to_the_reconciler(
+    start_shop: Any,
+) -> None:
     shop = await start_shop(inventory_up=False)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(create("k-dark", ("ESP-001", 4)), timeout=30)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    # Release could not be sent either, so the attempt stays open for the reconciler.
+    # The attempt was claimed for roll-back (it can never be confirmed now), but Release
+    # could not be sent either, so it stays ROLLING_BACK for the reconciler to finish.
     record = await shop.record("k-dark")
-    assert (record.status, record.attempt) == (PENDING, 1)
+    assert (record.status, record.attempt) == (ROLLING_BACK, 1)
 
     await shop.start_inventory()
     # Not stale yet: an attempt that may still be in flight is left alone.
@@ -321,8 +332,9 @@ async def test_reconciler_finishes_a_cancel_that_died_mid_way(shop: Any) -> None
 
 async def test_retry_of_an_attempt_released_underneath_places_a_new_one(shop: Any) -> None:
     await shop.set_stock("SAGA-U", 10)
-    # A roll-back (of a timed-out request, or the reconciler's) has released attempt 1
-    # but not yet marked it FAILED when the client's retry of the key arrives.
+    # Attempt 1's reservation was released while the order is still PENDING (nothing
+    # of ours does that without claiming the attempt first, but a replica of an older
+    # version would) when the client's retry of the key arrives.
     record = await shop.store.create_or_get("k-underneath", "cust-1", [Item("SAGA-U", 2)])
     released = await shop.inventory.Release(
         inventory_pb2.ReleaseRequest(reservation_id=record.reservation_id), timeout=10

@@ -5,6 +5,26 @@ with the reservation id as the link. Whatever fails, stock is either reserved fo
 CONFIRMED order or returned: an unknown outcome is resolved by releasing the
 reservation (Release leaves a tombstone, so a late Reserve cannot apply afterwards),
 and the reconciler finishes what a crash left half-done.
+
+Confirming an attempt and releasing it exclude each other. Any number of actors may
+work on one attempt N at once (the first request, retries of its key on any
+replica, every replica's reconciler), and each acts on a record it read earlier, so
+no decision may rest on that record alone. Instead:
+
+* CONFIRMED is reached only by a compare-and-set from PENDING(N);
+* nobody sends Release for attempt N's reservation before a compare-and-set from
+  PENDING(N) to ROLLING_BACK(N) has succeeded (by them or by someone else);
+* ROLLING_BACK(N) only ever moves on to FAILED(N), and FAILED(N) only to
+  PENDING(N + 1) with a new reservation id.
+
+Both compare-and-sets leave PENDING(N), so at most one of them succeeds: an attempt
+is either confirmed and its reservation is never released by the saga, or claimed
+for roll-back and never confirmed. Whoever loses a compare-and-set re-reads the
+order and continues from its current state. Finishing someone else's ROLLING_BACK
+is always allowed (Release is idempotent, and FAILED(N) needs ROLLING_BACK(N)), so
+a roll-back whose actor crashed or lost inventory midway is finished by the next
+retry of the key or by the reconciler. Cancellation claims the same way
+(CONFIRMED -> CANCELLING before Release).
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ from shop.orders.store import (
     FAILED,
     PENDING,
     REJECTED,
+    ROLLING_BACK,
     OrderRecord,
     OrderStore,
 )
@@ -56,6 +77,9 @@ def _finished(task: asyncio.Task[Any]) -> None:
     if error is not None and not isinstance(error, grpc.aio.AioRpcError | ShopError):
         log.error("order operation failed", exc_info=error)
 
+
+# States in which the order itself is the answer to a request for its key.
+ANSWERED = (CONFIRMED, CANCELLING, CANCELLED)
 
 # Inventory answered and took nothing: safe to record as the order's final outcome.
 DEFINITE_REFUSALS = frozenset(
@@ -93,22 +117,33 @@ class OrderPlacement:
         self._timeout_s = timeout_s
 
     async def place(self, order: OrderRecord) -> OrderRecord:
-        if order.status == FAILED:
-            # The previous attempt was rolled back; a retry of the key starts a new one.
-            restarted = await self.store.transition(
-                order, PENDING, (FAILED,), attempt=order.attempt + 1
-            )
-            order = restarted or await self._reload(order)
-            if order.status != PENDING:
-                return await self.place(order)
-        if order.status in (CONFIRMED, CANCELLING, CANCELLED):
-            return order
-        if order.status == REJECTED:
-            raise ReplayedStatus(
-                grpc.StatusCode[order.failure_code or "FAILED_PRECONDITION"],
-                order.failure_message or "order was rejected",
-                order.failure_details,
-            )
+        """Drives ``order`` (any state) to an answer: the order, or an error."""
+        while True:
+            if order.status == ROLLING_BACK:
+                # This attempt was claimed for roll-back, so it can never be confirmed.
+                # Finish the release (the claimer may have died or lost inventory) and
+                # go on like a retry of a FAILED order.
+                order = await self._finish_roll_back(order)
+                continue
+            if order.status == FAILED:
+                # The previous attempt was rolled back; a retry of the key starts a new one.
+                order = await self.store.next_attempt(order) or await self._reload(order)
+                continue
+            if order.status in ANSWERED:
+                return order
+            if order.status == REJECTED:
+                raise ReplayedStatus(
+                    grpc.StatusCode[order.failure_code or "FAILED_PRECONDITION"],
+                    order.failure_message or "order was rejected",
+                    order.failure_details,
+                )
+            # PENDING: confirmed, or a compare-and-set was lost and the loop continues
+            # from the order's current state.
+            order = await self._reserve_and_confirm(order)
+
+    async def _reserve_and_confirm(self, order: OrderRecord) -> OrderRecord:
+        """One try at the PENDING attempt ``order``: the confirmed order, or the order's
+        state after a lost compare-and-set (for ``place`` to continue from)."""
         request = inventory_pb2.ReserveRequest(
             reservation_id=order.reservation_id,
             items=[common_pb2.OrderItem(sku=i.sku, quantity=i.quantity) for i in order.items],
@@ -117,12 +152,12 @@ class OrderPlacement:
             reserved = await self._inventory.Reserve(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:
             if _attempt_released(error, order.reservation_id):
-                # A concurrent roll-back released this attempt: it is over (and holds
-                # no stock), so it is no answer for the order. Continue with the next.
-                await self.store.transition(order, FAILED, (PENDING,))
-                return await self.place(await self._reload(order))
+                # Released means claimed: the attempt is ROLLING_BACK or past it, and it
+                # holds no stock. (Should anything have released it without a claim,
+                # roll_back claims it now, so no one can confirm it afterwards.)
+                return await self.roll_back(order)
             if error.code() in DEFINITE_REFUSALS:
-                await self.store.transition(
+                rejected = await self.store.transition(
                     order,
                     REJECTED,
                     (PENDING,),
@@ -130,36 +165,61 @@ class OrderPlacement:
                     failure_message=error.details() or "",
                     failure_details=status_details_of(error),
                 )
-            else:
-                await self.roll_back(order)
+                if rejected is None:
+                    # Another request of the key confirmed this attempt, or it was
+                    # claimed for roll-back: the refusal is not the order's answer.
+                    return await self._reload(order)
+                raise
+            # Unknown outcome: the stock may be taken. Release it, unless a concurrent
+            # request of the key confirmed the attempt first (then that is the answer).
+            try:
+                settled = await self.roll_back(order)
+            except grpc.aio.AioRpcError as release_error:
+                log.warning(
+                    "release failed; a retry or the reconciler will finish it",
+                    extra={"order_id": order.order_id, "code": release_error.code().name},
+                )
+                raise error from None
+            if settled.status in ANSWERED:
+                return settled
             raise
         confirmed = await self.store.transition(
             order, CONFIRMED, (PENDING,), total_cents=reserved.total_cents
         )
-        if confirmed is None:
-            # Another request confirmed this attempt, or a roll-back released it (its
-            # stock is back): answer from the order's current state, never the stale one.
-            return await self.place(await self._reload(order))
-        return confirmed
+        # None: another request confirmed this attempt, or a roll-back claimed it (its
+        # stock is being returned): never answer from the stale record.
+        return confirmed or await self._reload(order)
 
-    async def roll_back(self, order: OrderRecord) -> None:
-        """Releases an attempt whose outcome is unknown and marks it FAILED.
+    async def roll_back(self, order: OrderRecord) -> OrderRecord:
+        """Ends the attempt of ``order`` unless it has been confirmed; returns the order
+        as it is afterwards (FAILED if the attempt was rolled back).
 
-        If inventory cannot be reached either, the order stays PENDING and the
-        reconciler retries later."""
-        try:
-            with detached_scope():
-                await self._inventory.Release(
-                    inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
-                    timeout=self._timeout_s,
-                )
-        except grpc.aio.AioRpcError as error:
-            log.warning(
-                "release failed; reconciler will retry",
-                extra={"order_id": order.order_id, "code": error.code().name},
+        ``order`` may be long out of date (a reconciler's batch): the claim is a
+        compare-and-set on PENDING at the same attempt, so an attempt confirmed since
+        is left alone and nothing is released. Raises AioRpcError if Release cannot
+        be done; the order then stays ROLLING_BACK, for a retry of its key or the
+        reconciler to finish."""
+        if order.status == PENDING:
+            claimed = await self.store.transition(order, ROLLING_BACK, (PENDING,))
+            order = claimed or await self._reload(order)
+        if order.status != ROLLING_BACK:
+            return order
+        return await self._finish_roll_back(order)
+
+    async def _finish_roll_back(self, order: OrderRecord) -> OrderRecord:
+        """Releases the reservation of a ROLLING_BACK attempt, then marks it FAILED.
+
+        Anyone may do this, and several may at once: the attempt was claimed, so
+        nobody can confirm it; Release is idempotent; only one FAILED transition
+        succeeds, and only while the order is still ROLLING_BACK at this attempt."""
+        assert order.status == ROLLING_BACK, order.status
+        with detached_scope():
+            await self._inventory.Release(
+                inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
+                timeout=self._timeout_s,
             )
-            return
-        await self.store.transition(order, FAILED, (PENDING,))
+        failed = await self.store.transition(order, FAILED, (ROLLING_BACK,))
+        return failed or await self._reload(order)
 
     async def finish_cancel(self, order: OrderRecord) -> OrderRecord:
         with detached_scope():

@@ -2,6 +2,12 @@
 
 Every replica runs it; the work is idempotent (Release by reservation id, state
 transitions conditional on the current state), so replicas never conflict.
+
+A batch is read once and handled order by order, so by the time an order's turn
+comes a retry of its key may have confirmed it. That is why nothing here releases
+stock on the strength of the batch: ``OrderPlacement.roll_back`` first claims the
+attempt (PENDING -> ROLLING_BACK at the attempt number read), and an attempt
+confirmed in between fails that claim and is left alone (see shop.orders.placement).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import grpc
 
 from shop.orders.placement import OrderPlacement
-from shop.orders.store import CANCELLING, PENDING
+from shop.orders.store import CANCELLING, FAILED, PENDING, ROLLING_BACK
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +32,24 @@ class Reconciler:
         self._stale_after_s = stale_after_s
 
     async def run_once(self) -> int:
+        """One round; returns how many of the orders it picked up ended rolled back
+        (FAILED at the attempt it read) or cancelled."""
         fixed = 0
         store = self._placement.store
-        for order in await store.stale((PENDING,), self._stale_after_s):
-            await self._placement.roll_back(order)
-            fixed += 1
+        # ROLLING_BACK too: a roll-back whose actor crashed (or lost inventory) between
+        # its claim and FAILED. Finishing it again is harmless: Release is idempotent.
+        for order in await store.stale((PENDING, ROLLING_BACK), self._stale_after_s):
+            try:
+                settled = await self._placement.roll_back(order)
+            except grpc.aio.AioRpcError as error:
+                log.warning(
+                    "roll-back still pending",
+                    extra={"order_id": order.order_id, "code": error.code().name},
+                )
+                continue
+            # Anything else: confirmed, or moved on, since the batch was read.
+            if (settled.status, settled.attempt) == (FAILED, order.attempt):
+                fixed += 1
         for order in await store.stale((CANCELLING,), self._stale_after_s):
             try:
                 await self._placement.finish_cancel(order)

@@ -2,13 +2,19 @@
 requests with the same key (from any replica) end up with one order row.
 
 Internal states beyond the public enum: REJECTED (inventory said no; nothing was
-reserved) and FAILED (an attempt's outcome was unknown and its reservation has been
-released). Neither is visible to clients as an order.
+reserved), ROLLING_BACK (an attempt has been claimed for release: it can never be
+confirmed any more, and its reservation is being returned) and FAILED (that release
+is done). None of them is visible to clients as an order.
+
+Each attempt of an order has its own reservation id, random and stored here: it is
+the only handle on the attempt's stock in inventory, so it must not be derivable
+from anything a client sees (an order id, an idempotency key).
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +42,7 @@ CONFIRMED = "CONFIRMED"
 CANCELLING = "CANCELLING"
 CANCELLED = "CANCELLED"
 REJECTED = "REJECTED"
+ROLLING_BACK = "ROLLING_BACK"
 FAILED = "FAILED"
 VISIBLE_STATES = (PENDING, CONFIRMED, CANCELLING, CANCELLED)
 
@@ -50,6 +57,8 @@ orders = Table(
     Column("customer_id", String(64), nullable=False, index=True),
     Column("status", String(16), nullable=False, index=True),
     Column("attempt", Integer, nullable=False),
+    # The current attempt's reservation in inventory; replaced when an attempt starts.
+    Column("reservation_id", String(64), nullable=False),
     Column("total_cents", BigInteger, nullable=False),
     # For REJECTED orders: the inventory's status, replayed to retries of the key.
     Column("failure_code", String(32), nullable=True),
@@ -82,6 +91,8 @@ class OrderRecord:
     customer_id: str
     status: str
     attempt: int
+    # One reservation per attempt: a released (FAILED) attempt's id is spent.
+    reservation_id: str
     total_cents: int
     items: tuple[Item, ...]
     created_at: str
@@ -90,10 +101,14 @@ class OrderRecord:
     failure_message: str | None = None
     failure_details: bytes | None = None
 
-    @property
-    def reservation_id(self) -> str:
-        # One reservation per attempt: a released (FAILED) attempt's id is spent.
-        return f"{self.order_id}:{self.attempt}"
+
+def new_reservation_id() -> str:
+    """A fresh, unguessable reservation id (128 random bits as 32 hex digits).
+
+    Release takes nothing but this id, so whoever knows it can return the stock of a
+    confirmed order: it must not be built from the order id or anything else public.
+    Hex digits fit inventory's identifier rules (letters, digits, no leading symbol)."""
+    return secrets.token_hex(16)
 
 
 def request_hash(customer_id: str, items: list[Item]) -> str:
@@ -116,6 +131,7 @@ def _record(row: Row[tuple[object, ...]], items: tuple[Item, ...]) -> OrderRecor
         customer_id=m["customer_id"],
         status=m["status"],
         attempt=m["attempt"],
+        reservation_id=m["reservation_id"],
         total_cents=m["total_cents"],
         items=items,
         created_at=m["created_at"],
@@ -143,6 +159,7 @@ class OrderStore:
             customer_id=customer_id,
             status=PENDING,
             attempt=1,
+            reservation_id=new_reservation_id(),
             total_cents=0,
             items=tuple(sorted(items, key=lambda i: i.sku)),
             created_at=now,
@@ -157,6 +174,7 @@ class OrderStore:
                     customer_id=customer_id,
                     status=PENDING,
                     attempt=1,
+                    reservation_id=new.reservation_id,
                     total_cents=0,
                     created_at=now,
                     updated_at=now,
@@ -210,6 +228,18 @@ class OrderStore:
             return None
         fields = {k: v for k, v in values.items() if k in OrderRecord.__dataclass_fields__}
         return replace(order, status=to_status, updated_at=now, **fields)  # type: ignore[arg-type]
+
+    async def next_attempt(self, order: OrderRecord) -> OrderRecord | None:
+        """FAILED(N) -> PENDING(N + 1) with a fresh reservation id, or None if something
+        else moved the order first. The new id is written by the same compare-and-set
+        that starts the attempt, so every attempt's reservation is its own."""
+        return await self.transition(
+            order,
+            PENDING,
+            (FAILED,),
+            attempt=order.attempt + 1,
+            reservation_id=new_reservation_id(),
+        )
 
     async def list_for_customer(
         self, customer_id: str, after: tuple[str, str] | None, limit: int
