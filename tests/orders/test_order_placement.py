@@ -87,7 +87,7 @@ async def test_confirmed_order_is_priced_by_inventory(shop: Any) -> None:
     assert await shop.stock("SAGA-A") == 8
     assert await shop.stock("SAGA-B") == 4
     fetched = await shop.orders.GetOrder(
-        orders_pb2.GetOrderRequest(order_id=order.order_id), timeout=10
+        orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=10
     )
     assert fetched == order
 
@@ -154,7 +154,10 @@ async def test_out_of_stock_is_rejected_and_replayed_without_reserving(shop: Any
     assert (record.status, record.failure_code) == (REJECTED, "FAILED_PRECONDITION")
     # A rejected attempt is not an order.
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await shop.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=record.order_id), timeout=30)
+        await shop.orders.GetOrder(
+            orders_pb2.OrderRef(order_id=record.order_id, customer_id=record.customer_id),
+            timeout=30,
+        )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
     # Stock arrives; a retry of the key still gets the recorded answer and takes nothing.
@@ -244,7 +247,10 @@ async def test_reserve_past_its_deadline_is_released_and_retry_starts_fresh(
     assert (record.status, record.attempt) == (FAILED, 1)
     assert await shop.stock("SAGA-D") == 10, "the unknown-outcome reservation was not released"
     with pytest.raises(grpc.aio.AioRpcError) as missing:
-        await shop.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=record.order_id), timeout=30)
+        await shop.orders.GetOrder(
+            orders_pb2.OrderRef(order_id=record.order_id, customer_id=record.customer_id),
+            timeout=30,
+        )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     gated[0].gate.set()
     # The first attempt's reservation id is spent...
@@ -325,7 +331,7 @@ async def test_reconciler_finishes_a_cancel_that_died_mid_way(shop: Any) -> None
     assert (await shop.record("k-halfcancel")).status == CANCELLED
     assert await shop.stock("KTL-005") == 100
     fetched = await shop.orders.GetOrder(
-        orders_pb2.GetOrderRequest(order_id=order.order_id), timeout=30
+        orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=30
     )
     assert fetched.status == common_pb2.ORDER_STATUS_CANCELLED
 
@@ -372,7 +378,7 @@ async def test_confirmation_that_loses_to_a_roll_back_starts_a_new_attempt(
     assert (await shop.record("k-lost")).attempt == 2
     assert await shop.stock("SAGA-L") == 7
     fetched = await shop.orders.GetOrder(
-        orders_pb2.GetOrderRequest(order_id=order.order_id), timeout=30
+        orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id), timeout=30
     )
     assert fetched.status == common_pb2.ORDER_STATUS_CONFIRMED
 
