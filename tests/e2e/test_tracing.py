@@ -131,6 +131,10 @@ def _metadata(cluster: LocalCluster, traceparent: str | None) -> list[tuple[str,
     return metadata
 
 
+# What orders logs when a saga step cannot release its reservation (placement.py).
+RELEASE_FAILED = "release failed; a retry or the reconciler will finish it"
+
+
 def _one(spans: list[ReceivedSpan], service: str, kind: int, name: str) -> ReceivedSpan:
     matching = [s for s in spans if (s.service, s.kind, s.name) == (service, kind, name)]
     assert len(matching) == 1, f"{service} {name}: {matching}"
@@ -221,7 +225,7 @@ def test_log_lines_written_during_a_call_carry_its_trace(
             for line in orders.log_path.read_text().splitlines()
             if line.startswith("{")
         ]
-        in_call = [line for line in lines if line["msg"] == "release failed; reconciler will retry"]
+        in_call = [line for line in lines if line["msg"] == RELEASE_FAILED]
         if in_call:
             break
         assert time.monotonic() < deadline, f"no in-call log line in {lines}"
