@@ -49,10 +49,14 @@ from shop.orders.store import (
     OrderStore,
 )
 from shop.runtime.callscope import detached_scope
+from shop.runtime.database import connection_problem
 from shop.runtime.errors import ReplayedStatus, ShopError, status_details_of
+from shop.runtime.failures import RateLimitedLog
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
 
 log = logging.getLogger(__name__)
+# An outage fails every call the same way: log the first in full, then count.
+limited_log = RateLimitedLog(log)
 
 T = TypeVar("T")
 
@@ -74,8 +78,16 @@ def _finished(task: asyncio.Task[Any]) -> None:
     # Read the outcome so that one nobody waits for any more (the caller left) is not
     # logged as "Task exception was never retrieved"; a caller still there gets it too.
     error = None if task.cancelled() else task.exception()
-    if error is not None and not isinstance(error, grpc.aio.AioRpcError | ShopError):
-        log.error("order operation failed", exc_info=error)
+    if error is None or isinstance(error, grpc.aio.AioRpcError | ShopError):
+        return
+    if connection_problem(error):
+        # The database is down: the caller got UNAVAILABLE; no stack to read.
+        limited_log.log("database unavailable", logging.WARNING, "orders database unavailable")
+    else:
+        limited_log.log(
+            ("failed", type(error).__name__), logging.ERROR, "order operation failed",
+            exc_info=error,
+        )  # fmt: skip
 
 
 # States in which the order itself is the answer to a request for its key.
@@ -175,7 +187,9 @@ class OrderPlacement:
             try:
                 settled = await self.roll_back(order)
             except grpc.aio.AioRpcError as release_error:
-                log.warning(
+                limited_log.log(
+                    ("release failed", release_error.code()),
+                    logging.WARNING,
                     "release failed; a retry or the reconciler will finish it",
                     extra={"order_id": order.order_id, "code": release_error.code().name},
                 )
@@ -186,9 +200,33 @@ class OrderPlacement:
         confirmed = await self.store.transition(
             order, CONFIRMED, (PENDING,), total_cents=reserved.total_cents
         )
-        # None: another request confirmed this attempt, or a roll-back claimed it (its
-        # stock is being returned): never answer from the stale record.
-        return confirmed or await self._reload(order)
+        if confirmed is not None:
+            return confirmed
+        # Another request confirmed this attempt, or a roll-back claimed it (its stock
+        # is being returned): never answer from the stale record.
+        current = await self._reload(order)
+        if (current.status, current.attempt) == (REJECTED, order.attempt):
+            # A concurrent request of the key was refused (short of stock) and recorded
+            # that as the answer, then stock arrived and this Reserve took it: nobody
+            # can confirm a REJECTED attempt, so give the stock back now (nothing else
+            # ever would: the reconciler leaves answered orders alone).
+            await self._release_quietly(current)
+        return current
+
+    async def _release_quietly(self, order: OrderRecord) -> None:
+        try:
+            with detached_scope():
+                await self._inventory.Release(
+                    inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
+                    timeout=self._timeout_s,
+                )
+        except grpc.aio.AioRpcError as error:
+            limited_log.log(
+                ("release failed", error.code()),
+                logging.WARNING,
+                "could not release the reservation of a rejected attempt",
+                extra={"order_id": order.order_id, "code": error.code().name},
+            )
 
     async def roll_back(self, order: OrderRecord) -> OrderRecord:
         """Ends the attempt of ``order`` unless it has been confirmed; returns the order

@@ -19,8 +19,11 @@ import grpc
 
 from shop.orders.placement import OrderPlacement
 from shop.orders.store import CANCELLING, FAILED, PENDING, ROLLING_BACK
+from shop.runtime.database import connection_problem
+from shop.runtime.failures import RateLimitedLog
 
 log = logging.getLogger(__name__)
+limited_log = RateLimitedLog(log)
 
 
 class Reconciler:
@@ -42,7 +45,9 @@ class Reconciler:
             try:
                 settled = await self._placement.roll_back(order)
             except grpc.aio.AioRpcError as error:
-                log.warning(
+                limited_log.log(
+                    ("roll-back pending", error.code()),
+                    logging.WARNING,
                     "roll-back still pending",
                     extra={"order_id": order.order_id, "code": error.code().name},
                 )
@@ -55,7 +60,9 @@ class Reconciler:
                 await self._placement.finish_cancel(order)
                 fixed += 1
             except grpc.aio.AioRpcError as error:
-                log.warning(
+                limited_log.log(
+                    ("cancel pending", error.code()),
+                    logging.WARNING,
                     "cancel still pending",
                     extra={"order_id": order.order_id, "code": error.code().name},
                 )
@@ -67,6 +74,14 @@ class Reconciler:
         while True:
             try:
                 await self.run_once()
-            except Exception:  # keep reconciling; the next round may succeed
-                log.exception("reconciler round failed")
+            except Exception as error:  # keep reconciling; the next round may succeed
+                if connection_problem(error):
+                    limited_log.log(
+                        "database unavailable", logging.WARNING, "reconciler: database unavailable"
+                    )
+                else:
+                    limited_log.log(
+                        ("round failed", type(error).__name__), logging.ERROR,
+                        "reconciler round failed", exc_info=error,
+                    )  # fmt: skip
             await asyncio.sleep(self._interval_s)
