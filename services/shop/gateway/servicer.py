@@ -12,6 +12,7 @@ inner services. Downstream failures pass through with their code and details (se
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -19,6 +20,7 @@ import grpc
 
 from shop.orderlines import validate_items
 from shop.runtime.auth import Unauthenticated, current_end_user
+from shop.runtime.streams import StreamConfig, StreamLimiter
 from shop.runtime.validation import Violations, is_identifier
 from shop.v1 import (
     common_pb2,
@@ -32,6 +34,9 @@ from shop.v1 import (
 
 MAX_PAGE_SIZE = 100
 CUSTOMER_ID_MAX_LEN = 64
+# The call to orders outlives this stream's own lifetime by this much, so that it is
+# the lifetime (OK, resumable), never the downstream deadline, that ends a stream.
+WATCH_DEADLINE_MARGIN_S = 5.0
 
 
 def _check_page(violations: Violations, size: int, token: str) -> None:
@@ -56,10 +61,21 @@ def customer_id() -> str:
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     def __init__(
-        self, orders: orders_pb2_grpc.OrdersStub, inventory: inventory_pb2_grpc.InventoryStub
+        self,
+        orders: orders_pb2_grpc.OrdersStub,
+        inventory: inventory_pb2_grpc.InventoryStub,
+        streams: StreamConfig | None = None,
     ) -> None:
         self._orders = orders
         self._inventory = inventory
+        self._streams = streams or StreamConfig.from_env()
+        # Per replica (memory) and per end user (one customer cannot take them all).
+        self._watchers = StreamLimiter(
+            "gateway",
+            "WatchOrder streams",
+            self._streams.max_per_replica,
+            self._streams.max_per_caller,
+        )
 
     async def PlaceOrder(
         self, request: gateway_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
@@ -126,5 +142,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def WatchOrder(
         self, request: gateway_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
-        async for event in self._orders.WatchOrder(self._order_ref(request.order_id)):
-            yield event
+        ref = self._order_ref(request.order_id)
+        async with self._watchers.acquire(ref.customer_id):
+            lifetime_s = self._streams.lifetime_s()
+            deadline = asyncio.get_running_loop().time() + lifetime_s
+            # An explicit timeout: the channel's default downstream deadline is for
+            # unary calls and would cut every stream a client opened without one.
+            call = self._orders.WatchOrder(ref, timeout=lifetime_s + WATCH_DEADLINE_MARGIN_S)
+            try:
+                while True:
+                    # Only the read is timed: a timeout around the yield would cancel
+                    # whatever the caller of this generator awaits at that moment.
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            event = await call.read()
+                    except TimeoutError:
+                        return  # lifetime over: OK, the client re-subscribes
+                    if event is grpc.aio.EOF:
+                        return
+                    yield event
+            finally:
+                # Ends orders' side as soon as ours ends, however it ended.
+                call.cancel()

@@ -12,10 +12,12 @@ from shop.orders.placement import OrderPlacement
 from shop.orders.reconciler import Reconciler
 from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderStore
+from shop.orders.watch import OrderWatchHub
 from shop.runtime import Runtime
 from shop.runtime.auth import callers
 from shop.runtime.config import INVENTORY_TARGET, ChannelConfig
 from shop.runtime.database import open_database
+from shop.runtime.streams import StreamConfig
 from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name
@@ -28,6 +30,10 @@ RECONCILE_INTERVAL_S = 5.0
 # Reserve is capped at SHOP_DOWNSTREAM_TIMEOUT_S; anything PENDING for much longer
 # than that has no request working on it any more.
 STALE_MARGIN_S = 25.0
+# How often the replica's one watch poll looks for changes of watched orders: the
+# most a WatchOrder event lags the change (it costs one query per interval, however
+# many streams are open).
+WATCH_INTERVAL_S = 0.5
 
 
 @asynccontextmanager
@@ -36,6 +42,7 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
 
     channel_config = ChannelConfig.from_env()
     inventory_target = INVENTORY_TARGET.read(os.environ)
+    streams = StreamConfig.from_env()
     db = await open_database("orders")
     store = OrderStore(db)
     await store.initialize()
@@ -43,7 +50,10 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
         runtime.channel(inventory_target, INVENTORY_SERVICE)
     )
     placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
-    orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(placement), runtime.server)
+    hub = OrderWatchHub(store, WATCH_INTERVAL_S)
+    orders_pb2_grpc.add_OrdersServicer_to_server(
+        OrdersServicer(placement, hub=hub, streams=streams), runtime.server
+    )
     runtime.access.protect(SERVICE_NAME, ACCESS)
     reconciler = Reconciler(
         placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S
@@ -55,4 +65,5 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await hub.close()
         await db.dispose()

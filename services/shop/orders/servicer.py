@@ -23,12 +23,14 @@ from shop.orders.store import (
     OrderRecord,
     request_hash,
 )
+from shop.orders.watch import OrderWatchHub
 from shop.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PreconditionViolation,
 )
+from shop.runtime.streams import StreamConfig, StreamLimiter
 from shop.runtime.validation import Violations, decode_page_token, encode_page_token, page_size
 from shop.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 
@@ -53,10 +55,24 @@ def to_message(order: OrderRecord) -> common_pb2.Order:
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServicer):
-    def __init__(self, placement: OrderPlacement, watch_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        placement: OrderPlacement,
+        watch_interval_s: float = 0.5,
+        hub: OrderWatchHub | None = None,
+        streams: StreamConfig | None = None,
+    ) -> None:
         self._placement = placement
         self._store = placement.store
-        self._watch_interval_s = watch_interval_s
+        # Without a hub of the app's, one of its own: its loop runs only while
+        # someone watches, so it needs no shutdown.
+        self._hub = hub or OrderWatchHub(self._store, watch_interval_s)
+        self._streams = streams or StreamConfig.from_env()
+        # Only the replica cap here: the callers are gateway replicas, each carrying
+        # many end users' streams and capping them per user itself.
+        self._watchers = StreamLimiter(
+            "orders", "WatchOrder streams", self._streams.max_per_replica, None
+        )
 
     async def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
@@ -135,15 +151,22 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
     async def WatchOrder(
         self, request: orders_pb2.OrderRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
-        order = await self._visible(request)
-        # Replicas share the database, not memory: polling sees changes made anywhere.
-        last_seen = None
-        while True:
-            stamp = (order.status, order.updated_at)
-            if stamp != last_seen:
-                last_seen = stamp
-                yield orders_pb2.OrderEvent(order=to_message(order))
-            if order.status == CANCELLED:
-                return
-            await asyncio.sleep(self._watch_interval_s)
+        # Refused before any database work: a caller at the cap costs next to nothing.
+        async with self._watchers.acquire(context.peer() or "unknown"):
             order = await self._visible(request)
+            # Ends OK when it has lived its (jittered) lifetime; the caller re-subscribes
+            # and gets the current state first, so nothing is lost.
+            deadline = asyncio.get_running_loop().time() + self._streams.lifetime_s()
+            # The hub's one poll per replica sees changes made through any replica.
+            with self._hub.subscribe(order) as changes:
+                yield orders_pb2.OrderEvent(order=to_message(order))
+                while order.status != CANCELLED:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            order = await changes.next()
+                    except TimeoutError:
+                        return
+                    if order.status not in VISIBLE_STATES:
+                        # Rolled back or rejected: no order for clients, as GetOrder says.
+                        raise NotFound("order", order.order_id)
+                    yield orders_pb2.OrderEvent(order=to_message(order))

@@ -286,3 +286,35 @@ class OrderStore:
             ).all()
             items = await self._items_of(conn, [row.order_id for row in rows])
         return [_record(row, items.get(row.order_id, ())) for row in rows]
+
+    async def changed_orders(
+        self, known: dict[str, tuple[str, int, str] | None], batch: int = 500
+    ) -> list[OrderRecord]:
+        """The orders of ``known`` whose (status, attempt, updated_at) is no longer the
+        one given (None: returned whatever it is), with their items: one WatchOrder
+        poll for every watched order of a replica at once.
+
+        Per ``batch`` ids (so IN lists stay within every driver's parameter limit), one
+        query reads just those stamps; full rows and items are read only for orders
+        that changed. All in one transaction, so every record is of the same moment."""
+        ids = list(known)
+        found: list[OrderRecord] = []
+        async with self._db.read() as conn:
+            for start in range(0, len(ids), batch):
+                c = orders.c
+                stamps = await conn.execute(
+                    select(c.order_id, c.status, c.attempt, c.updated_at).where(
+                        c.order_id.in_(ids[start : start + batch])
+                    )
+                )
+                changed = [
+                    order_id
+                    for order_id, status, attempt, updated_at in stamps
+                    if known[order_id] != (status, attempt, updated_at)
+                ]
+                if not changed:
+                    continue
+                rows = await conn.execute(select(orders).where(orders.c.order_id.in_(changed)))
+                items = await self._items_of(conn, changed)
+                found += [_record(row, items.get(row.order_id, ())) for row in rows]
+        return found

@@ -54,6 +54,14 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    # NaN and infinity are not a duration a timer can wait for.
+    if not 0 < value < float("inf"):
+        raise ValueError("")
+    return value
+
+
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -285,6 +293,34 @@ INTERNAL_KEYS_DIR = Setting(
     "keys that sign and verify calls between shop services (own key + trusted callers')",
 )
 
+# Long-lived server streams (WatchOrder), see shop.runtime.streams. Measured on the
+# gateway: about 50 KiB of RSS per open stream over a ~85 MiB base, so 1000 streams
+# stay well inside the chart's 256 Mi limit with room for unary traffic.
+STREAMS_MAX_PER_REPLICA = Setting(
+    "SHOP_STREAMS_MAX_PER_REPLICA",
+    "1000",
+    _positive_int,
+    "an integer > 0",
+    "concurrent WatchOrder streams one gateway or orders replica serves; "
+    "more are refused with RESOURCE_EXHAUSTED",
+)
+STREAMS_MAX_PER_CALLER = Setting(
+    "SHOP_STREAMS_MAX_PER_CALLER",
+    "10",
+    _positive_int,
+    "an integer > 0",
+    "gateway: concurrent WatchOrder streams one end user (token subject) may hold on a "
+    "replica; more are refused with RESOURCE_EXHAUSTED",
+)
+STREAM_MAX_LIFETIME_S = Setting(
+    "SHOP_STREAM_MAX_LIFETIME_S",
+    "300",
+    _positive_float,
+    "a number of seconds > 0",
+    "a WatchOrder stream ends with OK after at most this long (minus up to 10% jitter); "
+    "the client re-subscribes and gets the current state first",
+)
+
 ALL_SETTINGS: tuple[Setting[Any], ...] = (
     LISTEN_ADDR,
     METRICS_ADDR,
@@ -312,6 +348,9 @@ ALL_SETTINGS: tuple[Setting[Any], ...] = (
     AUTH_ISSUER,
     AUTH_AUDIENCE,
     INTERNAL_KEYS_DIR,
+    STREAMS_MAX_PER_REPLICA,
+    STREAMS_MAX_PER_CALLER,
+    STREAM_MAX_LIFETIME_S,
 )
 
 

@@ -111,7 +111,16 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Streams the order's current state, then every change, until it reaches a
+        final state (CANCELLED), the client goes away, or the stream has lived its
+        maximum lifetime (SHOP_STREAM_MAX_LIFETIME_S, default 300 s, shortened by up to
+        10% at random). All three end with OK. A client that still wants updates simply
+        calls WatchOrder again: the first event is always the current state, so nothing
+        is missed across the reconnect. Streams are capped per end user
+        (SHOP_STREAMS_MAX_PER_CALLER) and per replica (SHOP_STREAMS_MAX_PER_REPLICA);
+        beyond either the call fails with RESOURCE_EXHAUSTED, whose message names the
+        limit (close a stream, or back off and retry).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

@@ -99,7 +99,13 @@ class OrdersServicer:
 
     def WatchOrder(self, request, context):
         """Streams the order's current state, then every change, until it reaches a
-        final state or the caller goes away.
+        final state (CANCELLED), the caller goes away, or the stream has lived its
+        maximum lifetime (SHOP_STREAM_MAX_LIFETIME_S, shortened by up to 10% at random so
+        streams opened together do not all end together). All three end with OK; after
+        the last one the caller re-subscribes, and since every stream starts with the
+        current state, nothing is lost. Each replica serves at most
+        SHOP_STREAMS_MAX_PER_REPLICA streams; beyond that it answers RESOURCE_EXHAUSTED
+        with a message naming the limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
