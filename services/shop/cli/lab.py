@@ -20,7 +20,7 @@ import grpc
 from rich.console import Console
 
 from shop.cli.interrupts import stop_signals_interrupt
-from shop.cli.options import bounded_int, positive_float
+from shop.cli.options import bounded_int, non_negative_float, positive_float
 from shop.lab.chart import write_chart
 from shop.lab.modes import MODE_NAMES
 from shop.lab.report import print_table
@@ -66,6 +66,14 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--bucket", type=positive_float, default=0.5, help="timeline resolution, seconds"
+    )
+    parser.add_argument(
+        "--min-ready",
+        type=non_negative_float,
+        default=1.5,
+        metavar="SECONDS",
+        help="rollout: a restarted pod counts as available this long after it is ready, "
+        "like a Deployment's minReadySeconds (default 1.5)",
     )
     parser.add_argument("--out", default="results/lab", help="where lab.json and lab.html go")
     parser.add_argument("--json", action="store_true", help="print the results JSON to stdout")
@@ -116,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         workload=args.workload,
         bucket_s=args.bucket,
+        min_ready_s=args.min_ready,
     )
     console = Console(stderr=True)
     # SIGTERM (e.g. from a CI runner) and SIGHUP stop the lab the way Ctrl-C does:

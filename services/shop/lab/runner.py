@@ -52,6 +52,12 @@ class LabSettings:
     bucket_s: float = 0.5
     drain_delay_s: float = 1.0
     shutdown_grace_s: float = 5.0
+    # Like a Deployment's minReadySeconds: a restarted pod counts as available this
+    # long after it is ready, and only then is the next one restarted. Clients need a
+    # moment to connect to the new pod (their reconnect back-off is capped at 1 s, see
+    # shop.runtime.channels); taking the next pod away before that leaves a client whose
+    # only other backend just left with none ready.
+    min_ready_s: float = 1.5
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +71,7 @@ class LabSettings:
             "bucket_s": self.bucket_s,
             "drain_delay_s": self.drain_delay_s,
             "shutdown_grace_s": self.shutdown_grace_s,
+            "min_ready_s": self.min_ready_s,
         }
 
 
@@ -244,7 +251,7 @@ class ModeRun:
 
     async def events(self) -> dict[str, Any]:
         s = self.settings
-        restart_budget = s.drain_delay_s + 4.0
+        restart_budget = s.drain_delay_s + s.min_ready_s + 4.0
         duration = (
             s.settle_s + s.scale_window_s + s.inventory_scaled * restart_budget
             + s.settle_s + s.settle_s * 2
@@ -285,6 +292,7 @@ class ModeRun:
                 events.append((time.time(), "restart", f"inventory-{index}"))
                 await self.stop_replica("inventory", index)
                 await self.start_replica("inventory", index)
+                await asyncio.sleep(s.min_ready_s)
             rollout_end = time.time()
             await asyncio.sleep(s.settle_s)
             self.progress(f"{self.name}: scale-down")

@@ -64,6 +64,13 @@ def channel_options(
         ("grpc.service_config_disable_resolution", 1),
         ("grpc.enable_retries", 1),
         ("grpc.dns_min_time_between_resolutions_ms", int(config.dns_min_reresolution_s * 1000)),
+        # gRPC's default back-off between connection attempts grows to two minutes.
+        # Inside a cluster a backend that went away is usually a pod restarting on
+        # the same address, back within seconds: retry connecting at least every
+        # second, so it gets calls soon after it is ready (a rollout that then takes
+        # the next pod away must not find this client with no backend ready).
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if config.keepalive_time_s > 0:
         options += [
