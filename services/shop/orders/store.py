@@ -28,7 +28,9 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    inspect,
     select,
+    text,
     tuple_,
     update,
 )
@@ -148,6 +150,31 @@ class OrderStore:
 
     async def initialize(self) -> None:
         await self._db.create_schema(metadata)
+        await self._add_reservation_ids()
+
+    async def _add_reservation_ids(self) -> None:
+        """Databases made before reservation ids were random lack the column: add it,
+        filled with the ids those orders' reservations were made under (order id and
+        attempt), so confirmed orders can still be cancelled and pending ones finished.
+
+        Replicas start together: SQLite's write transaction is exclusive, and
+        PostgreSQL's ``IF NOT EXISTS`` makes a second replica's ALTER a no-op."""
+        async with self._db.write() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {column["name"] for column in inspect(sync).get_columns("orders")}
+            )
+            if "reservation_id" in columns:
+                return
+            if_not_exists = "" if self._db.is_sqlite else "IF NOT EXISTS "
+            await conn.execute(
+                text(f"ALTER TABLE orders ADD COLUMN {if_not_exists}reservation_id VARCHAR(64)")
+            )
+            await conn.execute(
+                text(
+                    "UPDATE orders SET reservation_id = order_id || ':' || CAST(attempt AS "
+                    "VARCHAR(12)) WHERE reservation_id IS NULL"
+                )
+            )
 
     async def create_or_get(self, key: str, customer_id: str, items: list[Item]) -> OrderRecord:
         """The order for ``key``: a new PENDING one, or whatever the key already has."""
