@@ -13,6 +13,8 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -138,6 +140,18 @@ def pod_env(tmp_path: Path, credentials: LocalCredentials) -> PodEnv:
         return env
 
     return build
+
+
+def run_service_module(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs ``python -m module`` (a service) to its exit, e.g. a start-up that must fail."""
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 # --- local clusters (replica processes) ----------------------------------------------

@@ -14,8 +14,6 @@ service, configured as ``shop up`` configures them) and real service processes.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -44,7 +42,7 @@ from shop.v1 import (
     orders_pb2_grpc,
 )
 
-from ..conftest import ClusterFactory, PodEnv, caller_metadata
+from ..conftest import ClusterFactory, PodEnv, caller_metadata, run_service_module
 
 Metadata = tuple[tuple[str, str], ...]
 NO_METADATA: Metadata = ()
@@ -394,17 +392,6 @@ def test_only_the_gateway_may_call_orders(cluster: LocalCluster) -> None:
 # --- a service that cannot enforce its rules does not start -------------------------
 
 
-def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.parametrize(
     ("service", "variable"),
     [
@@ -419,7 +406,7 @@ def test_a_missing_credential_setting_stops_the_start_with_one_line(
 ) -> None:
     env = pod_env()
     del env[variable]
-    result = _run(f"shop.{service}", env)
+    result = run_service_module(f"shop.{service}", env)
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -428,7 +415,7 @@ def test_a_missing_credential_setting_stops_the_start_with_one_line(
 
 
 def test_an_unreadable_jwks_file_stops_the_start_with_one_line(pod_env: PodEnv) -> None:
-    result = _run("shop.gateway", pod_env(SHOP_AUTH_JWKS="/nonexistent/jwks.json"))
+    result = run_service_module("shop.gateway", pod_env(SHOP_AUTH_JWKS="/nonexistent/jwks.json"))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -16,19 +16,10 @@ import pytest
 
 from shop.local.addresses import AddressPlan, free_net
 
+from ..conftest import run_service_module
+
 EXIT_CONFIG_ERROR = 2
 PodEnv = Callable[..., dict[str, str]]
-
-
-def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _one_line(stderr: str) -> str:
@@ -58,7 +49,7 @@ def test_bad_value_exits_2_with_one_line(
     env = {variable: value}
     if variable.startswith("OTEL_EXPORTER"):
         env["OTEL_TRACES_EXPORTER"] = "otlp"
-    result = _run("shop.orders", pod_env(**env))
+    result = run_service_module("shop.orders", pod_env(**env))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert line.startswith("orders: configuration error: ")
@@ -69,7 +60,7 @@ def test_bad_value_exits_2_with_one_line(
 
 @pytest.mark.parametrize("service", ["gateway", "inventory"])
 def test_every_service_validates_its_config(service: str, pod_env: PodEnv) -> None:
-    result = _run(f"shop.{service}", pod_env(SHOP_SHUTDOWN_GRACE_S="-1"))
+    result = run_service_module(f"shop.{service}", pod_env(SHOP_SHUTDOWN_GRACE_S="-1"))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     assert "SHOP_SHUTDOWN_GRACE_S='-1'" in _one_line(result.stderr)
 
@@ -85,7 +76,7 @@ def held_port() -> Iterator[str]:
 
 
 def test_listen_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEnv) -> None:
-    result = _run("shop.orders", pod_env(SHOP_LISTEN_ADDR=held_port))
+    result = run_service_module("shop.orders", pod_env(SHOP_LISTEN_ADDR=held_port))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert f"SHOP_LISTEN_ADDR='{held_port}'" in line
@@ -93,7 +84,7 @@ def test_listen_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEnv
 
 
 def test_metrics_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEnv) -> None:
-    result = _run("shop.orders", pod_env(SHOP_METRICS_ADDR=held_port))
+    result = run_service_module("shop.orders", pod_env(SHOP_METRICS_ADDR=held_port))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     line = _one_line(result.stderr)
     assert f"SHOP_METRICS_ADDR='{held_port}'" in line
@@ -102,7 +93,7 @@ def test_metrics_address_in_use_is_one_clear_line(held_port: str, pod_env: PodEn
 
 def test_listen_address_not_on_this_host(pod_env: PodEnv) -> None:
     # 192.0.2.0/24 is TEST-NET-1: never assigned to a local interface.
-    result = _run("shop.gateway", pod_env(SHOP_LISTEN_ADDR="192.0.2.1:50051"))
+    result = run_service_module("shop.gateway", pod_env(SHOP_LISTEN_ADDR="192.0.2.1:50051"))
     assert result.returncode == EXIT_CONFIG_ERROR, result.stderr
     assert "SHOP_LISTEN_ADDR='192.0.2.1:50051'" in _one_line(result.stderr)
 
