@@ -10,6 +10,7 @@ objects against the pydantic models generated from their CRDs. The manifests of
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib
 import json
@@ -164,6 +165,50 @@ def container_env(deployment: Manifest) -> dict[str, Any]:
     """name -> value (or the valueFrom mapping) of the first container's env."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def secret_files(volume: Manifest) -> list[tuple[str, str, str, int]]:
+    """(Secret name, key, path in the volume, mode) of each file a ``secret`` or
+    ``projected`` volume shows; empty for any other kind of volume."""
+    if "secret" in volume:
+        plain = volume["secret"]
+        sources = [{"secret": {"name": plain["secretName"], "items": plain["items"]}}]
+        mode = volume["secret"].get("defaultMode", 0o644)
+    elif "projected" in volume:
+        sources = volume["projected"]["sources"]
+        mode = volume["projected"].get("defaultMode", 0o644)
+    else:
+        return []
+    files = []
+    for source in sources:
+        secret = source["secret"]
+        for item in secret["items"]:  # the chart always names the keys it mounts
+            files.append((secret["name"], item["key"], item["path"], item.get("mode", mode)))
+    return files
+
+
+def mount_secret_volumes(rendered: Rendered, workload: Manifest, root: Path) -> dict[str, Path]:
+    """Writes the files of a workload's Secret-backed volumes under ``root``, as the
+    kubelet would in its pod, from the Secrets of the same render (a Secret the render
+    does not hold fails the test). Returns mountPath -> the directory standing in for it."""
+    spec = workload["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+    secrets = {s["metadata"]["name"]: s.get("data", {}) for s in rendered.of_kind("Secret")}
+    mounts: dict[str, Path] = {}
+    for mount in spec["containers"][0].get("volumeMounts", []):
+        files = secret_files(volumes.get(mount["name"], {}))  # claim templates: none
+        if not files:
+            continue
+        directory = root / mount["mountPath"].strip("/")
+        for secret, key, path, mode in files:
+            assert secret in secrets, f"{_name(workload)} mounts Secret {secret}, not rendered"
+            assert key in secrets[secret], f"Secret {secret} has no key {key!r}"
+            target = directory / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(base64.b64decode(secrets[secret][key]))
+            target.chmod(mode)
+        mounts[mount["mountPath"]] = directory
+    return mounts
 
 
 def load_manifests(folder: Path) -> Rendered:
@@ -363,6 +408,13 @@ def istio_manifests() -> Rendered:
 def env_of() -> Callable[[Manifest], dict[str, Any]]:
     """``env_of(deployment)``: its first container's environment, name -> value."""
     return container_env
+
+
+@pytest.fixture(scope="session")
+def mount_volumes() -> Callable[[Rendered, Manifest, Path], dict[str, Path]]:
+    """``mount_volumes(rendered, deployment, root)``: its Secret volumes as files under
+    root, mountPath -> directory (see mount_secret_volumes)."""
+    return mount_secret_volumes
 
 
 @pytest.fixture(scope="session")

@@ -34,12 +34,19 @@ RECORDED = re.compile(r"^(SHOP_|DATABASE_URL$|OTEL_)")
 Env = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _local_values(chart_env: dict[str, Any], tmp_path: Path, service: str) -> dict[str, str]:
-    """The chart's environment made runnable on loopback; the *names* stay the same."""
+def _local_values(
+    chart_env: dict[str, Any], tmp_path: Path, service: str, mounts: dict[str, Path]
+) -> dict[str, str]:
+    """The chart's environment made runnable on loopback; the *names* stay the same.
+    ``mounts``: the pod's Secret volumes, written under tmp_path (paths into them are
+    rewritten, so the service reads the very keys the chart would give its pod)."""
     env: dict[str, str] = {}
     for name, value in chart_env.items():
         if isinstance(value, dict):  # valueFrom: a fieldRef or a Secret
             value = f"{service}-0" if name == "SHOP_POD_NAME" else ""
+        for mount_path, local in mounts.items():
+            if value == mount_path or value.startswith(mount_path + "/"):
+                value = str(local) + value[len(mount_path) :]
         env[name] = value
     env["SHOP_LISTEN_ADDR"] = f"127.0.0.1:{free_port()}"
     env["SHOP_METRICS_ADDR"] = f"127.0.0.1:{free_port()}"
@@ -95,15 +102,19 @@ async def test_chart_env_is_what_the_service_reads(
     tracing: str,
     render_chart: Callable[..., Any],
     env_of: Env,
+    mount_volumes: Callable[..., dict[str, Path]],
     recorded_reads: set[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     values = {"otel": {"endpoint": "http://collector:4317"}} if tracing == "tracing-on" else {}
-    chart_env = env_of(render_chart(mode, values).get("Deployment", f"shop-{service}"))
+    rendered = render_chart(mode, values)
+    deployment = rendered.get("Deployment", f"shop-{service}")
+    chart_env = env_of(deployment)
+    mounts = mount_volumes(rendered, deployment, tmp_path / "pod")
     for name in [n for n in os.environ if RECORDED.match(n)]:
         monkeypatch.delenv(name)
-    for name, value in _local_values(chart_env, tmp_path, service).items():
+    for name, value in _local_values(chart_env, tmp_path, service, mounts).items():
         monkeypatch.setenv(name, value)
     recorded_reads.clear()
 

@@ -42,6 +42,9 @@ COLLECTOR_POD = Endpoint("collector", "observability", {"app": "collector"}, {"o
 PROMETHEUS = Endpoint("prometheus", "monitoring", {"app": "prometheus"})
 STRANGER = Endpoint("stranger", NS, {"app": "something-else"})
 ADMIN_POD = Endpoint("stock-admin", "ops", {"app": "stock-admin"})
+# Identity providers serving a JWKS: one on the internet, one in the cluster.
+IDP = Endpoint("idp.example.com", None, {}, {"https": 443})
+KEYCLOAK = Endpoint("keycloak", "auth", {"app": "keycloak"}, {"https": 8443})
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -246,3 +249,26 @@ def test_dns_anywhere_for_node_local_caches(mode: str, render_chart: Render) -> 
     for component in net.pods:
         assert net.can(component, NODE_LOCAL_DNS, 53, "UDP"), component
         assert not net.can(component, NODE_LOCAL_DNS, 80), component
+
+
+def test_token_verifiers_reach_the_identity_provider(mode: str, render_chart: Render) -> None:
+    assert not _network(render_chart, mode).can("gateway", IDP, 443)  # demo issuer: no need
+    own = {"loadgen": {"enabled": True, "tokenSecret": "loadgen-token"}}
+    url = {**own, "auth": {"jwksUrl": "https://idp.example.com/certs"}}
+    net = _network(render_chart, mode, url)
+    for component in ("gateway", "inventory"):  # SHOP_AUTH_JWKS is fetched at start-up
+        assert net.can(component, IDP, 443), component
+    for component in ("orders", "loadgen", "test", "postgresql"):
+        assert not net.can(component, IDP, 443), component
+    # The URL's own port is the one opened, to externalEgressTo's peers when set.
+    auth_ns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "auth"}}}
+    in_cluster = {
+        **own,
+        "auth": {"jwksUrl": "https://keycloak.auth.svc.cluster.local:8443/realms/shop/certs"},
+        "networkPolicy": {"externalEgressTo": [auth_ns]},
+    }
+    net = _network(render_chart, mode, in_cluster)
+    assert net.can("gateway", KEYCLOAK, 8443)
+    assert net.can("inventory", KEYCLOAK, 8443)
+    assert not net.can("gateway", KEYCLOAK, 443)
+    assert not net.can("gateway", IDP, 8443)

@@ -125,7 +125,8 @@ def test_external_database_from_an_existing_secret(render_chart: Render, env_of:
         },
     )
     assert not rendered.of_kind("StatefulSet")
-    assert not rendered.of_kind("Secret")
+    # No database Secret; only the authentication ones (test_chart_auth.py) remain.
+    assert rendered.names("Secret") == {"shop-demo-issuer", "shop-internal-keys"}
     env = env_of(rendered.get("Deployment", "shop-inventory"))
     assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "shop-db", "key": "url"}}
 

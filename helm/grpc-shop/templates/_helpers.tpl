@@ -107,6 +107,135 @@ gRPC target a client uses to reach a component; this is where the modes differ.
 {{- if .Values.postgresql.enabled }}database-url{{ else }}{{ .Values.externalDatabase.existingSecretKey }}{{ end }}
 {{- end }}
 
+{{/*
+Authentication (README: Security). Where end users' keys come from: "url" (auth.jwksUrl),
+"secret" (auth.existingSecret) or "demo" (the chart's demo issuer, templates/credentials.yaml).
+*/}}
+{{- define "shop.authSource" -}}
+{{- if .Values.auth.jwksUrl }}url{{ else if .Values.auth.existingSecret }}secret{{ else }}demo{{ end }}
+{{- end }}
+
+{{/* Services that verify bearer tokens: the gateway (every method) and inventory
+(SetStock needs the shop.admin scope). Orders only serves the gateway. */}}
+{{- define "shop.tokenVerifiers" -}}
+gateway inventory
+{{- end }}
+
+{{/* Services that call others, so sign with a key of their own (inventory calls nobody). */}}
+{{- define "shop.callingServices" -}}
+gateway orders
+{{- end }}
+
+{{/*
+Internal keys a service's pod gets: its own (to sign its calls) and those of the callers
+its access rules name (each service's app.py). The gateway is called by end users only.
+*/}}
+{{- define "shop.internalKeysOf" -}}
+{{- $keys := dict "gateway" (list "gateway") "orders" (list "gateway" "orders") "inventory" (list "gateway" "orders") }}
+{{- index $keys . | default list | join " " }}
+{{- end }}
+
+{{/* Mount point of every pod's credentials volume; the image creates /credentials (the
+compose stack mounts its keys there too), so the read-only root needs no new directory. */}}
+{{- define "shop.credentialsDir" -}}
+/credentials
+{{- end }}
+
+{{- define "shop.demoIssuerName" -}}
+{{- include "shop.componentName" (dict "root" . "component" "demo-issuer") }}
+{{- end }}
+
+{{- define "shop.internalKeysSecretName" -}}
+{{- .Values.internalKeys.existingSecret | default (include "shop.componentName" (dict "root" . "component" "internal-keys")) }}
+{{- end }}
+
+{{/* File, in the credentials volume, of the keys that verify bearer tokens. */}}
+{{- define "shop.authKeyFile" -}}
+{{- if eq (include "shop.authSource" .) "demo" }}issuer.crt{{ else }}auth-keys{{ end }}
+{{- end }}
+
+{{/* SHOP_AUTH_JWKS of a component: the URL, or the mounted file; empty for orders. */}}
+{{- define "shop.authJwks" -}}
+{{- $root := .root }}
+{{- if has .component (splitList " " (include "shop.tokenVerifiers" $root)) }}
+{{- if eq (include "shop.authSource" $root) "url" }}
+{{- $root.Values.auth.jwksUrl }}
+{{- else }}
+{{- printf "%s/%s" (include "shop.credentialsDir" $root) (include "shop.authKeyFile" $root) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Sources of a pod's projected credentials volume: (dict "root" $ "component" "orders").
+Each pod gets only what it uses, so a compromised pod cannot sign as another service
+or mint end users' tokens: internal keys per shop.internalKeysOf; the demo issuer's
+certificate (never its private key) or the user's key file for the token verifiers; the
+load generator only the demo issuer's private key (it mints customers' tokens) or the
+user's bearer token, and no internal key.
+*/}}
+{{- define "shop.credentialSources" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $auth := include "shop.authSource" $root }}
+{{- with include "shop.internalKeysOf" .component }}
+- secret:
+    name: {{ include "shop.internalKeysSecretName" $root }}
+    items:
+      {{- range splitList " " . }}
+      - key: {{ . }}
+        path: internal/{{ . }}
+      {{- end }}
+{{- end }}
+{{- if has .component (splitList " " (include "shop.tokenVerifiers" $root)) }}
+{{- if eq $auth "demo" }}
+- secret:
+    name: {{ include "shop.demoIssuerName" $root }}
+    items:
+      - key: tls.crt
+        path: {{ include "shop.authKeyFile" $root }}
+{{- else if eq $auth "secret" }}
+- secret:
+    name: {{ $v.auth.existingSecret }}
+    items:
+      - key: {{ $v.auth.existingSecretKey }}
+        path: {{ include "shop.authKeyFile" $root }}
+{{- end }}
+{{- end }}
+{{- if eq .component "loadgen" }}
+{{- if eq $auth "demo" }}
+- secret:
+    name: {{ include "shop.demoIssuerName" $root }}
+    items:
+      - key: tls.key
+        path: issuer-key.pem
+{{- else }}
+- secret:
+    name: {{ $v.loadgen.tokenSecret }}
+    items:
+      - key: {{ $v.loadgen.tokenSecretKey }}
+        path: token
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The credentials volume of a pod: (dict "root" $ "component" "orders"). */}}
+{{- define "shop.credentialsVolume" -}}
+- name: credentials
+  projected:
+    # 0440: owner root, group the pod's fsGroup (10001), which the kubelet sets on
+    # the files; the service's uid reads them through its group, others cannot.
+    defaultMode: 288
+    sources:
+      {{- include "shop.credentialSources" . | nindent 6 }}
+{{- end }}
+
+{{- define "shop.credentialsMount" -}}
+- name: credentials
+  mountPath: {{ include "shop.credentialsDir" .root }}
+  readOnly: true
+{{- end }}
+
 {{/* terminationGracePeriodSeconds: drain delay + grace + margin, so the kubelet never cuts a drain short. */}}
 {{- define "shop.terminationGracePeriodSeconds" -}}
 {{- add (ceil .Values.drainDelaySeconds) (ceil .Values.shutdownGraceSeconds) .Values.terminationGraceMarginSeconds | int }}
@@ -173,6 +302,25 @@ shop.runtime.config); values come from the mode and the flat values above.
   value: {{ $v.client.downstreamTimeoutSeconds | quote }}
 - name: SHOP_RETRY_MAX_ATTEMPTS
   value: {{ $v.client.retryMaxAttempts | quote }}
+{{- /* Every service reads the four auth settings at start-up (AuthConfig); orders
+verifies no bearer token, so its SHOP_AUTH_JWKS is empty and it gets no key for it. */}}
+- name: SHOP_AUTH_JWKS
+  value: {{ include "shop.authJwks" . | quote }}
+- name: SHOP_AUTH_ISSUER
+  value: {{ $v.auth.issuer | quote }}
+- name: SHOP_AUTH_AUDIENCE
+  value: {{ $v.auth.audience | quote }}
+- name: SHOP_INTERNAL_KEYS_DIR
+  value: {{ printf "%s/internal" (include "shop.credentialsDir" $root) | quote }}
+{{- if has .component (list "gateway" "orders") }}
+{{- /* WatchOrder streams pass through the gateway and orders. */}}
+- name: SHOP_STREAMS_MAX_PER_REPLICA
+  value: {{ $v.streams.maxPerReplica | int | quote }}
+- name: SHOP_STREAMS_MAX_PER_CALLER
+  value: {{ $v.streams.maxPerCaller | int | quote }}
+- name: SHOP_STREAM_MAX_LIFETIME_S
+  value: {{ $v.streams.maxLifetimeSeconds | quote }}
+{{- end }}
 {{- if eq .component "gateway" }}
 - name: SHOP_ORDERS_TARGET
   value: {{ include "shop.target" (dict "root" $root "component" "orders") | quote }}
