@@ -154,6 +154,11 @@ async def test_a_pem_certificate_is_a_key_source(tmp_path: Path) -> None:
     issuer = TokenIssuer.from_file(key_path)
     assert issuer.algorithm == "RS256"
     assert (await verifier.verify(issuer.token("cust-9"))).subject == "cust-9"
+    # A token of another key type (ES256 against this RSA key) does not verify; it
+    # must not reach PyJWT as an algorithm the key cannot run (a TypeError: INTERNAL).
+    stranger = TokenIssuer(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(Unauthenticated, match="does not verify"):
+        await verifier.verify(stranger.token("cust-9"))
     # The same issuer's JWKS (RSA) verifies it too.
     jwks_path = tmp_path / "jwks.json"
     jwks_path.write_text(json.dumps(issuer.jwks()))

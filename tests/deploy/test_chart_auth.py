@@ -274,13 +274,6 @@ async def test_a_token_minted_by_the_load_generator_verifies_at_the_gateway(
         await verifier.verify(stranger.token("alice"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="shop.runtime.auth.keys gives a PEM key every asymmetric algorithm, so PyJWT "
-    "tries an ES256 token's algorithm on the demo issuer's RSA key and raises TypeError "
-    "(INTERNAL at the gateway) instead of the token not verifying (UNAUTHENTICATED)",
-)
 async def test_a_token_of_another_key_type_is_unauthenticated(
     render_chart: Render, mount_volumes: MountVolumes, tmp_path: Path, env_of: Env
 ) -> None:

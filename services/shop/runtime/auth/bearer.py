@@ -81,8 +81,10 @@ class BearerVerifier:
                 raise Unauthenticated("bearer token is not for this service") from None
             except jwt.MissingRequiredClaimError as error:
                 raise Unauthenticated(f"bearer token lacks the {error.claim!r} claim") from None
-            except jwt.PyJWTError:
-                continue  # maybe another key without a kid signed it
+            except (jwt.PyJWTError, TypeError, ValueError):
+                # Not this key (maybe another key without a kid signed it); a key that
+                # cannot even run the token's algorithm is a failed verification too.
+                continue
         if claims is None:
             raise Unauthenticated("bearer token signature does not verify")
         user = EndUser(str(claims["sub"]), _scopes(claims))

@@ -25,6 +25,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from shop.runtime.config import ConfigError, StartupError
@@ -72,7 +73,22 @@ def _keys_from_pem(data: bytes, origin: str) -> list[VerificationKey]:
         raise ValueError(
             f"{origin} is neither a JWKS nor a PEM public key or certificate"
         ) from None
-    return [VerificationKey(public_key, None, ASYMMETRIC_ALGORITHMS)]
+    algorithms = _algorithms_for(public_key)
+    if not algorithms:
+        raise ValueError(f"{origin} holds a key type that cannot verify tokens here")
+    return [VerificationKey(public_key, None, algorithms)]
+
+
+def _algorithms_for(public_key: Any) -> tuple[str, ...]:
+    """The algorithms a bare public key can verify: only its own key type's, so a token
+    claiming another algorithm is refused as unverifiable, not fed to the wrong math."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return ("RS256", "RS384", "RS512", "PS256")
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return {"secp256r1": ("ES256",), "secp384r1": ("ES384",)}.get(public_key.curve.name, ())
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        return ("EdDSA",)
+    return ()
 
 
 def parse_key_document(data: bytes, origin: str) -> list[VerificationKey]:
