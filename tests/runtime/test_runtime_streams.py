@@ -1,12 +1,21 @@
-"""Stream caps and lifetimes (``shop.runtime.streams``)."""
+"""Stream caps and lifetimes, and lifetimes ended by the drain (``shop.runtime.streams``)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 import pytest
 
 from shop.runtime.config import ConfigError
-from shop.runtime.streams import LIFETIME_JITTER, StreamConfig, StreamLimiter, StreamLimitExceeded
+from shop.runtime.streams import (
+    LIFETIME_JITTER,
+    Lifetime,
+    StreamConfig,
+    StreamLifetimes,
+    StreamLimiter,
+    StreamLimitExceeded,
+)
 
 
 async def test_caps_refuse_and_slots_come_back_however_a_stream_ends() -> None:
@@ -56,3 +65,54 @@ def test_settings_parse_and_reject_what_cannot_bound_a_stream() -> None:
     ):
         with pytest.raises(ConfigError, match=name):
             StreamConfig.from_env({name: value})
+
+
+async def _next_event(lifetime: Lifetime, event: asyncio.Event) -> str:
+    """A stream's wait for its next event, as the WatchOrder handlers wait."""
+    try:
+        async with lifetime.timeout():
+            await event.wait()
+            return "event"
+    except TimeoutError:
+        return "ended"
+
+
+async def test_a_wait_gets_its_event_in_time_and_ends_at_the_lifetime() -> None:
+    lifetimes = StreamLifetimes(StreamConfig(10, 10, max_lifetime_s=0.2))
+    event = asyncio.Event()
+    event.set()
+    with lifetimes.start() as lifetime:
+        assert await _next_event(lifetime, event) == "event"
+        event.clear()
+        assert await asyncio.wait_for(_next_event(lifetime, event), 5) == "ended"
+        assert lifetime.remaining_s() == 0
+
+
+async def test_end_all_ends_waits_in_progress_and_streams_started_after_it() -> None:
+    lifetimes = StreamLifetimes(StreamConfig(10, 10, max_lifetime_s=600))
+    never = asyncio.Event()
+    with lifetimes.start() as one, lifetimes.start() as two:
+        waits = [asyncio.create_task(_next_event(lifetime, never)) for lifetime in (one, two)]
+        await asyncio.sleep(0)  # both are now waiting
+        assert lifetimes.open == 2 and not any(wait.done() for wait in waits)
+        lifetimes.end_all()
+        assert await asyncio.wait_for(asyncio.gather(*waits), 5) == ["ended", "ended"]
+    assert lifetimes.open == 0
+    # One that was still being set up when the drain came ends at its first wait.
+    with lifetimes.start() as late:
+        assert late.remaining_s() == 0
+        assert await asyncio.wait_for(_next_event(late, never), 5) == "ended"
+
+
+async def test_ending_a_lifetime_outside_a_wait_cancels_nothing_else() -> None:
+    lifetimes = StreamLifetimes(StreamConfig(10, 10, max_lifetime_s=600))
+    with lifetimes.start() as lifetime:
+        # Ended inside the timed block, which then finishes without waiting again:
+        # the cancellation scheduled for that wait must not land on what follows.
+        async with lifetime.timeout():
+            lifetimes.end_all()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # Between waits (the handler yielding an event): the next wait ends at once.
+        lifetime.end()
+        assert await _next_event(lifetime, asyncio.Event()) == "ended"

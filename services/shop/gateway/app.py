@@ -29,8 +29,9 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     inventory = inventory_pb2_grpc.InventoryStub(
         runtime.channel(INVENTORY_TARGET.read(os.environ), INVENTORY_SERVICE)
     )
-    gateway_pb2_grpc.add_GatewayServicer_to_server(
-        GatewayServicer(orders, inventory), runtime.server
-    )
+    servicer = GatewayServicer(orders, inventory)
+    gateway_pb2_grpc.add_GatewayServicer_to_server(servicer, runtime.server)
+    # WatchOrder streams end OK when the drain delay is over, not cut by the stop.
+    runtime.on_drain(servicer.end_streams)
     runtime.access.protect(SERVICE_NAME, ACCESS)
     yield (SERVICE_NAME,)

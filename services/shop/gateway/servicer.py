@@ -12,7 +12,6 @@ inner services. Downstream failures pass through with their code and details (se
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,7 +19,7 @@ import grpc
 
 from shop.orderlines import validate_items
 from shop.runtime.auth import Unauthenticated, current_end_user
-from shop.runtime.streams import StreamConfig, StreamLimiter
+from shop.runtime.streams import StreamConfig, StreamLifetimes, StreamLimiter
 from shop.runtime.validation import Violations, is_identifier
 from shop.v1 import (
     common_pb2,
@@ -76,6 +75,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             self._streams.max_per_replica,
             self._streams.max_per_caller,
         )
+        self._lifetimes = StreamLifetimes(self._streams)
+
+    def end_streams(self) -> None:
+        """Ends every WatchOrder stream with OK (for ``Runtime.on_drain``); their
+        calls to orders are cancelled as they end."""
+        self._lifetimes.end_all()
 
     async def PlaceOrder(
         self, request: gateway_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
@@ -144,23 +149,29 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
         ref = self._order_ref(request.order_id)
         async with self._watchers.acquire(ref.customer_id):
-            lifetime_s = self._streams.lifetime_s()
-            deadline = asyncio.get_running_loop().time() + lifetime_s
-            # An explicit timeout: the channel's default downstream deadline is for
-            # unary calls and would cut every stream a client opened without one.
-            call = self._orders.WatchOrder(ref, timeout=lifetime_s + WATCH_DEADLINE_MARGIN_S)
-            try:
-                while True:
-                    # Only the read is timed: a timeout around the yield would cancel
-                    # whatever the caller of this generator awaits at that moment.
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            event = await call.read()
-                    except TimeoutError:
-                        return  # lifetime over: OK, the client re-subscribes
-                    if event is grpc.aio.EOF:
-                        return
-                    yield event
-            finally:
-                # Ends orders' side as soon as ours ends, however it ended.
-                call.cancel()
+            with self._lifetimes.start() as lifetime:
+                # An explicit timeout: the channel's default downstream deadline is for
+                # unary calls and would cut every stream a client opened without one.
+                call = self._orders.WatchOrder(
+                    ref, timeout=lifetime.remaining_s() + WATCH_DEADLINE_MARGIN_S
+                )
+                try:
+                    while True:
+                        try:
+                            async with lifetime.timeout():
+                                event = await call.read()
+                        except TimeoutError:
+                            # Lifetime over or this replica draining: OK, and the client
+                            # re-subscribes (on another replica after a drain).
+                            return
+                        if event is grpc.aio.EOF:
+                            # Orders ended it OK: a final state, its lifetime, or its
+                            # replica draining. Ours ends OK too, and the client
+                            # re-subscribes as it does at a lifetime: simpler than doing
+                            # it here, which would have to tell a final state from the
+                            # rest and drop the current state a new stream repeats.
+                            return
+                        yield event
+                finally:
+                    # Ends orders' side as soon as ours ends, however it ended.
+                    call.cancel()

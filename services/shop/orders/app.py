@@ -51,9 +51,10 @@ async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
     )
     placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
     hub = OrderWatchHub(store, WATCH_INTERVAL_S)
-    orders_pb2_grpc.add_OrdersServicer_to_server(
-        OrdersServicer(placement, hub=hub, streams=streams), runtime.server
-    )
+    servicer = OrdersServicer(placement, hub=hub, streams=streams)
+    orders_pb2_grpc.add_OrdersServicer_to_server(servicer, runtime.server)
+    # WatchOrder streams end OK when the drain delay is over, not cut by the stop.
+    runtime.on_drain(servicer.end_streams)
     runtime.access.protect(SERVICE_NAME, ACCESS)
     reconciler = Reconciler(
         placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S

@@ -6,7 +6,6 @@ requests onto it and onto the store.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -30,7 +29,7 @@ from shop.runtime.errors import (
     NotFound,
     PreconditionViolation,
 )
-from shop.runtime.streams import StreamConfig, StreamLimiter
+from shop.runtime.streams import StreamConfig, StreamLifetimes, StreamLimiter
 from shop.runtime.validation import Violations, decode_page_token, encode_page_token, page_size
 from shop.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 
@@ -73,6 +72,11 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self._watchers = StreamLimiter(
             "orders", "WatchOrder streams", self._streams.max_per_replica, None
         )
+        self._lifetimes = StreamLifetimes(self._streams)
+
+    def end_streams(self) -> None:
+        """Ends every WatchOrder stream with OK (for ``Runtime.on_drain``)."""
+        self._lifetimes.end_all()
 
     async def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
@@ -154,15 +158,15 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         # Refused before any database work: a caller at the cap costs next to nothing.
         async with self._watchers.acquire(context.peer() or "unknown"):
             order = await self._visible(request)
-            # Ends OK when it has lived its (jittered) lifetime; the caller re-subscribes
-            # and gets the current state first, so nothing is lost.
-            deadline = asyncio.get_running_loop().time() + self._streams.lifetime_s()
+            # Ends OK when it has lived its (jittered) lifetime or the replica drains;
+            # the caller re-subscribes (elsewhere, after a drain) and gets the current
+            # state first, so nothing is lost.
             # The hub's one poll per replica sees changes made through any replica.
-            with self._hub.subscribe(order) as changes:
+            with self._lifetimes.start() as lifetime, self._hub.subscribe(order) as changes:
                 yield orders_pb2.OrderEvent(order=to_message(order))
                 while order.status != CANCELLED:
                     try:
-                        async with asyncio.timeout_at(deadline):
+                        async with lifetime.timeout():
                             order = await changes.next()
                     except TimeoutError:
                         return

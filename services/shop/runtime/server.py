@@ -3,8 +3,9 @@
 ``run_service`` validates configuration, starts the grpc.aio server with health,
 reflection, metrics and tracing, marks the service SERVING, and on SIGTERM/SIGINT
 follows the order Kubernetes needs: health NOT_SERVING -> drain delay (clients and
-endpoint lists notice) -> ``server.stop(grace)`` (in-flight calls finish) -> flush
-telemetry and close connections.
+endpoint lists notice) -> long-lived streams end with OK (health Watch and whatever a
+service registered with ``Runtime.on_drain``) -> ``server.stop(grace)`` (in-flight
+calls finish) -> flush telemetry and close connections.
 """
 
 from __future__ import annotations
@@ -54,6 +55,31 @@ class Runtime:
     access: AccessPolicy
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     _caller_tokens: CallerTokens | None = None
+    _drain_callbacks: list[Callable[[], None]] = field(default_factory=list)
+    _drained: bool = False
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` when the drain delay is over, right before
+        ``server.stop(grace)``: the moment for a service to end its long-lived streams
+        with OK. Every client has seen NOT_SERVING by then, so one that subscribes
+        again lands on another replica; left open, the stop would cut them after the
+        grace with CANCELLED. The callback must not block (set an event, cancel a
+        call); the handlers it wakes finish during the stop's grace."""
+        if self._drained:
+            # Registered too late to wait for the moment: it has passed.
+            callback()
+            return
+        self._drain_callbacks.append(callback)
+
+    def _end_of_drain(self) -> None:
+        self._drained = True
+        for callback in self._drain_callbacks:
+            try:
+                callback()
+            except Exception:
+                # One service's broken callback must not keep the others' streams open
+                # or the server from stopping.
+                log.exception("drain callback failed", extra={"callback": repr(callback)})
 
     def channel(self, target: str, health_service: str) -> grpc.aio.Channel:
         """A channel to another shop service; its calls carry this service's caller
@@ -124,6 +150,7 @@ async def serve(
     runtime = Runtime(service, config, server, metrics, tracing, access)
     health = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    runtime.on_drain(health.end_watches)
     try:
         async with setup(runtime) as service_names:
             reflection.enable_server_reflection(
@@ -165,7 +192,7 @@ async def serve(
                 extra={"listen": config.listen_addr, "metrics": config.metrics_addr or None},
             )
             reason = await shutdown.wait()
-            await _drain(server, health, config, reason)
+            await _drain(runtime, health, reason)
     finally:
         # A no-op after a graceful stop; after a failed start-up or a cancellation it
         # keeps the server from outliving the event loop.
@@ -175,16 +202,16 @@ async def serve(
     log.info("stopped")
 
 
-async def _drain(
-    server: grpc.aio.Server, health: HealthService, config: ServerConfig, reason: str
-) -> None:
+async def _drain(runtime: Runtime, health: HealthService, reason: str) -> None:
+    config = runtime.config
     started = time.monotonic()
     log.info("draining", extra={"signal": reason, "drain_delay_s": config.drain_delay_s})
     # NOT_SERVING for every service; Watch streams see it at once.
     await health.enter_graceful_shutdown()
     await asyncio.sleep(config.drain_delay_s)
-    health.end_watches()
-    await server.stop(config.shutdown_grace_s)
+    # Health Watch streams and the services' own streams end together, with OK.
+    runtime._end_of_drain()
+    await runtime.server.stop(config.shutdown_grace_s)
     log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
 
 

@@ -12,14 +12,20 @@ A maximum lifetime keeps streams from pinning a replica forever (a scale-up or a
 rollout only moves them as they end) and bounds what a stuck stream can cost. It is
 jittered downwards, so streams opened together (after a deploy, a reconnect storm)
 do not all end, and come back, in the same second.
+
+A draining replica ends every stream's lifetime at once (``StreamLifetimes.end_all``,
+registered with ``Runtime.on_drain``): the streams end OK as at their maximum
+lifetime, and their clients subscribe again on a replica that is staying, instead of
+being cut by ``server.stop`` after the grace with CANCELLED.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -137,3 +143,72 @@ class StreamLimiter:
             else:
                 # Forgotten at zero, so the map only holds callers with open streams.
                 del self._per_caller[caller_key]
+
+
+class Lifetime:
+    """When one stream ends: at its deadline, or earlier if its replica drains."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+        # The timeout of the wait in progress, if any, so that ending it reaches it.
+        self._waiting: asyncio.Timeout | None = None
+
+    def remaining_s(self) -> float:
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    @asynccontextmanager
+    async def timeout(self) -> AsyncIterator[None]:
+        """Times one wait of the stream (the next event): TimeoutError once the
+        lifetime is over, also when it is ended while the block waits. Only the wait
+        is timed, never a ``yield`` to the client: a timeout there would cancel
+        whatever the stream's consumer is awaiting at that moment."""
+        if self.remaining_s() <= 0:
+            raise TimeoutError
+        async with asyncio.timeout_at(self._deadline) as waiting:
+            self._waiting = waiting
+            try:
+                yield
+            finally:
+                self._waiting = None
+
+    def end(self) -> None:
+        """Brings the deadline forward to now; a wait in progress ends with TimeoutError."""
+        self._deadline = min(self._deadline, asyncio.get_running_loop().time())
+        if self._waiting is not None and not self._waiting.expired():
+            self._waiting.reschedule(self._deadline)
+
+
+class StreamLifetimes:
+    """The lifetimes of one kind of stream on this replica, so that the drain can end
+    them all: ``end_all`` is the callback for ``Runtime.on_drain``. Ending a lifetime
+    cancels only the wait for the stream's next event, which the handler turns into
+    a normal return (OK), exactly as at the maximum lifetime."""
+
+    def __init__(self, config: StreamConfig) -> None:
+        self._config = config
+        self._open: set[Lifetime] = set()
+        self._ended = False
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    @contextmanager
+    def start(self) -> Iterator[Lifetime]:
+        """A new stream's (jittered) lifetime, ended by ``end_all`` while the block runs."""
+        loop = asyncio.get_running_loop()
+        lifetime = Lifetime(loop.time() + self._config.lifetime_s())
+        if self._ended:
+            # Started after the drain ended the others (it was already being set up).
+            lifetime.end()
+        self._open.add(lifetime)
+        try:
+            yield lifetime
+        finally:
+            self._open.discard(lifetime)
+
+    def end_all(self) -> None:
+        """Ends every open stream's lifetime now, and those of streams started later."""
+        self._ended = True
+        for lifetime in self._open:
+            lifetime.end()

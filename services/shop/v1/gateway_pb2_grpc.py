@@ -112,11 +112,15 @@ class GatewayServicer:
 
     def WatchOrder(self, request, context):
         """Streams the order's current state, then every change, until it reaches a
-        final state (CANCELLED), the client goes away, or the stream has lived its
+        final state (CANCELLED), the client goes away, the stream has lived its
         maximum lifetime (SHOP_STREAM_MAX_LIFETIME_S, default 300 s, shortened by up to
-        10% at random). All three end with OK. A client that still wants updates simply
-        calls WatchOrder again: the first event is always the current state, so nothing
-        is missed across the reconnect. Streams are capped per end user
+        10% at random), or a replica serving it shuts down: the gateway replica, or the
+        orders replica behind it (the gateway does not re-subscribe to orders for the
+        client; it ends the client's stream). A shutting-down replica ends its streams
+        when its drain delay is over, before it stops. All of these end with OK. A client
+        that still wants updates simply calls WatchOrder again: the first event is always
+        the current state, so nothing is missed across the reconnect (after a shutdown
+        the new stream goes to replicas that stay). Streams are capped per end user
         (SHOP_STREAMS_MAX_PER_CALLER) and per replica (SHOP_STREAMS_MAX_PER_REPLICA);
         beyond either the call fails with RESOURCE_EXHAUSTED, whose message names the
         limit (close a stream, or back off and retry).

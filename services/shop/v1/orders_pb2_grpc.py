@@ -99,11 +99,13 @@ class OrdersServicer:
 
     def WatchOrder(self, request, context):
         """Streams the order's current state, then every change, until it reaches a
-        final state (CANCELLED), the caller goes away, or the stream has lived its
+        final state (CANCELLED), the caller goes away, the stream has lived its
         maximum lifetime (SHOP_STREAM_MAX_LIFETIME_S, shortened by up to 10% at random so
-        streams opened together do not all end together). All three end with OK; after
-        the last one the caller re-subscribes, and since every stream starts with the
-        current state, nothing is lost. Each replica serves at most
+        streams opened together do not all end together), or the replica shuts down (its
+        streams end when its drain delay is over, before it stops). All of these end with
+        OK; after the last two the caller re-subscribes (after a shutdown, to a replica
+        that stays), and since every stream starts with the current state, nothing is
+        lost. Each replica serves at most
         SHOP_STREAMS_MAX_PER_REPLICA streams; beyond that it answers RESOURCE_EXHAUSTED
         with a message naming the limit.
         """
