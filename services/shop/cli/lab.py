@@ -70,10 +70,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--min-ready",
         type=non_negative_float,
-        default=1.5,
+        default=LabSettings.min_ready_s,
         metavar="SECONDS",
         help="rollout: a restarted pod counts as available this long after it is ready, "
-        "like a Deployment's minReadySeconds (default 1.5)",
+        "like a Deployment's minReadySeconds (default: the chart's, %(default)s)",
     )
     parser.add_argument("--out", default="results/lab", help="where lab.json and lab.html go")
     parser.add_argument("--json", action="store_true", help="print the results JSON to stdout")

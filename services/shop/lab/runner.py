@@ -57,7 +57,7 @@ class LabSettings:
     # moment to connect to the new pod (their reconnect back-off is capped at 1 s, see
     # shop.runtime.channels); taking the next pod away before that leaves a client whose
     # only other backend just left with none ready.
-    min_ready_s: float = 1.5
+    min_ready_s: float = 2.0
 
     def to_json(self) -> dict[str, Any]:
         return {
