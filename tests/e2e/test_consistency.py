@@ -128,8 +128,34 @@ async def client(cluster: LocalCluster) -> AsyncIterator[Client]:
         yield Client(gateway, inventory, cluster)
 
 
+async def connected_everywhere(client: Client, cluster: LocalCluster) -> None:
+    """Places orders of a plentiful SKU until every orders and inventory replica has
+    served one: the replicas' channels connect on their first calls, and round_robin
+    picks only backends already connected, so a burst sent into a cluster that just
+    started lands on whichever connected first (in CI once all 50 scarce units went
+    to inventory-0 before the others were connected)."""
+    sku = f"WARM-{uuid.uuid4().hex[:6]}"
+    await client.inventory.SetStock(
+        inventory_pb2.SetStockRequest(sku=sku, stock=10_000, price_cents=100), timeout=30
+    )
+    wanted = {
+        "orders": {r.pod for r in cluster.replicas_of("orders")},
+        "inventory": {r.pod for r in cluster.replicas_of("inventory")},
+    }
+    seen: dict[str, set[str]] = {"orders": set(), "inventory": set()}
+    for _ in range(50):  # bounded: a healthy cluster needs a round or two
+        placed = await asyncio.gather(*(client.place("warm-up", sku, 1) for _ in range(6)))
+        for _, route in placed:
+            for hop in seen:
+                seen[hop].add(route[hop])
+        if seen == wanted:
+            return
+    raise AssertionError(f"not every replica served a call: {seen}")
+
+
 @pytest.mark.timeout(240)
 async def test_scarce_stock_is_never_oversold(client: Client, cluster: LocalCluster) -> None:
+    await connected_everywhere(client, cluster)
     sku, stock, buyers = f"SCARCE-{uuid.uuid4().hex[:6]}", 50, 200
     product = await client.inventory.SetStock(
         inventory_pb2.SetStockRequest(sku=sku, stock=stock, name="Scarce", price_cents=700),
