@@ -12,4 +12,6 @@ Modules, one job each:
 - :mod:`shop.bench.runner`: the interleaved plan of rounds, from start to report.
 - :mod:`shop.bench.results`: medians, spreads and ratios; the ``--json`` document.
 - :mod:`shop.bench.table`, :mod:`shop.bench.progress`: what a person sees.
+- :mod:`shop.bench.watch`: what idle WatchOrder streams cost
+  (``python -m shop.bench.watch --streams 500``), a separate measurement.
 """
