@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 
 from shop.lab.endpoints import Endpoint, ReadinessTracker
+
+HealthServicer = health_aio.HealthServicer
 
 
 class RecordingPublisher:
@@ -60,3 +67,45 @@ async def test_forgotten_endpoint_leaves_the_set(cluster_factory) -> None:  # ty
         assert publisher.sets[-1] == ("inventory", [])
     finally:
         await tracker.close()
+
+
+class CountingHealth(HealthServicer):  # type: ignore[misc]
+    """SERVING throughout; counts the Watch streams opened on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches = 0
+        self.more_watches = asyncio.Event()
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        self.watches += 1
+        self.more_watches.set()
+        await super().Watch(request, context)
+
+
+async def test_a_serving_replica_stays_in_while_its_connections_age_out() -> None:
+    """A server with a max connection age closes the tracker's Watch connection too;
+    the replica never stopped serving, so it must not leave the endpoint set (it did:
+    DNS dropped it for a moment every age, and clients that re-resolved then dropped a
+    healthy pod, 70/30 shares under max age)."""
+    health = CountingHealth()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    server = grpc.aio.server(
+        options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 100)]
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    publisher = RecordingPublisher()
+    tracker = ReadinessTracker([publisher])
+    try:
+        tracker.watch("inventory", Endpoint("inventory-0", "127.0.0.1", port))
+        await tracker.wait_for("inventory", lambda eps: len(eps) == 1, 30.0)
+        # Three connections aged out and watched again (bounded, not a fixed sleep).
+        while health.watches < 4:
+            health.more_watches.clear()
+            await asyncio.wait_for(health.more_watches.wait(), 30.0)
+        assert publisher.sets == [("inventory", ["inventory-0"])]
+    finally:
+        await tracker.close()
+        await server.stop(None)
