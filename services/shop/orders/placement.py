@@ -215,11 +215,7 @@ class OrderPlacement:
 
     async def _release_quietly(self, order: OrderRecord) -> None:
         try:
-            with detached_scope():
-                await self._inventory.Release(
-                    inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
-                    timeout=self._timeout_s,
-                )
+            await self._release(order)
         except grpc.aio.AioRpcError as error:
             limited_log.log(
                 ("release failed", error.code()),
@@ -251,22 +247,23 @@ class OrderPlacement:
         nobody can confirm it; Release is idempotent; only one FAILED transition
         succeeds, and only while the order is still ROLLING_BACK at this attempt."""
         assert order.status == ROLLING_BACK, order.status
-        with detached_scope():
-            await self._inventory.Release(
-                inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
-                timeout=self._timeout_s,
-            )
+        await self._release(order)
         failed = await self.store.transition(order, FAILED, (ROLLING_BACK,))
         return failed or await self._reload(order)
 
     async def finish_cancel(self, order: OrderRecord) -> OrderRecord:
+        await self._release(order)
+        cancelled = await self.store.transition(order, CANCELLED, (CANCELLING,))
+        return cancelled or await self._reload(order)
+
+    async def _release(self, order: OrderRecord) -> None:
+        """Returns the stock of ``order``'s current reservation (idempotent). Detached
+        from the incoming call's deadline: clean-up must happen after it has passed."""
         with detached_scope():
             await self._inventory.Release(
                 inventory_pb2.ReleaseRequest(reservation_id=order.reservation_id),
                 timeout=self._timeout_s,
             )
-        cancelled = await self.store.transition(order, CANCELLED, (CANCELLING,))
-        return cancelled or await self._reload(order)
 
     async def _reload(self, order: OrderRecord) -> OrderRecord:
         current = await self.store.get(order.order_id)
