@@ -31,25 +31,31 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies first, from pyproject.toml alone, so editing the code does not
-# download and install them again.
-COPY pyproject.toml ./
-# xds-protos carries an older copy of the opentelemetry/proto modules and overwrites
-# opentelemetry-proto's files with it; reinstalling opentelemetry-proto at the version
-# pip chose puts the real ones back (the Makefile's venv target does the same: the
-# OTLP trace exporter breaks without them).
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
-    && pip install --force-reinstall --no-deps \
-        "opentelemetry-proto==$(python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
+# What the image runs: the three services, the runtime kit and API contract they are
+# built on, and the shop command with its load generator (the chart's loadgen
+# Deployment runs it). Not the lab: its dependencies (dnslib, xds-protos) stay out.
+ARG DISTRIBUTIONS="services/runtime services/api services/gateway services/orders services/inventory tools/cli"
 
-# The project itself, as a regular (non-editable) install: the final stage gets
-# /opt/venv and nothing from /src. pip compiles every module to .pyc here, because
-# the running container cannot (read-only root file system).
-COPY README.md ./
+# Dependencies first, from the distributions' pyproject.toml files and the lock alone,
+# so editing the code does not download and install them again. Each version is the
+# one requirements.lock pins (the same lock `make venv` installs through).
+COPY requirements.lock ./
+COPY services/runtime/pyproject.toml services/runtime/
+COPY services/api/pyproject.toml services/api/
+COPY services/gateway/pyproject.toml services/gateway/
+COPY services/orders/pyproject.toml services/orders/
+COPY services/inventory/pyproject.toml services/inventory/
+COPY tools/cli/pyproject.toml tools/cli/
+# hadolint ignore=SC2086
+RUN pip install --constraint requirements.lock $DISTRIBUTIONS
+
+# Then the code, as regular (non-editable) installs over those empty first builds: the
+# final stage gets /opt/venv and nothing from /src. pip compiles every module to .pyc
+# here, because the running container cannot (read-only root file system).
 COPY services ./services
-RUN pip install --no-deps . \
+COPY tools/cli ./tools/cli
+# hadolint ignore=SC2086
+RUN pip install --no-deps --force-reinstall $DISTRIBUTIONS \
     && pip check
 
 # --- final: the virtualenv on a clean base, no compilers, not root ---------------------

@@ -1,13 +1,14 @@
 # grpc-shop: `make demo` runs the shop and puts load on it, `make test` runs the tests.
-# Each target sets up what it needs: a virtual environment from pyproject.toml, and
-# the Debian packages the tests use (installed with apt-get when missing and root).
+# Each target sets up what it needs: a virtual environment with the distributions in
+# services/ and tools/, their dependencies pinned by requirements.lock, and the Debian
+# packages the tests use (installed with apt-get when missing and root).
 
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv sysdeps demo lab up test check fmt proto bench clean
+.PHONY: help venv lock sysdeps demo lab up test check fmt proto bench clean
 
 help:
 	@echo "make demo    start the shop on loopback, load it, print what it saw, stop;"
@@ -16,19 +17,37 @@ help:
 	@echo "make test    run the test suite (sets up .venv and system packages)"
 	@echo "make check   ruff (lint + format check) and mypy"
 	@echo "make bench   telemetry and hop cost, measured side by side"
-	@echo "make proto   regenerate services/shop/v1 from proto/"
+	@echo "make proto   regenerate services/api/src/shop/v1 from proto/"
+	@echo "make lock    re-pin every dependency into requirements.lock (uv)"
 	@echo "make up      run the shop until Ctrl-C"
 
-$(STAMP): pyproject.toml
+# Our own distributions, installed editable into one development environment. Each has
+# the plain src/ layout, for which setuptools puts the src/ folder itself on sys.path (a
+# .pth line, no import hook), so the ``shop`` namespace package spans them the way PEP 420
+# intends and mypy, pytest and the services all see the same files.
+DISTRIBUTIONS := services/runtime[sql] services/api services/gateway services/orders \
+	services/inventory tools/cli[services] tools/lab
+LOCK := requirements.lock
+
+$(STAMP): $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	@# xds-protos ships its own, older copy of the opentelemetry/proto modules and
-	@# overwrites opentelemetry-proto's files; put the real ones back on top (the
-	@# tracing tests fail without InstrumentationScope).
-	$(PY) -m pip install --quiet --force-reinstall --no-deps \
-		"opentelemetry-proto==$$($(PY) -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
+	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
+	$(PY) -m pip install --quiet --constraint $(LOCK) \
+		$(addprefix -e ,$(DISTRIBUTIONS)) --group dev
+	@# The lab's xds-protos wheel carries an older copy of the opentelemetry/proto
+	@# modules and overwrites opentelemetry-proto's files. This environment holds the
+	@# lab and the services together (the tests need both), so put the real ones back;
+	@# the image installs no lab and has no such step.
+	$(PY) -m pip install --quiet --force-reinstall --no-deps --constraint $(LOCK) opentelemetry-proto
 	touch $(STAMP)
+
+# Pins every distribution's dependencies and the dev group for Linux and macOS, Python 3.11.
+lock:
+	test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet "uv>=0.9"; }
+	printf -- '-e ./%s\n' $(DISTRIBUTIONS) | $(VENV)/bin/uv pip compile --quiet --universal \
+		--python-version 3.11 --group pyproject.toml:dev \
+		$(foreach d,$(DISTRIBUTIONS),--no-emit-package grpc-shop-$(notdir $(firstword $(subst [, ,$(d))))) \
+		--output-file $(LOCK) -
 
 venv: $(STAMP)
 
@@ -49,16 +68,16 @@ test: venv sysdeps
 	$(VENV)/bin/pytest
 
 check: venv
-	$(VENV)/bin/ruff format --check services tests
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff format --check services tools proto tests
+	$(VENV)/bin/ruff check services tools proto tests
 	$(VENV)/bin/mypy
 
 fmt: venv
-	$(VENV)/bin/ruff format services tests
-	$(VENV)/bin/ruff check --fix services tests
+	$(VENV)/bin/ruff format services tools proto tests
+	$(VENV)/bin/ruff check --fix services tools proto tests
 
 proto: venv
-	$(PY) -m shop.codegen
+	$(PY) proto/generate.py
 
 bench: venv
 	$(VENV)/bin/shop bench

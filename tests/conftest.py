@@ -26,9 +26,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shop.credentials import LocalCredentials, ensure_credentials
 from shop.local.addresses import AddressPlan, free_net, free_port
 from shop.local.cluster import ClusterSpec, LocalCluster
-from shop.local.credentials import LocalCredentials, ensure_credentials
 from shop.local.postgres import PostgresServer, start_postgres
 from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
 from shop.runtime.config import ServerConfig

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
-from shop import codegen
+
+def _load_generator() -> ModuleType:
+    """proto/generate.py is a script beside the .proto files, not part of a distribution."""
+    path = Path(__file__).resolve().parents[1] / "proto" / "generate.py"
+    spec = importlib.util.spec_from_file_location("proto_generate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+codegen = _load_generator()
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:

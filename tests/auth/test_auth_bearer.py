@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from shop.local.credentials import LocalCredentials, TokenIssuer
+from shop.credentials import LocalCredentials, TokenIssuer
 from shop.runtime.auth import keys as key_sources
 from shop.runtime.auth.bearer import BearerSettings, BearerVerifier, bearer_token
 from shop.runtime.auth.principals import Unauthenticated

@@ -8,7 +8,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from shop.local.credentials import LocalCredentials, ensure_credentials
+from shop.credentials import LocalCredentials, ensure_credentials
 from shop.runtime.auth import ADMIN, END_USER, OPEN, AccessPolicy, callers
 from shop.runtime.auth.internal import (
     CALLER_TOKEN_HEADER,

@@ -23,10 +23,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shop.api.services import ECHO as ECHO_SERVICE
 from shop.cli.health import local_target
 from shop.cli.main import main
 from shop.echo.app import setup as echo_setup
-from shop.echo.servicer import SERVICE_NAME as ECHO_SERVICE
 from shop.runtime.health import HealthService
 
 from ..conftest import StartServer, free_port

@@ -61,3 +61,16 @@ def test_up_with_prometheus(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def test_up_without_rule_files_names_the_flag(tmp_path: Path) -> None:
+    """An installed ``shop`` cannot find a checkout: no rule files is an error naming
+    --rules, before any replica starts, not a Prometheus without the chart's rules."""
+    command = [
+        sys.executable, "-m", "shop.cli.main", "up", "--prometheus", "--net", str(free_net()),
+        "--data-dir", str(tmp_path / "data"), "--rules", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--rules" in result.stderr and str(tmp_path) in result.stderr, result.stderr
+    assert not (tmp_path / "data").exists()

@@ -277,7 +277,7 @@ def test_credentials_are_made_once_and_mounted_read_only_where_they_are_used() -
             "service_completed_successfully"
         )
         env = environment(service)
-        # What `shop keys --out /credentials` writes (shop.local.credentials).
+        # What `shop keys --out /credentials` writes (shop.credentials).
         assert env["SHOP_AUTH_JWKS"] == "/credentials/jwks.json", name
         assert env["SHOP_INTERNAL_KEYS_DIR"] == "/credentials/internal", name
     loadgen = SERVICES_BY_NAME["loadgen"]
@@ -287,7 +287,7 @@ def test_credentials_are_made_once_and_mounted_read_only_where_they_are_used() -
 
 
 def test_the_credentials_layout_is_what_shop_keys_writes(tmp_path: Path) -> None:
-    from shop.local.credentials import ensure_credentials
+    from shop.credentials import ensure_credentials
 
     made = ensure_credentials(tmp_path)
     assert made.jwks == tmp_path / "jwks.json"

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from shop.cli.main import build_parser
-from shop.local.credentials import TokenIssuer
+from shop.credentials import TokenIssuer
 from shop.runtime.auth.bearer import BearerSettings, BearerVerifier
 from shop.runtime.auth.internal import MIN_KEY_BYTES
 from shop.runtime.auth.principals import Unauthenticated

@@ -28,10 +28,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.api.services import ORDERS as ORDERS_SERVICE
+from shop.credentials import TokenIssuer
 from shop.local.cluster import LocalCluster
-from shop.local.credentials import TokenIssuer
-from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.v1 import (
     common_pb2,
     gateway_pb2,

@@ -17,7 +17,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, running_cluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route

@@ -29,10 +29,10 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.api.services import ORDERS as ORDERS_SERVICE
+from shop.credentials import LocalCredentials
 from shop.inventory.app import setup as inventory_setup
-from shop.local.credentials import LocalCredentials
-from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.orders.app import setup as orders_setup
 from shop.runtime import database
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.credentials import LocalCredentials
 from shop.gateway.app import setup as gateway_setup
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.app import setup as inventory_setup
-from shop.local.credentials import LocalCredentials
 from shop.orders.app import setup as orders_setup
 from shop.v1 import gateway_pb2_grpc, inventory_pb2_grpc
 

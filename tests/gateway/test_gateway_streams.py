@@ -16,9 +16,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from shop.credentials import LocalCredentials
 from shop.gateway.app import setup as gateway_setup
 from shop.inventory.app import setup as inventory_setup
-from shop.local.credentials import LocalCredentials
 from shop.orders.app import setup as orders_setup
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc

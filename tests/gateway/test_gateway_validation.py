@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from shop.local.credentials import LocalCredentials
+from shop.credentials import LocalCredentials
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
 from ..conftest import channel_with, user_metadata

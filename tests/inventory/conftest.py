@@ -11,10 +11,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from shop.credentials import LocalCredentials
 from shop.inventory.app import ACCESS, SERVICE_NAME
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
-from shop.local.credentials import LocalCredentials
 from shop.runtime.database import Database
 from shop.runtime.server import Runtime
 from shop.v1 import inventory_pb2_grpc

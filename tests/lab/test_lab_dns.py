@@ -20,7 +20,7 @@ import grpc
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.lab.dns import ClusterDns
 from shop.lab.endpoints import Endpoint, service_host
 from shop.local.cluster import LocalCluster

@@ -20,7 +20,7 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.lab.endpoints import Endpoint
 from shop.lab.haproxy import Balance, HAProxy, HAProxyError
 from shop.local.cluster import LocalCluster

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import grpc
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.runtime.auth.internal import CALLER_TOKEN_HEADER, CallerTokens, read_internal_keys
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import inventory_pb2, inventory_pb2_grpc

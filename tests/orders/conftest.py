@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.api.services import ORDERS as ORDERS_SERVICE
+from shop.credentials import LocalCredentials
 from shop.inventory.app import ACCESS as INVENTORY_ACCESS
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
-from shop.local.credentials import LocalCredentials
 from shop.orders.app import ACCESS as ORDERS_ACCESS
-from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.orders.placement import OrderPlacement
 from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderRecord, OrderStore

@@ -26,10 +26,10 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.credentials import LocalCredentials
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import RESERVED, InventoryStore, reservations
-from shop.local.credentials import LocalCredentials
 from shop.orders.placement import OrderPlacement
 from shop.orders.reconciler import Reconciler
 from shop.orders.store import CONFIRMED, Item, OrderRecord, OrderStore

@@ -22,10 +22,10 @@ from grpc_status import rpc_status
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from shop.inventory.app import SERVICE_NAME as INVENTORY_SERVICE
-from shop.local.credentials import LocalCredentials
+from shop.api.services import INVENTORY as INVENTORY_SERVICE
+from shop.api.services import ORDERS as ORDERS_SERVICE
+from shop.credentials import LocalCredentials
 from shop.orders.app import ACCESS as ORDERS_ACCESS
-from shop.orders.app import SERVICE_NAME as ORDERS_SERVICE
 from shop.orders.placement import OrderPlacement
 from shop.orders.servicer import OrdersServicer
 from shop.orders.store import OrderStore

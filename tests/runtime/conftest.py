@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from shop.local.credentials import CALLING_SERVICES, LocalCredentials, ensure_credentials
+from shop.credentials import CALLING_SERVICES, LocalCredentials, ensure_credentials
 from shop.runtime import Runtime
 from shop.runtime.auth import OPEN
 

@@ -1,1 +1,0 @@
-"""The ``shop`` command: one module per subcommand, each with ``add_parser`` and ``run``."""

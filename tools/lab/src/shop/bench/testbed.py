@@ -1,0 +1,158 @@
+"""The servers a benchmark run measures, started once and kept up for every round.
+
+Keeping every configuration's servers up for the whole run (idle ones cost next to
+nothing) is what lets the rounds interleave configurations: A B C D A B C D, so a
+burst of noise on the shared machine lands on all of them rather than on one.
+
+Layout: the echo servers get the ``echo`` addresses of one loopback net; each
+chain is a :class:`LocalCluster` with one replica per service (more replicas would
+only compete for the same two cores; the chain measures the cost of the hops, not
+balancing), on a net of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from shop.api.services import ECHO as ECHO_SERVICE
+from shop.api.services import GATEWAY as GATEWAY_SERVICE
+from shop.bench.configs import BenchConfig, System
+from shop.bench.echo_process import start_echo, stop_echoes, wait_serving
+from shop.local.addresses import AddressPlan, free_net
+from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+
+CHAIN_REPLICAS = {"gateway": 1, "orders": 1, "inventory": 1}
+CHAIN_SERVICES = ("gateway", "orders", "inventory")
+ECHO_SERVICES = ("echo",)
+
+TELEMETRY_OFF = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
+
+
+def tracing_env(endpoint: str) -> dict[str, str]:
+    """Tracing on, every span exported over OTLP/gRPC to ``endpoint``.
+
+    The sampler is left to the caller's ``OTEL_TRACES_SAMPLER`` (default: every call
+    traced), so the benchmark can also measure a sampled set-up.
+    """
+    return {
+        "OTEL_SDK_DISABLED": "false",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a configuration's load goes, and which processes serve it."""
+
+    address: str
+    pids: tuple[int, ...]
+    # The front server's Prometheus address (None for the bare echo, which has none)
+    # and the gRPC service whose handled calls it counts there.
+    metrics_addr: str | None
+    grpc_service: str
+    # The demo issuer's key, so the loader can authenticate its customers (the shop
+    # chain needs it; the echo servers do not).
+    token_key: Path | None = None
+
+
+def span_services(config: BenchConfig) -> tuple[str, ...]:
+    """The ``service.name`` values of the spans a configuration's servers export."""
+    return CHAIN_SERVICES if config.system is System.CHAIN else ECHO_SERVICES
+
+
+class Testbed:
+    """Starts the servers of ``configs``; a context manager that always stops them."""
+
+    def __init__(
+        self, configs: tuple[BenchConfig, ...], work_dir: Path, otlp_endpoint: str | None
+    ) -> None:
+        if otlp_endpoint is None and any(config.tracing for config in configs):
+            raise ValueError("a traced configuration needs an OTLP endpoint")
+        self._configs = configs
+        self._work_dir = work_dir
+        self._otlp_endpoint = otlp_endpoint
+        self._echoes: dict[str, Replica] = {}
+        self._clusters: dict[str, LocalCluster] = {}
+
+    def _telemetry_env(self, config: BenchConfig) -> dict[str, str]:
+        if config.tracing:
+            assert self._otlp_endpoint is not None
+            return tracing_env(self._otlp_endpoint)
+        return dict(TELEMETRY_OFF)
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        plan = AddressPlan(net=free_net())
+        logs = self._work_dir / "logs"
+        echo_configs = [c for c in self._configs if c.system is not System.CHAIN]
+        for index, config in enumerate(echo_configs):
+            bare = config.system is System.ECHO_BARE
+            env = {} if bare else self._telemetry_env(config)
+            self._echoes[config.key] = start_echo(plan, index, bare, logs, env)
+        for replica in self._echoes.values():
+            wait_serving(replica, timeout_s)
+        for config in (c for c in self._configs if c.system is System.CHAIN):
+            # The first chain shares the echo net; later ones take a net still free.
+            chain_plan = plan if not self._clusters else AddressPlan(net=free_net())
+            spec = ClusterSpec(
+                replicas=CHAIN_REPLICAS,
+                plan=chain_plan,
+                data_dir=self._work_dir / config.key,
+                drain_delay_s=0.0,
+                shutdown_grace_s=2.0,
+                extra_env=self._telemetry_env(config),
+            )
+            cluster = LocalCluster(spec)
+            self._clusters[config.key] = cluster
+            cluster.start(timeout_s)
+
+    def target(self, config: BenchConfig) -> Target:
+        if config.key in self._echoes:
+            replica = self._echoes[config.key]
+            assert replica.process is not None
+            metrics = None if config.system is System.ECHO_BARE else replica.metrics_addr
+            return Target(replica.grpc_addr, (replica.process.pid,), metrics, ECHO_SERVICE)
+        cluster = self._clusters[config.key]
+        pids = tuple(r.process.pid for r in cluster.replicas if r.process is not None)
+        (gateway,) = cluster.replicas_of("gateway")
+        return Target(
+            cluster.gateway_target,
+            pids,
+            gateway.metrics_addr,
+            GATEWAY_SERVICE,
+            cluster.credentials.issuer_key,
+        )
+
+    def dead_servers(self) -> list[str]:
+        """Names of servers that exited: a measurement against them would be meaningless."""
+        replicas = [*self._echoes.values()]
+        for cluster in self._clusters.values():
+            replicas += cluster.replicas
+        return [r.pod for r in replicas if not r.alive()]
+
+    def stop(self) -> None:
+        """Stops everything (servers flush their spans on the way out)."""
+        stop_echoes(self._echoes.values())
+        for cluster in self._clusters.values():
+            cluster.stop()
+
+    def __enter__(self) -> Testbed:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
