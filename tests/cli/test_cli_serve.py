@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-import shop
 from shop.cli.health import check_targets
 from shop.cli.main import main
 from shop.cli.serve import SERVICES
@@ -130,8 +129,9 @@ def test_bad_setting_is_exit_2_with_one_line(
 def test_every_runnable_service_can_be_served() -> None:
     # Each package with a __main__ (python -m shop.<name>) is a service `shop serve`
     # offers, and both hand run_service the same setup.
-    package_dir = Path(shop.__file__).parent
-    runnable = {path.parent.name for path in package_dir.glob("*/__main__.py")}
+    # shop is a namespace package over every distribution's src/ folder in the repository.
+    repo = Path(__file__).resolve().parents[2]
+    runnable = {path.parent.name for path in repo.glob("*/*/src/shop/*/__main__.py")}
     assert set(SERVICES) == runnable
     for name in SERVICES:
         app = importlib.import_module(f"shop.{name}.app")
