@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shop.lab import analysis
+from shop.loadgen.stats import shares
 
 
 def _timeline(rows: list[dict[str, int]], failures: list[int] | None = None) -> dict[str, Any]:
@@ -43,5 +44,5 @@ def test_phase_counts_and_shares() -> None:
     timeline = _timeline([{"i-0": 4}, {"i-0": 4}, {"i-0": 4}], failures=[0, 2, 1])
     assert analysis.calls_and_failures(timeline, 1.0, 2.0) == (4, 2)
     per_hop = {"inventory": {"i-0": 30, "i-1": 10}}
-    shares = analysis.shares(per_hop, "inventory", ["i-0", "i-1", "i-2"])
-    assert shares == {"i-0": 0.75, "i-1": 0.25, "i-2": 0.0}
+    found = shares(per_hop["inventory"], ["i-0", "i-1", "i-2"])
+    assert found == {"i-0": 0.75, "i-1": 0.25, "i-2": 0.0}

@@ -8,11 +8,9 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
+from grpc_health.v1._async import HealthServicer
 
 from shop.lab.endpoints import Endpoint, ReadinessTracker
-
-HealthServicer = health_aio.HealthServicer
 
 
 class RecordingPublisher:

@@ -88,10 +88,16 @@ def imbalance(counts: Mapping[str, int], expected_pods: int = 0) -> float:
     return max(counts.values(), default=0) * pods / total
 
 
-def shares(counts: Mapping[str, int]) -> dict[str, float]:
-    """Each pod's fraction of the hop's calls (sums to 1.0)."""
+def shares(counts: Mapping[str, int], pods: Iterable[str] | None = None) -> dict[str, float]:
+    """Each pod's fraction of the hop's calls (over every pod in ``counts``, 1.0 in all).
+
+    ``pods`` names the pods to report, in that order: a pod that should exist but
+    served nothing never appears in a trailer, and gets 0.0 here (the lab lists the
+    replicas it started). Without it, the pods in ``counts``.
+    """
     total = sum(counts.values())
-    return {pod: (n / total if total else 0.0) for pod, n in counts.items()}
+    chosen = counts if pods is None else pods
+    return {pod: (counts.get(pod, 0) / total if total else 0.0) for pod in chosen}
 
 
 @dataclass(frozen=True)

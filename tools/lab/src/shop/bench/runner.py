@@ -19,13 +19,13 @@ from typing import Any
 import grpc
 
 from shop.bench.configs import BenchConfig, System
-from shop.bench.cpu import total_cpu_s
 from shop.bench.loadrun import LoadSpec, run_load
 from shop.bench.otlp_sink import OtlpSink
 from shop.bench.progress import PlanProgress
 from shop.bench.results import BenchReport, ConfigResult, Sample, ratios
 from shop.bench.served import handled_calls
 from shop.bench.testbed import CHAIN_REPLICAS, Target, Testbed, span_services
+from shop.local.cpu import total_cpu_s
 
 # What `shop load` is expected to need beyond warm-up + duration (start-up, connect).
 LOADER_START_S = 1.0

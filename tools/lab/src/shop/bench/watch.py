@@ -24,10 +24,10 @@ from pathlib import Path
 
 import grpc
 
-from shop.bench.cpu import process_cpu_s
 from shop.bench.testbed import TELEMETRY_OFF
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster
+from shop.local.cpu import process_cpu_s
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, orders_pb2
 
 SKU = "ESP-001"

@@ -69,12 +69,3 @@ def time_to_fair_share(
 def calls_and_failures(timeline: Mapping[str, Any], start: float, end: float) -> tuple[int, int]:
     chosen = _buckets(timeline, start, end)
     return sum(b["calls"] for b in chosen), sum(b["failures"] for b in chosen)
-
-
-def shares(
-    per_hop: Mapping[str, Mapping[str, int]], service: str, pods: Sequence[str]
-) -> dict[str, float]:
-    """Each expected pod's share of a hop (0.0 for a pod that got nothing)."""
-    counts = per_hop.get(service, {})
-    total = sum(counts.values())
-    return {pod: round(counts.get(pod, 0) / total, 4) if total else 0.0 for pod in pods}

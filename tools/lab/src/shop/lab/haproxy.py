@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 from shop.lab.endpoints import Endpoint
+from shop.local.logs import log_tail
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +289,7 @@ class HAProxy:
         await self.close()
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
     async def _wait_up(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()

@@ -27,11 +27,12 @@ from typing import Any
 
 from shop.lab import analysis
 from shop.lab.analysis import Event
-from shop.lab.cpu import total_cpu_s
 from shop.lab.endpoints import Endpoint, ReadinessTracker
 from shop.lab.modes import Mode
+from shop.loadgen.stats import shares
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+from shop.local.cpu import live_cpu_s
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,12 @@ class ModeRun:
 
     # --- measurements -----------------------------------------------------------------
 
+    @staticmethod
+    def cpu_s(pids: list[int]) -> float:
+        """CPU seconds so far of ``pids`` and of this process, which hosts the DNS and
+        xDS servers: proxy-based modes pay for their proxies, the others for those."""
+        return live_cpu_s(pids) + time.process_time()
+
     def pids(self) -> list[int]:
         assert self.cluster is not None
         replicas = [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
@@ -216,7 +223,7 @@ class ModeRun:
         await warmup.start()
         await warmup.result()
         pids = self.pids()
-        cpu_before = total_cpu_s(pids)
+        cpu_before = self.cpu_s(pids)
         load = LoadProcess(
             self.gateway_target,
             s,
@@ -226,13 +233,13 @@ class ModeRun:
         )
         await load.start()
         summary = await load.result()
-        cpu_s = total_cpu_s(pids) - cpu_before
+        cpu_s = self.cpu_s(pids) - cpu_before
         orders_pods = [f"orders-{i}" for i in range(s.orders)]
         inventory_pods = [f"inventory-{i}" for i in range(s.inventory_start)]
         per_hop = summary["per_hop"]
-        shares = {
-            "orders": analysis.shares(per_hop, "orders", orders_pods),
-            "inventory": analysis.shares(per_hop, "inventory", inventory_pods),
+        pod_shares = {
+            hop: {pod: round(share, 4) for pod, share in shares(per_hop.get(hop, {}), pods).items()}
+            for hop, pods in (("orders", orders_pods), ("inventory", inventory_pods))
         }
         calls = int(summary["calls"])
         return {
@@ -240,10 +247,10 @@ class ModeRun:
             "calls_per_s": summary["calls_per_s"],
             "p50_ms": summary["latency_ms"]["p50"],
             "p99_ms": summary["latency_ms"]["p99"],
-            "shares": shares,
+            "shares": pod_shares,
             # The loader was told the replica counts (--expect), so pods that got no
             # call count in its imbalance already.
-            "imbalance": {hop: summary["imbalance"].get(hop, 0.0) for hop in shares},
+            "imbalance": {hop: summary["imbalance"].get(hop, 0.0) for hop in pod_shares},
             "cpu_s_per_1000_calls": round(cpu_s / calls * 1000, 3) if calls else None,
             "failures": summary["failures"],
             "status_counts": summary["status_counts"],

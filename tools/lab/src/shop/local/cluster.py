@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.credentials import LocalCredentials, ensure_credentials
 from shop.local.addresses import AddressPlan, address_in_use
+from shop.local.logs import log_tail
 from shop.local.supervisor import Backoff, Supervisor, SupervisorEvent
 
 SERVICES = ("inventory", "orders", "gateway")  # start order: dependencies first
@@ -89,10 +90,7 @@ class Replica:
             time.sleep(0.05)
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, lines)
 
 
 @dataclass

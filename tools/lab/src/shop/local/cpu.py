@@ -1,0 +1,51 @@
+"""CPU seconds of local processes, read from ``/proc`` (Linux), so cost can be reported
+per call.
+
+Throughput on a shared two-core machine moves with whatever else runs; CPU seconds
+spent per call move much less, and they are what a balancing mode or telemetry really
+costs a deployment (more cores for the same traffic). The bench and the lab both
+measure this way; they differ only in what a process that is gone means (see below).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far, or None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the fields after its ')' are fixed:
+    # state is [0], utime [11], stime [12].
+    fields = text.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def total_cpu_s(pids: Iterable[int]) -> float | None:
+    """Summed CPU seconds of ``pids``; None if any of them cannot be read.
+
+    For a measurement that is wrong without every process (the bench's servers).
+    """
+    total = 0.0
+    for pid in pids:
+        seconds = process_cpu_s(pid)
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
+def live_cpu_s(pids: Iterable[int]) -> float:
+    """Summed CPU seconds of ``pids``, a process that has gone counting 0.0.
+
+    For a measurement over processes that may come and go (the lab's replicas and
+    proxies): the figure is still the best there is.
+    """
+    return sum(process_cpu_s(pid) or 0.0 for pid in pids)
