@@ -46,7 +46,8 @@ COPY services/gateway/pyproject.toml services/gateway/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/inventory/pyproject.toml services/inventory/
 COPY tools/cli/pyproject.toml tools/cli/
-# hadolint ignore=SC2086
+# Versions are pinned by the constraint file (DL3013); $DISTRIBUTIONS is a list (SC2086).
+# hadolint ignore=DL3013,SC2086
 RUN pip install --constraint requirements.lock $DISTRIBUTIONS
 
 # Then the code, as regular (non-editable) installs over those empty first builds: the
@@ -54,7 +55,7 @@ RUN pip install --constraint requirements.lock $DISTRIBUTIONS
 # here, because the running container cannot (read-only root file system).
 COPY services ./services
 COPY tools/cli ./tools/cli
-# hadolint ignore=SC2086
+# hadolint ignore=DL3013,SC2086
 RUN pip install --no-deps --force-reinstall $DISTRIBUTIONS \
     && pip check
 

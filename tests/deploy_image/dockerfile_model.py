@@ -66,6 +66,10 @@ class Stage:
     def labels(self) -> dict[str, str]:
         return self._pairs("LABEL")
 
+    def build_args(self) -> dict[str, str]:
+        """ARG NAME=DEFAULT declarations in this stage."""
+        return self._pairs("ARG")
+
     def _pairs(self, keyword: str) -> dict[str, str]:
         values: dict[str, str] = {}
         for instruction in self.all(keyword):

@@ -3,9 +3,9 @@
 Each test states one promise of the Dockerfile that Kubernetes, compose or a user
 relies on, read from the parsed file: a slim final stage with only the virtualenv
 in it, a numeric non-root user, commands that really exist in ``shop``, the
-opentelemetry-proto repair the Makefile also does, and a .dockerignore that keeps
-local state out without dropping what the build copies. hadolint, the usual
-Dockerfile linter, runs on it too.
+services and the shop command installed through requirements.lock without the lab,
+and a .dockerignore that keeps local state (and the lab) out without dropping what
+the build copies. hadolint, the usual Dockerfile linter, runs on it too.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from .dockerfile_model import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# The image's entry point is the shop command, from this distribution.
+CLI_PROJECT = tomllib.loads((ROOT / "tools" / "cli" / "pyproject.toml").read_text())["project"]
 # Packages that only building needs: compilers, headers, make and friends.
 BUILD_TOOLS = {
     *("gcc", "g++", "cc", "clang", "make", "cmake", "pkg-config", "git"),
@@ -171,9 +172,9 @@ def test_oci_labels(final: Stage) -> None:
     prefix = "org.opencontainers.image."
     for key in ("title", "description", "version", "licenses", "base.name"):
         assert labels.get(prefix + key), f"missing label {prefix}{key}"
-    assert labels[prefix + "licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels[prefix + "licenses"] == CLI_PROJECT["license"]
     version_args = [a.args for a in final.all("ARG") if a.args.startswith("VERSION=")]
-    assert version_args == [f"VERSION={PYPROJECT['project']['version']}"]
+    assert version_args == [f"VERSION={CLI_PROJECT['version']}"]
 
 
 # --- the commands the image runs -----------------------------------------------------
@@ -182,7 +183,7 @@ def test_oci_labels(final: Stage) -> None:
 def test_entrypoint_and_cmd_run_a_service(final: Stage) -> None:
     entrypoint = exec_form(final.last("ENTRYPOINT"))
     assert entrypoint == ["shop"]
-    assert PYPROJECT["project"]["scripts"]["shop"] == "shop.cli.main:main"
+    assert CLI_PROJECT["scripts"]["shop"] == "shop.cli.main:main"
     command = exec_form(final.last("CMD"))
     args = build_parser().parse_args(command)
     assert (args.command, args.service) == ("serve", "gateway")
@@ -221,45 +222,51 @@ def test_image_commands_exist_in_the_installed_script(subcommand: str) -> None:
 # --- the builder -----------------------------------------------------------------------
 
 
-def test_builder_installs_the_project_then_repairs_opentelemetry_proto(builder: Stage) -> None:
+def image_distributions(builder: Stage) -> list[str]:
+    """The distribution folders the builder installs, from its DISTRIBUTIONS argument."""
+    return builder.build_args()["DISTRIBUTIONS"].split()
+
+
+def test_builder_installs_the_services_and_the_shop_command_not_the_lab(builder: Stage) -> None:
+    assert image_distributions(builder) == [
+        "services/runtime", "services/api", "services/gateway", "services/orders",
+        "services/inventory", "tools/cli",
+    ]  # fmt: skip
+    for folder in image_distributions(builder):
+        assert (ROOT / folder / "pyproject.toml").is_file(), folder
+
+
+def test_builder_installs_through_the_lock_then_the_code(builder: Stage) -> None:
     runs = builder.all("RUN")
-    dependencies = next(i for i, run in enumerate(runs) if "--requirement" in run.args)
-    project = next(
-        i for i, run in enumerate(runs) if re.search(r"pip install .*\s\.(\s|$)", run.args)
+    dependencies = next(i for i, run in enumerate(runs) if "--constraint" in run.args)
+    code = next(i for i, run in enumerate(runs) if "--no-deps" in run.args)
+    assert re.search(
+        r"pip install --constraint requirements\.lock \$DISTRIBUTIONS", runs[dependencies].args
     )
-    assert "['project']['dependencies']" in runs[dependencies].args
-    # A regular install: the final stage has no /src for an editable one to point at.
-    assert not re.search(r"\s(-e|--editable)\s", runs[project].args)
-    # xds-protos (a dependency) overwrites opentelemetry-proto's modules; the repair
-    # must come after it, at the version pip chose, without touching anything else.
-    installed_version = (
-        "'from importlib.metadata import version; print(version(\"opentelemetry-proto\"))'"
-    )
-    repair = re.search(
-        r"pip install --force-reinstall --no-deps\s+"
-        + re.escape(f'"opentelemetry-proto==$(python -c {installed_version})"'),
-        runs[dependencies].args,
-    )
-    assert repair, "opentelemetry-proto is not reinstalled after the dependencies"
-    assert repair.start() > runs[dependencies].args.index("--requirement")
-    assert "xds-protos" in " ".join(PYPROJECT["project"]["dependencies"])
+    # Then the code over those first installs, as regular installs (the final stage has
+    # no /src for an editable one to point at), checked for consistency.
+    assert dependencies < code
+    assert re.search(r"pip install --no-deps --force-reinstall \$DISTRIBUTIONS", runs[code].args)
+    assert not re.search(r"\s(-e|--editable)\s", runs[code].args)
+    assert "pip check" in runs[code].args
+    # The lab (and its xds-protos, which overwrites opentelemetry-proto's files) is not
+    # in the image, so no install repairs anything behind another's back.
+    for run in runs:
+        assert "opentelemetry-proto" not in run.args, f"line {run.line}: {run.args}"
 
 
 def test_builder_copies_what_the_project_build_reads(builder: Stage) -> None:
-    copied = {source.rstrip("/") for copy in builder.all("COPY") for source in copy.operands()[:-1]}
-    packages = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
-    assert copied == {"pyproject.toml", PYPROJECT["project"]["readme"], *packages}
-    # The readme is there before the project is built (setuptools reads it).
-    instructions = builder.instructions
-    readme_copy = next(
-        i for i, ins in enumerate(instructions) if ins.keyword == "COPY" and "README.md" in ins.args
+    copies = builder.all("COPY")
+    copied = [source.rstrip("/") for copy in copies for source in copy.operands()[:-1]]
+    folders = image_distributions(builder)
+    # First the lock and each distribution's pyproject.toml (the dependency layer)...
+    manifests = {"requirements.lock", *(f"{folder}/pyproject.toml" for folder in folders)}
+    assert set(copied[: len(manifests)]) == manifests
+    # ...then the code of exactly those distributions: services/ holds only image ones.
+    assert set(copied[len(manifests) :]) == {"services", "tools/cli"}
+    assert {f"services/{p.name}" for p in (ROOT / "services").iterdir() if p.is_dir()} <= set(
+        folders
     )
-    install = next(
-        i
-        for i, ins in enumerate(instructions)
-        if ins.keyword == "RUN" and "--no-deps ." in ins.args
-    )
-    assert readme_copy < install
 
 
 # --- .dockerignore ---------------------------------------------------------------------
@@ -281,10 +288,14 @@ def context_files() -> set[str]:
         "proto/shop/v1/orders.proto",
         "helm/grpc-shop/values.yaml",
         ".mypy_cache/3.11/shop.json",
-        "services/shop/__pycache__/codegen.cpython-311.pyc",
-        "services/shop/cli/health.pyc",
-        "services/grpc_shop.egg-info/PKG-INFO",
+        "services/gateway/src/shop/gateway/__pycache__/app.cpython-311.pyc",
+        "tools/cli/src/shop/cli/health.pyc",
+        "services/runtime/src/grpc_shop_runtime.egg-info/PKG-INFO",
+        "services/orders/build/lib/shop/orders/store.py",
         "services/data/orders.db",
+        "tools/lab/src/shop/lab/runner.py",
+        "tools/lab/pyproject.toml",
+        "README.md",
     ],
 )
 def test_dockerignore_keeps_local_state_out(path: str) -> None:

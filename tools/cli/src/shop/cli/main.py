@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -32,40 +33,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in (only,) if only else SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"shop.cli.{name}")
-        except ModuleNotFoundError as error:
-            if name not in FROM_LAB or error.name != f"shop.cli.{name}":
-                raise
-            _add_missing(subparsers, name)
-        else:
-            module.add_parser(subparsers)
+        if not installed(name):
+            # Listed in the help, so a reader of the image's `shop --help` learns it exists.
+            subparsers.add_parser(name, help=f"(not installed: {_missing_reason(name)})")
+            continue
+        importlib.import_module(f"shop.cli.{name}").add_parser(subparsers)
     return parser
 
 
-def _add_missing(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str
-) -> None:
-    """A lab command in an install without the lab (the container image): it is listed,
-    and running it says what to install instead of failing on an import."""
-    parser = subparsers.add_parser(name, help="(needs grpc-shop-lab: pip install ./tools/lab)")
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+def installed(name: str) -> bool:
+    """Whether this install has the command's module (the lab's may be absent)."""
+    return name not in FROM_LAB or importlib.util.find_spec(f"shop.cli.{name}") is not None
 
-    def missing(_: argparse.Namespace) -> int:
-        print(
-            f"shop {name}: this command comes with the grpc-shop-lab distribution, which is "
-            "not installed here (pip install ./tools/lab from a checkout)",
-            file=sys.stderr,
-        )
-        return 2
 
-    parser.set_defaults(run=missing)
+def _missing_reason(name: str) -> str:
+    return "it comes with the grpc-shop-lab distribution (pip install ./tools/lab)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=words[0] if words and words[0] in SUBCOMMANDS else None)
-    args = parser.parse_args(words)
+    command = words[0] if words and words[0] in SUBCOMMANDS else None
+    if command is not None and not installed(command):
+        print(f"shop {command}: not installed here: {_missing_reason(command)}", file=sys.stderr)
+        return 2
+    args = build_parser(only=command).parse_args(words)
     try:
         result: int = args.run(args)
     except KeyboardInterrupt:
