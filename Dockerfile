@@ -46,9 +46,12 @@ COPY services/gateway/pyproject.toml services/gateway/
 COPY services/orders/pyproject.toml services/orders/
 COPY services/inventory/pyproject.toml services/inventory/
 COPY tools/cli/pyproject.toml tools/cli/
-# Versions are pinned by the constraint file (DL3013); $DISTRIBUTIONS is a list (SC2086).
+# Each builds as an empty distribution here (setuptools wants its src/ folder to exist);
+# pip installs their dependencies. Versions are pinned by the constraint file (DL3013);
+# $DISTRIBUTIONS is a list (SC2086).
 # hadolint ignore=DL3013,SC2086
-RUN pip install --constraint requirements.lock $DISTRIBUTIONS
+RUN for folder in $DISTRIBUTIONS; do mkdir -p "$folder/src"; done \
+    && pip install --constraint requirements.lock $DISTRIBUTIONS
 
 # Then the code, as regular (non-editable) installs over those empty first builds: the
 # final stage gets /opt/venv and nothing from /src. pip compiles every module to .pyc
