@@ -1,4 +1,4 @@
-"""What each mode configures, read off the rendered objects (DESIGN.md's mode table)."""
+"""What each mode configures, read off the rendered objects (the README's mode table)."""
 
 from __future__ import annotations
 
