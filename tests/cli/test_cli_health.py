@@ -27,9 +27,10 @@ from shop.api.services import ECHO as ECHO_SERVICE
 from shop.cli.health import local_target
 from shop.cli.main import main
 from shop.echo.app import setup as echo_setup
+from shop.local.addresses import free_port
 from shop.runtime.health import HealthService
 
-from ..conftest import StartServer, free_port
+from ..support.servers import StartServer
 
 SHOP = Path(sys.executable).parent / "shop"
 

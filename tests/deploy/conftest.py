@@ -1,311 +1,38 @@
-"""Render the Helm chart with Helm's own engine and validate what comes out.
-
-``helm-python-sdk`` embeds Helm v4 as a library (no helm binary, no cluster), so
-these tests run the same template engine and values-schema check as ``helm install``.
-Kubernetes objects are checked against the published OpenAPI schemas with unknown
-fields rejected (``kubernetes-validate --strict``); Istio and Prometheus Operator
-objects against the pydantic models generated from their CRDs. The manifests of
-``istio/`` are loaded here too, so that their tests use the same look-ups and checks.
-"""
+"""Fixtures of the chart tests: renders of the Helm chart, the manifests of ``istio/``,
+and the checks of what comes out (see tests/support/chart.py for what they do)."""
 
 from __future__ import annotations
 
-import base64
 import copy
-import importlib
-import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
 
-import helm_python
-import kubernetes_validate
 import pytest
-import yaml
-from pydantic import BaseModel, ValidationError
-from pydantic_core import InitErrorDetails
 
-REPO = Path(__file__).resolve().parents[2]
-CHART_DIR = REPO / "helm" / "grpc-shop"
-ISTIO_DIR = REPO / "istio"
-# The modes are whatever the chart's schema allows; a test taking a ``mode`` argument
-# runs once per mode (see pytest_generate_tests).
-MODES = tuple(
-    json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]["mode"]["enum"]
+from ..support.chart import (
+    ALL_FEATURES,
+    ESCAPE_HATCHES,
+    KUBE_VERSIONS,
+    MODES,
+    ChartRenderer,
+    EnvOf,
+    Lint,
+    MountVolumes,
+    Rendered,
+    Validate,
+    Values,
+    container_env,
+    lint_findings,
+    load_manifests,
+    merge,
+    mount_secret_volumes,
+    object_name,
+    validate_object,
 )
-# Every Kubernetes minor the chart claims to support (Chart.yaml kubeVersion >=1.29).
-KUBE_VERSIONS = tuple(f"1.{minor}.0" for minor in range(29, 36))
-RELEASE = "shop"
-NAMESPACE = "shop-ns"
-
-# Every optional block switched on: the widest render the tests can check.
-ALL_FEATURES: dict[str, Any] = {
-    "loadgen": {"enabled": True},
-    "networkPolicy": {"enabled": True},
-    "podDisruptionBudget": {"enabled": True},
-    "autoscaling": {"enabled": True},
-    "serviceMonitor": {"enabled": True},
-    "prometheusRule": {"enabled": True},
-    "dashboards": {"enabled": True},
-    "topologySpread": {"enabled": True},
-    "otel": {"endpoint": "http://opentelemetry-collector.observability.svc.cluster.local:4317"},
-}
-
-# Every escape hatch set, release-wide and per workload (orders, loadgen and postgresql
-# override some): the values a cluster user would add to fit the chart to a cluster.
-ESCAPE_HATCHES: dict[str, Any] = {
-    "imagePullSecrets": [{"name": "registry-cred"}],
-    "priorityClassName": "shop-high",
-    "nodeSelector": {"pool": "shop"},
-    "tolerations": [
-        {"key": "dedicated", "operator": "Equal", "value": "shop", "effect": "NoSchedule"}
-    ],
-    "affinity": {
-        "nodeAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {
-                    "weight": 10,
-                    "preference": {
-                        "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]
-                    },
-                }
-            ]
-        }
-    },
-    "podAnnotations": {"example.com/owner": "team-shop", "example.com/cost-centre": "42"},
-    "podLabels": {"team": "shop", "tier": "backend"},
-    "extraEnv": [
-        {"name": "TZ", "value": "UTC"},
-        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-    ],
-    "orders": {
-        "extraEnv": [
-            {"name": "TZ", "value": "Europe/Berlin"},
-            {"name": "OTEL_EXPORTER_OTLP_HEADERS", "value": "x-tenant=shop"},
-        ],
-        "podAnnotations": {"example.com/owner": "team-orders"},
-        "podLabels": {"tier": "core"},
-        "nodeSelector": {"pool": "orders"},
-        "tolerations": [{"key": "orders", "operator": "Exists"}],
-        "affinity": {
-            "podAntiAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "topologyKey": "kubernetes.io/hostname",
-                        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "orders"}},
-                    }
-                ]
-            }
-        },
-    },
-    "loadgen": {"enabled": True, "nodeSelector": {"pool": "load"}},
-    "postgresql": {
-        "tolerations": [
-            {"key": "db", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}
-        ]
-    },
-}
-
-Manifest = dict[str, Any]
-
-
-# API group -> the package of its generated models, one module per version; any
-# *.istio.io group maps to cloudcoil's Istio models (networking.istio.io/v1 ->
-# cloudcoil.models.istio.networking.v1).
-CRD_PACKAGES = {"monitoring.coreos.com": "cloudcoil.models.prometheus_operator"}
-
-
-def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge, as Helm merges ``--set``/``-f`` values over the chart's."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-class Rendered:
-    """The objects of one render, with look-ups by kind and name."""
-
-    def __init__(self, files: dict[str, str]) -> None:
-        self.files = files
-        self.notes = next((text for path, text in files.items() if path.endswith("NOTES.txt")), "")
-        self.objects: list[Manifest] = []
-        for path, text in sorted(files.items()):
-            if path.endswith("NOTES.txt"):
-                continue
-            for doc in yaml.safe_load_all(text):
-                if doc:
-                    doc.setdefault("__source__", path)
-                    self.objects.append(doc)
-
-    def manifests(self) -> Iterator[Manifest]:
-        """Objects without the test's bookkeeping key."""
-        for obj in self.objects:
-            yield {k: v for k, v in obj.items() if k != "__source__"}
-
-    def of_kind(self, kind: str) -> list[Manifest]:
-        return [obj for obj in self.manifests() if obj["kind"] == kind]
-
-    def get(self, kind: str, name: str | None = None) -> Manifest:
-        """The one object of ``kind`` (named ``name``, when given)."""
-        found = [o for o in self.of_kind(kind) if name in (None, o["metadata"]["name"])]
-        if len(found) != 1:
-            have = sorted(self.names(kind))
-            raise AssertionError(f"expected one {kind} named {name!r}, found {have}")
-        return found[0]
-
-    def names(self, kind: str) -> set[str]:
-        return {obj["metadata"]["name"] for obj in self.of_kind(kind)}
-
-
-def container_env(deployment: Manifest) -> dict[str, Any]:
-    """name -> value (or the valueFrom mapping) of the first container's env."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
-
-
-def secret_files(volume: Manifest) -> list[tuple[str, str, str, int]]:
-    """(Secret name, key, path in the volume, mode) of each file a ``secret`` or
-    ``projected`` volume shows; empty for any other kind of volume."""
-    if "secret" in volume:
-        plain = volume["secret"]
-        sources = [{"secret": {"name": plain["secretName"], "items": plain["items"]}}]
-        mode = volume["secret"].get("defaultMode", 0o644)
-    elif "projected" in volume:
-        sources = volume["projected"]["sources"]
-        mode = volume["projected"].get("defaultMode", 0o644)
-    else:
-        return []
-    files = []
-    for source in sources:
-        secret = source["secret"]
-        for item in secret["items"]:  # the chart always names the keys it mounts
-            files.append((secret["name"], item["key"], item["path"], item.get("mode", mode)))
-    return files
-
-
-def mount_secret_volumes(rendered: Rendered, workload: Manifest, root: Path) -> dict[str, Path]:
-    """Writes the files of a workload's Secret-backed volumes under ``root``, as the
-    kubelet would in its pod, from the Secrets of the same render (a Secret the render
-    does not hold fails the test). Returns mountPath -> the directory standing in for it."""
-    spec = workload["spec"]["template"]["spec"]
-    volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
-    secrets = {s["metadata"]["name"]: s.get("data", {}) for s in rendered.of_kind("Secret")}
-    mounts: dict[str, Path] = {}
-    for mount in spec["containers"][0].get("volumeMounts", []):
-        files = secret_files(volumes.get(mount["name"], {}))  # claim templates: none
-        if not files:
-            continue
-        directory = root / mount["mountPath"].strip("/")
-        for secret, key, path, mode in files:
-            assert secret in secrets, f"{_name(workload)} mounts Secret {secret}, not rendered"
-            assert key in secrets[secret], f"Secret {secret} has no key {key!r}"
-            target = directory / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(base64.b64decode(secrets[secret][key]))
-            target.chmod(mode)
-        mounts[mount["mountPath"]] = directory
-    return mounts
-
-
-def load_manifests(folder: Path) -> Rendered:
-    """The objects of a folder's ``*.yaml`` files, with the same look-ups as a render."""
-    return Rendered({path.name: path.read_text() for path in sorted(folder.glob("*.yaml"))})
-
-
-def _name(obj: Manifest) -> str:
-    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-
-
-def validate_kubernetes(obj: Manifest, version: str) -> None:
-    """Strict OpenAPI validation of a built-in kind; raises AssertionError with the path."""
-    try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        path = ".".join(str(p) for p in error.path) or "<root>"
-        raise AssertionError(
-            f"{_name(obj)}: invalid for Kubernetes {version} at {path}: {error.message}"
-        ) from None
-    except kubernetes_validate.SchemaNotFoundError as error:
-        raise AssertionError(f"{_name(obj)}: no schema to check it against: {error}") from None
-
-
-def crd_model(api_version: str, kind: str) -> type[BaseModel] | None:
-    """The generated model of a CRD kind; None for a kind with no CRD package (built-in)."""
-    group, _, version = api_version.rpartition("/")
-    package: str | None
-    if group.endswith(".istio.io"):
-        package = f"cloudcoil.models.istio.{group.removesuffix('.istio.io')}"
-    else:
-        package = CRD_PACKAGES.get(group)
-    if package is None:
-        return None
-    try:
-        module = importlib.import_module(f"{package}.{version}")
-    except ModuleNotFoundError:
-        raise AssertionError(f"no model module for {api_version} ({package}.{version})") from None
-    model = getattr(module, kind, None)
-    if not (isinstance(model, type) and issubclass(model, BaseModel)):
-        raise AssertionError(f"no model for {api_version} {kind} in {module.__name__}")
-    return model
-
-
-def _dropped_or_changed(given: Any, dumped: Any, path: str) -> Iterator[str]:
-    """Paths of the input the model's dump lost or changed (added defaults are fine)."""
-    if isinstance(given, dict):
-        if not isinstance(dumped, dict):
-            yield f"{path or '<root>'}: became {dumped!r}"
-            return
-        for key, value in given.items():
-            where = f"{path}.{key}" if path else str(key)
-            if str(key) not in dumped:  # the dump's keys are strings: 9464 is "9464"
-                # An empty mapping or list is legitimately left out by the dump.
-                if value not in ({}, [], None):
-                    yield f"{where}: unknown field (dropped by the model)"
-            else:
-                yield from _dropped_or_changed(value, dumped[str(key)], where)
-    elif isinstance(given, list):
-        if not isinstance(dumped, list) or len(dumped) != len(given):
-            yield f"{path}: list became {dumped!r}"
-            return
-        for index, (item, dumped_item) in enumerate(zip(given, dumped, strict=True)):
-            yield from _dropped_or_changed(item, dumped_item, f"{path}[{index}]")
-    elif given != dumped:  # 10 == 10.0: numbers compare by value
-        yield f"{path}: {given!r} became {dumped!r}"
-
-
-def validate_crd_object(obj: Manifest, model: type[BaseModel]) -> None:
-    """Validate a CRD kind with its generated model; unknown fields fail too.
-
-    A wrong type or enum value raises the model's ValidationError, titled with the
-    object's kind/name. The models accept and silently drop unknown fields, so the
-    dump is compared with the input: every input field the model did not keep, or
-    changed, is reported by its path.
-    """
-    try:
-        parsed = model.model_validate(obj)
-    except ValidationError as error:
-        details = cast("list[InitErrorDetails]", error.errors())
-        raise ValidationError.from_exception_data(_name(obj), details) from None
-    dumped = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
-    problems = "\n".join(_dropped_or_changed(obj, dumped, ""))
-    assert not problems, f"{_name(obj)}: not part of the {obj['apiVersion']} API:\n{problems}"
-
-
-def validate_object(obj: Manifest, versions: tuple[str, ...] = KUBE_VERSIONS) -> None:
-    """A CRD kind against its model; any other kind against every Kubernetes version."""
-    model = crd_model(obj["apiVersion"], obj["kind"])
-    if model is not None:
-        validate_crd_object(obj, model)
-        return
-    for version in versions:
-        validate_kubernetes(obj, version)
+from ..support.paths import CHART_DIR, ISTIO_DIR
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test taking a ``mode`` argument runs once per mode the chart's schema allows.
     if "mode" in metafunc.fixturenames and not any(
         "mode" in marker.args[0] for marker in metafunc.definition.iter_markers("parametrize")
     ):
@@ -315,30 +42,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # no schema or model and is checked field by field in test_istio_mesh_profile.py.
         folder = load_manifests(ISTIO_DIR)
         pairs = [
-            (f"{source['__source__']}:{_name(obj)}", obj)
+            (f"{source['__source__']}:{object_name(obj)}", obj)
             for source, obj in zip(folder.objects, folder.manifests(), strict=True)
             if obj["kind"] != "IstioOperator"
         ]
         metafunc.parametrize("istio_object", [obj for _, obj in pairs], ids=[i for i, _ in pairs])
-
-
-class ChartRenderer:
-    """``render_chart(mode, values, name=...)``; a copy per call, renders cached."""
-
-    modes = MODES
-
-    def __init__(self) -> None:
-        self._cache: dict[str, dict[str, str]] = {}
-
-    def __call__(
-        self, mode: str = "clusterip", values: dict[str, Any] | None = None, *, name: str = RELEASE
-    ) -> Rendered:
-        merged = merge(values or {}, {"mode": mode})
-        key = name + "\n" + yaml.safe_dump(merged, sort_keys=True)
-        if key not in self._cache:
-            chart = helm_python.Chart.load(CHART_DIR)
-            self._cache[key] = chart.render(values=merged, name=name, namespace=NAMESPACE)
-        return Rendered(self._cache[key])
 
 
 @pytest.fixture(scope="session")
@@ -347,19 +55,19 @@ def render_chart() -> ChartRenderer:
 
 
 @pytest.fixture(scope="session")
-def all_features() -> dict[str, Any]:
+def all_features() -> Values:
     """Values that switch every optional block on."""
     return copy.deepcopy(ALL_FEATURES)
 
 
 @pytest.fixture(scope="session")
-def escape_hatches() -> dict[str, Any]:
+def escape_hatches() -> Values:
     """Values that set every escape hatch (ESCAPE_HATCHES)."""
     return copy.deepcopy(ESCAPE_HATCHES)
 
 
 @pytest.fixture(scope="session")
-def feature_sets() -> dict[str, dict[str, Any]]:
+def feature_sets() -> dict[str, Values]:
     """Named sets of values the validity tests render: the defaults, every optional block,
     and every optional block with every escape hatch."""
     return {
@@ -369,25 +77,14 @@ def feature_sets() -> dict[str, dict[str, Any]]:
     }
 
 
-def lint_findings(path: Path, values: dict[str, Any], kube_version: str) -> list[dict[str, Any]]:
-    """``helm lint --strict`` warnings and errors (info-level findings dropped)."""
-    report = helm_python.lint(
-        path, values, strict=True, namespace=NAMESPACE, kube_version=f"v{kube_version}"
-    )
-    warning = 2  # helm's support.Severity: 1 info, 2 warning, 3 error
-    return [m for m in report["messages"] if m["severity"] >= warning] + [
-        {"error": e} for e in report["errors"]
-    ]
-
-
 @pytest.fixture(scope="session")
-def lint() -> Callable[[Path, dict[str, Any], str], list[dict[str, Any]]]:
+def lint() -> Lint:
     """``lint(chart_dir, values, "1.30.0")`` -> strict findings."""
     return lint_findings
 
 
 @pytest.fixture(scope="session")
-def validate() -> Callable[[Manifest], None]:
+def validate() -> Validate:
     """``validate(obj)``: Kubernetes schemas 1.29-1.35 (strict) or the CRD's model.
 
     Raises AssertionError naming the kind/name and the path of an unknown field (or of
@@ -405,13 +102,13 @@ def istio_manifests() -> Rendered:
 
 
 @pytest.fixture(scope="session")
-def env_of() -> Callable[[Manifest], dict[str, Any]]:
+def env_of() -> EnvOf:
     """``env_of(deployment)``: its first container's environment, name -> value."""
     return container_env
 
 
 @pytest.fixture(scope="session")
-def mount_volumes() -> Callable[[Rendered, Manifest, Path], dict[str, Path]]:
+def mount_volumes() -> MountVolumes:
     """``mount_volumes(rendered, deployment, root)``: its Secret volumes as files under
     root, mountPath -> directory (see mount_secret_volumes)."""
     return mount_secret_volumes

@@ -30,7 +30,7 @@ from shop.runtime.auth.bearer import BearerSettings, BearerVerifier
 from shop.runtime.auth.internal import MIN_KEY_BYTES
 from shop.runtime.auth.principals import Unauthenticated
 
-from .conftest import merge, secret_files
+from ..support.chart import merge, secret_files
 
 Render = Callable[..., Any]
 Env = Callable[[dict[str, Any]], dict[str, Any]]

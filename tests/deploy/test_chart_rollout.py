@@ -6,7 +6,7 @@ import pytest
 
 from shop.lab.runner import LabSettings
 
-from .conftest import ChartRenderer
+from ..support.chart import ChartRenderer
 
 SERVICES = ("gateway", "orders", "inventory")
 

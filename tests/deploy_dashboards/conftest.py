@@ -1,4 +1,4 @@
-"""Fixtures for the dashboard tests: the dashboard files and a real, empty Prometheus.
+"""Fixtures for the dashboard tests: a real, empty Prometheus.
 
 Prometheus is the project's own ``shop.local.prometheus`` (the Debian binary on a free
 loopback port, no scrape targets): it is only there to parse PromQL the way the
@@ -8,13 +8,10 @@ Prometheus behind Grafana will.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from shop.local.prometheus import PrometheusServer, PrometheusUnavailable, start_prometheus
-
-DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "helm" / "grpc-shop" / "dashboards"
 
 
 @pytest.fixture(scope="module")

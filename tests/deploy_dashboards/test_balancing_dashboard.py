@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
-DASHBOARD = (
-    Path(__file__).resolve().parents[2] / "helm" / "grpc-shop" / "dashboards" / "balancing.json"
-)
+from ..support.paths import DASHBOARDS_DIR
+
+DASHBOARD = DASHBOARDS_DIR / "balancing.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # What Grafana puts in place of the variables the queries may use.
 

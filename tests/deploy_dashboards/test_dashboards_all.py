@@ -20,7 +20,7 @@ import pytest
 
 from shop.local.prometheus import PrometheusServer, QueryError
 
-from .conftest import DASHBOARDS_DIR
+from ..support.paths import DASHBOARDS_DIR
 
 DASHBOARD_FILES = sorted(DASHBOARDS_DIR.glob("*.json"))
 # Dashboards the project documents; more may be added, none of these may go missing.

@@ -42,7 +42,9 @@ from shop.v1 import (
     orders_pb2_grpc,
 )
 
-from ..conftest import ClusterFactory, PodEnv, caller_metadata, run_service_module
+from ..support.auth import caller_metadata
+from ..support.clusters import ClusterFactory
+from ..support.pods import PodEnv, run_service_module
 
 Metadata = tuple[tuple[str, str], ...]
 NO_METADATA: Metadata = ()

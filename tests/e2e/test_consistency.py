@@ -23,7 +23,7 @@ from shop.local.cluster import ClusterSpec, LocalCluster, running_cluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 
-from ..conftest import caller_metadata, channel_with
+from ..support.auth import caller_metadata, channel_with
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 # Each call gets all the time it needs: a slow shared machine must not turn into errors.

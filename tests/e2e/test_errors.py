@@ -27,7 +27,8 @@ from shop.v1 import (
     inventory_pb2_grpc,
 )
 
-from ..conftest import ClusterFactory, channel_with
+from ..support.auth import channel_with
+from ..support.clusters import ClusterFactory
 
 # Stocked by the module fixture; every test leaves it untouched.
 SKU, STOCK = "ERR-STOCKED", 5

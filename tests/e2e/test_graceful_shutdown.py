@@ -23,7 +23,7 @@ from shop.local.cluster import LocalCluster, Replica
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 WORKERS = 16
 CALL_TIMEOUT_S = 30.0

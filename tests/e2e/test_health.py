@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.local.cluster import LocalCluster, Replica
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

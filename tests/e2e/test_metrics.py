@@ -21,7 +21,7 @@ import shop
 from shop.local.cluster import LocalCluster
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 PLACED = 5
 LISTED = 3

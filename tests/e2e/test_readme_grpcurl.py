@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 EXPECTED_CODE = re.compile(r"#\s*Code: (\w+)\s*$")

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from shop.local.cluster import LocalCluster
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 HEALTH = "grpc.health.v1.Health"
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection"

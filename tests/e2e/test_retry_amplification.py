@@ -22,8 +22,8 @@ from shop.local.cluster import LocalCluster, Replica
 from shop.local.postgres import PostgresServer
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import ClusterFactory
-from ..tcp_proxy import TcpProxy
+from ..support.clusters import ClusterFactory
+from ..support.tcp_proxy import TcpProxy
 
 CALLS = 20
 ATTEMPTS = 4  # SHOP_RETRY_MAX_ATTEMPTS' default

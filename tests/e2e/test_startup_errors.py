@@ -16,7 +16,7 @@ import pytest
 
 from shop.local.addresses import AddressPlan, free_net
 
-from ..conftest import run_service_module
+from ..support.pods import run_service_module
 
 EXIT_CONFIG_ERROR = 2
 PodEnv = Callable[..., dict[str, str]]

@@ -33,12 +33,14 @@ from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.api.services import ORDERS as ORDERS_SERVICE
 from shop.credentials import LocalCredentials
 from shop.inventory.app import setup as inventory_setup
+from shop.local.addresses import free_port
 from shop.orders.app import setup as orders_setup
 from shop.runtime import database
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
-from ..conftest import StartServer, caller_metadata, channel_with, free_port
-from ..tcp_proxy import TcpProxy
+from ..support.auth import caller_metadata, channel_with
+from ..support.servers import StartServer
+from ..support.tcp_proxy import TcpProxy
 
 # What driver and SQL text look like; none of it may reach a client.
 DRIVER_WORDS = ("SELECT", "sqlite", "asyncpg", "Errno", "Connect call", "127.0.0.1", "locked")

@@ -27,7 +27,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from shop.local.cluster import LocalCluster
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT

@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, inventory_pb2
 
-from .conftest import CUSTOMER
+from ..support.auth import CUSTOMER
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLING = common_pb2.ORDER_STATUS_CANCELLING

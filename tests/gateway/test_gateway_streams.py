@@ -19,11 +19,13 @@ from grpc_status import rpc_status
 from shop.credentials import LocalCredentials
 from shop.gateway.app import setup as gateway_setup
 from shop.inventory.app import setup as inventory_setup
+from shop.local.addresses import free_port
 from shop.orders.app import setup as orders_setup
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import InProcessServer, StartServer, channel_with, free_port, user_metadata
+from ..support.auth import channel_with, user_metadata
+from ..support.servers import InProcessServer, StartServer
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLED = common_pb2.ORDER_STATUS_CANCELLED

@@ -14,7 +14,7 @@ from grpc_status import rpc_status
 from shop.credentials import LocalCredentials
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
-from ..conftest import channel_with, user_metadata
+from ..support.auth import channel_with, user_metadata
 
 GOOD_KEY = "retry-key_1.a:b"
 

@@ -29,7 +29,7 @@ from shop.runtime.channels import channel_options
 from shop.runtime.config import ChannelConfig
 from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
-from ..conftest import caller_metadata
+from ..support.auth import caller_metadata
 
 INVENTORY = service_host("inventory")
 AGED_SERVER_ENV = {"SHOP_MAX_CONNECTION_AGE_S": "2", "SHOP_MAX_CONNECTION_AGE_GRACE_S": "1"}

@@ -23,12 +23,14 @@ from google.rpc import status_pb2
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.lab.endpoints import Endpoint
 from shop.lab.haproxy import Balance, HAProxy, HAProxyError
+from shop.local.addresses import free_port
 from shop.local.cluster import LocalCluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.runtime.errors import STATUS_DETAILS_KEY
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
 
-from ..conftest import ClusterFactory, caller_metadata, channel_with, free_port
+from ..support.auth import caller_metadata, channel_with
+from ..support.clusters import ClusterFactory
 
 LIST = inventory_pb2.ListProductsRequest(page_size=5)
 

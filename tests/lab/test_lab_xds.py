@@ -39,7 +39,8 @@ from shop.local.cluster import LocalCluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import ClusterFactory, channel_with
+from ..support.auth import channel_with
+from ..support.clusters import ClusterFactory
 
 PROBE = Path(__file__).with_name("xds_probe.py")
 PORT = AddressPlan().grpc_port

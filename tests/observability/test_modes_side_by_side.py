@@ -8,16 +8,18 @@ balanced (``headless``). Every panel of the comparison dashboard that groups by
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+
+from ..support.dashboards import Expression
+from ..support.live_shop import LiveShop, StartShops
 
 MODES = ["clusterip", "headless"]
 
 
 @pytest.fixture(scope="module")
-def both(start_loaded_shops: Callable[..., Any]) -> Iterator[Any]:
+def both(start_loaded_shops: StartShops) -> Iterator[LiveShop]:
     shop = start_loaded_shops(MODES, orders=2, inventory=2)
     try:
         yield shop
@@ -29,7 +31,9 @@ def _groups_by_mode(expr: str) -> bool:
     return any("mode" in labels for labels in re.findall(r"by\s*\(([^)]*)\)", expr))
 
 
-def test_comparison_panels_show_every_mode(both: Any, shop_expressions: list[Any]) -> None:
+def test_comparison_panels_show_every_mode(
+    both: LiveShop, shop_expressions: list[Expression]
+) -> None:
     panels = [
         e
         for e in shop_expressions
@@ -44,7 +48,7 @@ def test_comparison_panels_show_every_mode(both: Any, shop_expressions: list[Any
     assert missing == []
 
 
-def test_imbalance_tells_the_modes_apart(both: Any) -> None:
+def test_imbalance_tells_the_modes_apart(both: LiveShop) -> None:
     series = both.prometheus.query("service:grpc_server_imbalance:ratio1m")
     by_mode = {(s["metric"]["mode"], s["metric"]["service"]): float(s["value"][1]) for s in series}
     print(f"imbalance by (mode, service): {by_mode}")

@@ -11,16 +11,16 @@ to parse and evaluate, and reported as mesh-only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
-LiveShop = Any
+from ..support.dashboards import Expression
+from ..support.live_shop import LiveShop, StartShops
 
 
 @pytest.fixture(scope="module", params=["clusterip", "headless"])
-def live(request: pytest.FixtureRequest, start_loaded_shops: Callable[..., Any]) -> Iterator[Any]:
+def live(request: pytest.FixtureRequest, start_loaded_shops: StartShops) -> Iterator[LiveShop]:
     shop = start_loaded_shops([request.param])
     try:
         yield shop
@@ -28,7 +28,7 @@ def live(request: pytest.FixtureRequest, start_loaded_shops: Callable[..., Any])
         shop.stop()  # before the next mode's shop starts: one at a time on 2 cores
 
 
-def test_there_is_something_to_check(shop_expressions: list[Any]) -> None:
+def test_there_is_something_to_check(shop_expressions: list[Expression]) -> None:
     dashboards = {e.dashboard for e in shop_expressions if e.kind == "panel"}
     assert len(dashboards) >= 3
     assert sum(e.kind == "panel" for e in shop_expressions) >= 20
@@ -37,7 +37,7 @@ def test_there_is_something_to_check(shop_expressions: list[Any]) -> None:
 
 
 def test_every_panel_and_recording_rule_returns_data(
-    live: LiveShop, shop_expressions: list[Any]
+    live: LiveShop, shop_expressions: list[Expression]
 ) -> None:
     empty, mesh_only = [], []
     for expression in shop_expressions:
@@ -52,7 +52,7 @@ def test_every_panel_and_recording_rule_returns_data(
     print(f"mode={live.mode}: mesh-only (parsed, not checked for data): {mesh_only}")
 
 
-def test_recorded_series_carry_the_mode(live: LiveShop, shop_expressions: list[Any]) -> None:
+def test_recorded_series_carry_the_mode(live: LiveShop, shop_expressions: list[Expression]) -> None:
     imbalance = {
         s["metric"]["service"]: round(float(s["value"][1]), 2)
         for s in live.prometheus.query("service:grpc_server_imbalance:ratio1m")
@@ -72,7 +72,7 @@ def test_recorded_series_carry_the_mode(live: LiveShop, shop_expressions: list[A
 
 
 def test_alert_conditions_see_the_balancing_problem(
-    live: LiveShop, shop_expressions: list[Any]
+    live: LiveShop, shop_expressions: list[Expression]
 ) -> None:
     """Alert expressions evaluate; the balance alerts hold exactly in the pinned mode."""
     balance_alerts = {"GrpcShopImbalance", "GrpcShopPodStarved"}

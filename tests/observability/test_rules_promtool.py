@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-RULES_DIR = REPO / "helm" / "grpc-shop" / "rules"
+from ..support.paths import REPO, RULES_DIR
+
 RULE_FILE = RULES_DIR / "grpc-shop.rules.yaml"
 TEST_FILE = RULES_DIR / "tests" / "grpc-shop.rules.test.yaml"
 

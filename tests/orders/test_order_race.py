@@ -36,7 +36,7 @@ from shop.orders.store import CONFIRMED, Item, OrderRecord, OrderStore
 from shop.runtime.database import Database
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2
 
-from ..conftest import caller_metadata, channel_with, user_metadata
+from ..support.auth import caller_metadata, channel_with, user_metadata
 
 SKU = "RACE-1"
 CUSTOMER = "cust-race"

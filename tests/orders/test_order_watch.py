@@ -35,7 +35,8 @@ from shop.runtime.server import Runtime, ServiceSetup
 from shop.runtime.streams import StreamConfig
 from shop.v1 import common_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
-from ..conftest import StartServer, caller_metadata, channel_with
+from ..support.auth import caller_metadata, channel_with
+from ..support.servers import StartServer
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLING = common_pb2.ORDER_STATUS_CANCELLING

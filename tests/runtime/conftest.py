@@ -5,13 +5,9 @@ since what they test is the runtime, not the shop's access rules."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import pytest
 
 from shop.credentials import CALLING_SERVICES, LocalCredentials, ensure_credentials
-from shop.runtime import Runtime
-from shop.runtime.auth import OPEN
 
 # Test services that call another through runtime.channel().
 TEST_CALLERS = ("relay", "late", "outer", "caller")
@@ -21,8 +17,3 @@ TEST_CALLERS = ("relay", "late", "outer", "caller")
 def credentials(tmp_path_factory: pytest.TempPathFactory) -> LocalCredentials:
     directory = tmp_path_factory.mktemp("runtime-credentials")
     return ensure_credentials(directory, (*CALLING_SERVICES, *TEST_CALLERS))
-
-
-def open_methods(runtime: Runtime, service: str, methods: Iterable[str]) -> None:
-    """Anyone may call these methods of ``service`` (a full gRPC service name)."""
-    runtime.access.protect(service, dict.fromkeys(methods, OPEN))

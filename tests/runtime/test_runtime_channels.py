@@ -19,8 +19,7 @@ from shop.runtime.channels import build_channel, channel_options, service_config
 from shop.runtime.config import ChannelConfig
 from shop.runtime.metrics import RpcMetrics
 
-from ..conftest import StartServer
-from .conftest import open_methods
+from ..support.servers import StartServer, open_methods
 
 BASE = ChannelConfig.from_env({})
 

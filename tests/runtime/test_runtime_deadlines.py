@@ -20,8 +20,7 @@ import pytest
 from shop.runtime import Runtime
 from shop.runtime.callscope import ROUTE_TRAILER, detached_scope, parse_route
 
-from ..conftest import StartServer
-from .conftest import open_methods
+from ..support.servers import StartServer, open_methods
 
 PROBE = "test.v1.Probe"
 # grpc rounds the grpc-timeout header up at each hop (it carries only a few digits).

@@ -14,8 +14,7 @@ import pytest
 from shop.runtime import Runtime
 from shop.runtime.server import ServiceSetup
 
-from ..conftest import StartServer
-from .conftest import open_methods
+from ..support.servers import StartServer, open_methods
 
 SERVICE = "test.v1.Following"
 DRAIN_DELAY_S = 0.5

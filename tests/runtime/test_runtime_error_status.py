@@ -30,8 +30,7 @@ from shop.runtime.errors import (
     status_for,
 )
 
-from ..conftest import StartServer
-from .conftest import open_methods
+from ..support.servers import StartServer, open_methods
 
 
 def _decode(error: ShopError) -> status_pb2.Status:

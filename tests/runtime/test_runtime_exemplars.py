@@ -28,7 +28,7 @@ from shop.local.cluster import LocalCluster
 from shop.local.prometheus import start_prometheus
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-from ..conftest import ClusterFactory
+from ..support.clusters import ClusterFactory
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 SERVER_BUCKET = "grpc_server_handling_seconds_bucket"
