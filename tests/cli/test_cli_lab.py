@@ -62,7 +62,7 @@ def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
     stderr_path = tmp_path / "lab.stderr"
     with stderr_path.open("w") as stderr:
         lab = subprocess.Popen(
-            [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "sidecar", "--steady", "60",
+            [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "istio", "--steady", "60",
              "--out", str(tmp_path)],
             stdout=subprocess.DEVNULL,
             stderr=stderr,

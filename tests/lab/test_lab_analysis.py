@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from shop.lab import analysis
+from shop.lab.results import Timeline
 from shop.loadgen.stats import shares
 
 
-def _timeline(rows: list[dict[str, int]], failures: list[int] | None = None) -> dict[str, Any]:
+def _timeline(rows: list[dict[str, int]], failures: list[int] | None = None) -> Timeline:
     failures = failures or [0] * len(rows)
-    return {
+    return Timeline.from_json({
         "start_unix": 0.0,
         "bucket_s": 1.0,
         "buckets": [
@@ -18,7 +17,7 @@ def _timeline(rows: list[dict[str, int]], failures: list[int] | None = None) -> 
              "per_hop": {"inventory": row}}
             for i, row in enumerate(rows)
         ],
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 def test_first_traffic_and_fair_share() -> None:

@@ -1,4 +1,5 @@
-"""The lab's chart page, rendered from a synthetic results dict and read back.
+"""The lab's chart page, rendered from synthetic results (read from their JSON) and read
+back.
 
 The page is checked the way a browser and a reader would meet it: the HTML nests
 properly and every chart is well-formed SVG (parsed with ``xml.etree``); the numbers
@@ -18,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from shop.lab.chart import nice_step, render_html, ticks, write_chart
+from shop.lab.page import render_html, write_page
+from shop.lab.results import LabResults
 
 BUCKET_S = 0.5
 SCALE_UP_T = 2.0  # seconds; the new pod's first calls land in the bucket at 3.0
@@ -50,6 +52,7 @@ def _mode(
     return {
         "description": description,
         "steady": {
+            "calls": 800,
             "calls_per_s": 80.0,
             "p50_ms": 1.25,
             "p99_ms": 7.5,
@@ -70,6 +73,8 @@ def _mode(
         },
         "rollout": {"failures": rollout_failures, "calls": 400},
         "scale_down": {"failures": 0, "calls": 300},
+        "failures_total": rollout_failures,
+        "status_counts": {"OK": 1000},
         "timeline": {"start_unix": 1_700_000_000.0, "bucket_s": BUCKET_S, "buckets": buckets},
         "events": events,
     }
@@ -104,15 +109,17 @@ def _failing_mode() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, Any]:
-    return {
-        "settings": {"bucket_s": BUCKET_S, "note": "<b>not bold</b>"},
-        "modes": {"headless-maxage": _scaling_mode(), "clusterip": _failing_mode()},
-    }
+def results() -> LabResults:
+    return LabResults.from_json(
+        {
+            "settings": {"bucket_s": BUCKET_S, "note": "<b>not bold</b>"},
+            "modes": {"headless": _scaling_mode(), "clusterip": _failing_mode()},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
-def page(results: dict[str, Any]) -> str:
+def page(results: LabResults) -> str:
     return render_html(results)
 
 
@@ -203,20 +210,20 @@ def test_page_is_well_formed_html_with_one_chart_per_mode_and_hop(
     assert structure.errors == []
     assert structure.stack == []
     charts = {(s.get("data-mode"), s.get("data-hop")) for s in svgs}
-    modes = ("headless-maxage", "clusterip")
+    modes = ("headless", "clusterip")
     assert len(svgs) == 4
     assert charts == {(m, h) for m in modes for h in ("inventory", "orders")}
 
 
 def test_every_mode_and_pod_is_named(page: str, svgs: list[ET.Element]) -> None:
-    for mode in ("headless-maxage", "clusterip"):
+    for mode in ("headless", "clusterip"):
         assert f"<h2>{mode}</h2>" in page
         legend = [t.text for t in _chart(svgs, mode, "inventory").iter("text")]
         assert {"inventory-0", "inventory-1"} <= set(legend)
         assert {"orders-0", "orders-1"} <= {
             t.text for t in _chart(svgs, mode, "orders").iter("text")
         }
-    assert NEW_POD in [t.text for t in _chart(svgs, "headless-maxage", "inventory").iter("text")]
+    assert NEW_POD in [t.text for t in _chart(svgs, "headless", "inventory").iter("text")]
 
 
 def test_summary_table_has_a_row_per_mode_and_never_for_no_traffic(
@@ -225,12 +232,12 @@ def test_summary_table_has_a_row_per_mode_and_never_for_no_traffic(
     header, *rows = structure.rows
     assert header[0] == "mode"
     by_mode = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
-    assert list(by_mode) == ["headless-maxage", "clusterip"]
+    assert list(by_mode) == ["headless", "clusterip"]
     clusterip = by_mode["clusterip"]
     assert clusterip["scale-up: first call on a new pod"] == "never"
     assert clusterip["scale-up: 80% fair share"] == "never"
     assert clusterip["rollout failed / calls"] == "12 / 400"
-    scaling = by_mode["headless-maxage"]
+    scaling = by_mode["headless"]
     assert scaling["scale-up: first call on a new pod"] == "1.0 s"
     assert scaling["scale-up: 80% fair share"] == "1.5 s"
     assert scaling["p50 ms"] == "1.25"
@@ -240,7 +247,7 @@ def test_summary_table_has_a_row_per_mode_and_never_for_no_traffic(
 def test_a_pod_without_calls_before_the_scale_up_starts_on_the_baseline(
     svgs: list[ET.Element],
 ) -> None:
-    chart = _chart(svgs, "headless-maxage", "inventory")
+    chart = _chart(svgs, "headless", "inventory")
     baseline = _baseline(chart)
     points = _points(_polyline(chart, NEW_POD))
     assert len(points) == 12
@@ -254,7 +261,7 @@ def test_a_pod_without_calls_before_the_scale_up_starts_on_the_baseline(
 def test_lines_are_calls_per_second_on_a_y_scale_shared_by_the_modes(
     svgs: list[ET.Element],
 ) -> None:
-    inventory = [_chart(svgs, m, "inventory") for m in ("headless-maxage", "clusterip")]
+    inventory = [_chart(svgs, m, "inventory") for m in ("headless", "clusterip")]
     scales = [_y_ticks(svg) for svg in inventory]
     assert scales[0] == scales[1]
     # The busiest pod: 30 calls per 0.5 s bucket in clusterip, i.e. 60 calls/s.
@@ -275,17 +282,17 @@ def test_a_pod_has_one_color_in_every_chart(svgs: list[ET.Element]) -> None:
     ):
         strokes = {
             _polyline(_chart(svgs, mode, hop), pod).get("stroke")
-            for mode in ("headless-maxage", "clusterip")
+            for mode in ("headless", "clusterip")
         }
         assert len(strokes) == 1
-    chart = _chart(svgs, "headless-maxage", "inventory")
+    chart = _chart(svgs, "headless", "inventory")
     pods = ("inventory-0", "inventory-1", NEW_POD)
     assert len({_polyline(chart, pod).get("stroke") for pod in pods}) == 3
 
 
 def test_events_are_marked_and_labelled(svgs: list[ET.Element]) -> None:
     for mode, kinds in (
-        ("headless-maxage", ["scale-up"]),
+        ("headless", ["scale-up"]),
         ("clusterip", ["restart", "scale-down"]),
     ):
         for hop in ("inventory", "orders"):
@@ -299,7 +306,7 @@ def test_events_are_marked_and_labelled(svgs: list[ET.Element]) -> None:
                 assert line.get("stroke-dasharray")
                 assert float(line.get("y2") or "nan") == _baseline(chart)
     # The scale-up line sits between the buckets at 1.5 s and 2.5 s (points at mid-bucket).
-    chart = _chart(svgs, "headless-maxage", "inventory")
+    chart = _chart(svgs, "headless", "inventory")
     (line,) = [e for e in chart.iter("line") if e.get("data-t") == "2"]
     xs = [x for x, _ in _points(_polyline(chart, "inventory-0"))]
     assert xs[3] < float(line.get("x1") or "nan") < xs[5]
@@ -318,7 +325,7 @@ def test_failures_are_drawn_only_where_calls_failed(svgs: list[ET.Element]) -> N
     xs = [x for x, _ in _points(_polyline(failing, "inventory-0"))]
     assert centres == pytest.approx([xs[5], xs[6]], abs=0.1)
     assert "failures/s (all calls)" in {t.text for t in failing.iter("text")}
-    calm = _chart(svgs, "headless-maxage", "inventory")
+    calm = _chart(svgs, "headless", "inventory")
     assert not [g for g in calm.iter("g") if g.get("class") == "failures"]
 
 
@@ -335,7 +342,7 @@ def test_page_is_self_contained_and_escapes_text(page: str, structure: _Structur
 def test_a_pod_that_never_got_a_call_is_counted_in_the_legend() -> None:
     quiet = _failing_mode()
     quiet["scale_up"]["to"] = 4
-    page = render_html({"settings": {}, "modes": {"headless": quiet}})
+    page = render_html(LabResults.from_json({"settings": {}, "modes": {"headless": quiet}}))
     assert "+2 scaled-up pod(s) with no calls" in page
 
 
@@ -343,21 +350,12 @@ def test_a_mode_without_timeline_still_renders() -> None:
     empty = _failing_mode()
     empty["timeline"]["buckets"] = []
     empty["events"] = []
-    page = render_html({"settings": {}, "modes": {"empty": empty}})
+    page = render_html(LabResults.from_json({"settings": {}, "modes": {"empty": empty}}))
     root = ET.fromstring(re.findall(r"<svg\b.*?</svg>", page, flags=re.S)[0])
     assert "no timeline recorded" in {t.text for t in root.iter("text")}
 
 
-def test_write_chart_creates_the_file(results: dict[str, Any], tmp_path: Path) -> None:
-    path = write_chart(results, tmp_path / "out" / "lab.html")
+def test_write_page_creates_the_file(results: LabResults, tmp_path: Path) -> None:
+    path = write_page(results, tmp_path / "out" / "lab.html")
     assert path == tmp_path / "out" / "lab.html"
     assert path.read_text(encoding="utf-8") == render_html(results)
-
-
-@pytest.mark.parametrize(
-    ("high", "expected"),
-    [(60, [0, 20, 40, 60]), (373, [0, 100, 200, 300, 400]), (1.0, [0, 0.2, 0.4, 0.6, 0.8, 1.0])],
-)
-def test_ticks_are_round_and_cover_the_peak(high: float, expected: list[float]) -> None:
-    assert ticks(high) == pytest.approx(expected)
-    assert nice_step(0) == 1.0

@@ -3,33 +3,46 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from rich.console import Console
 
 from shop.lab.modes import MODE_NAMES
 from shop.lab.report import ROWS, print_table
+from shop.lab.results import LabResults, ModeResult, PhaseCalls, ScaleUp, SteadyState, Timeline
 
 
-def _mode(first_call: float | None) -> dict[str, Any]:
-    return {
-        "steady": {
-            "shares": {"orders": {"orders-0": 1.0, "orders-1": 0.0},
-                       "inventory": {"inventory-0": 0.5, "inventory-1": 0.5}},
-            "imbalance": {"inventory": 1.0},
-            "calls_per_s": 184.2,
-            "p50_ms": 85.3,
-            "p99_ms": 215.0,
-            "cpu_s_per_1000_calls": 8.97,
-        },
-        "scale_up": {"first_traffic_s": first_call, "fair_share_s": None},
-        "rollout": {"failures": 1, "calls": 2385},
-        "scale_down": {"failures": 0, "calls": 3987},
-    }  # fmt: skip
+def _mode(name: str, first_call: float | None) -> ModeResult:
+    return ModeResult(
+        name=name,
+        description="",
+        steady=SteadyState(
+            calls=1842,
+            calls_per_s=184.2,
+            p50_ms=85.3,
+            p99_ms=215.0,
+            shares={
+                "orders": {"orders-0": 1.0, "orders-1": 0.0},
+                "inventory": {"inventory-0": 0.5, "inventory-1": 0.5},
+            },
+            imbalance={"inventory": 1.0},
+            cpu_s_per_1000_calls=8.97,
+            failures=0,
+        ),
+        scale_up=ScaleUp(
+            start=2, end=4, first_traffic_s=first_call, fair_share_s=None, window_s=15.0
+        ),
+        rollout=PhaseCalls(failures=1, calls=2385),
+        scale_down=PhaseCalls(failures=0, calls=3987),
+        failures_total=1,
+        status_counts={},
+        timeline=Timeline(start_unix=0.0, bucket_s=0.5),
+    )
 
 
 def test_every_mode_and_figure_fits_in_80_columns() -> None:
-    results = {"modes": {name: _mode(0.2 if i % 2 else None) for i, name in enumerate(MODE_NAMES)}}
+    results = LabResults(
+        modes=[_mode(name, 0.2 if i % 2 else None) for i, name in enumerate(MODE_NAMES)]
+    )
     out = io.StringIO()
     print_table(results, Console(file=out, width=80, color_system=None))
     text = out.getvalue()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -21,11 +22,18 @@ from rich.console import Console
 
 from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.options import bounded_int, non_negative_float, positive_float
-from shop.lab.chart import write_chart
-from shop.lab.modes import MODE_NAMES
+from shop.lab.modes import MODE_NAMES, MODES
+from shop.lab.page import write_page
 from shop.lab.report import print_table
+from shop.lab.results import LabResults, Machine
 from shop.lab.runner import LabSettings, run_mode
 from shop.loadgen.session import run_async
+
+
+def _modes_help() -> str:
+    width = max(len(name) for name in MODE_NAMES) + 2
+    lines = [f"  {name:<{width}}{mode.description}" for name, mode in MODES.items()]
+    return "modes (--mode), named as the chart's mode values where they match:\n" + "\n".join(lines)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,10 +41,14 @@ def add_parser(subparsers: Any) -> None:
         "lab",
         help="measure every balancing mode side by side (share, rebalancing, rollout errors)",
         description=__doc__,
+        epilog=_modes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--mode", action="append", choices=MODE_NAMES, help="run only this mode (repeatable)"
+        "--mode",
+        action="append",
+        choices=MODE_NAMES,
+        help="run only this mode (repeatable); default: all, in this order",
     )
     parser.add_argument("--orders", type=bounded_int(1, 8), default=2, help="orders replicas")
     parser.add_argument(
@@ -80,23 +92,19 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run, parser=parser)
 
 
-def _machine() -> dict[str, Any]:
-    import os
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "platform": platform.platform(),
-    }
+def _machine() -> Machine:
+    return Machine(
+        cpus=os.cpu_count(),
+        python=platform.python_version(),
+        grpcio=grpc.__version__,
+        platform=platform.platform(),
+    )
 
 
-async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> dict[str, Any]:
-    results: dict[str, Any] = {"settings": settings.to_json(), "machine": _machine(), "modes": {}}
+async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> LabResults:
     with console.status("") as status:
-        for name in modes:
-            results["modes"][name] = await run_mode(name, settings, status.update)
-    return results
+        measured = [await run_mode(name, settings, status.update) for name in modes]
+    return LabResults(modes=measured, settings=settings.to_json(), machine=_machine())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from shop.lab.haproxy import HAProxyError, haproxy_binary
 
     modes = args.mode or list(MODE_NAMES)
-    if any(m in ("clusterip", "sidecar") for m in modes):
+    if any(MODES[m].needs_haproxy for m in modes):
         try:
             haproxy_binary()
         except HAProxyError as error:
@@ -137,10 +145,11 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    (out / "lab.json").write_text(json.dumps(results, indent=2))
-    written = [out / "lab.json", write_chart(results, out / "lab.html")]
+    document = json.dumps(results.to_json(), indent=2)
+    (out / "lab.json").write_text(document)
+    written = [out / "lab.json", write_page(results, out / "lab.html")]
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(document)
     print_table(results, console)
     console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
     return 0

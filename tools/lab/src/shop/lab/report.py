@@ -7,11 +7,12 @@ eleven figures would not), and put the modes side by side, which is the point.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from shop.lab.results import LabResults, ModeResult, PhaseCalls
 
 
 def _seconds(value: float | None) -> str:
@@ -22,8 +23,8 @@ def _shares(shares: Mapping[str, float]) -> str:
     return " ".join(f"{round(share * 100):d}" for share in shares.values())
 
 
-def _failed(phase: Mapping[str, int]) -> str:
-    return f"{phase['failures']} / {phase['calls']}"
+def _failed(phase: PhaseCalls) -> str:
+    return f"{phase.failures} / {phase.calls}"
 
 
 def _cpu(value: float | None) -> str:
@@ -31,22 +32,21 @@ def _cpu(value: float | None) -> str:
 
 
 # (row label, how to read it from one mode's results)
-ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
-    ("orders share %", lambda m: _shares(m["steady"]["shares"]["orders"])),
-    ("inventory share %", lambda m: _shares(m["steady"]["shares"]["inventory"])),
-    ("imbalance (inv)", lambda m: f"{m['steady']['imbalance']['inventory']:.2f}"),
-    ("calls/s", lambda m: f"{m['steady']['calls_per_s']:.0f}"),
-    ("p50 / p99 ms", lambda m: f"{m['steady']['p50_ms']:.0f} / {m['steady']['p99_ms']:.0f}"),
-    ("CPU s / 1k calls", lambda m: _cpu(m["steady"]["cpu_s_per_1000_calls"])),
-    ("scale-up 1st call", lambda m: _seconds(m["scale_up"]["first_traffic_s"])),
-    ("scale-up 80%", lambda m: _seconds(m["scale_up"]["fair_share_s"])),
-    ("rollout failed", lambda m: _failed(m["rollout"])),
-    ("scale-down failed", lambda m: _failed(m["scale_down"])),
+ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
+    ("orders share %", lambda m: _shares(m.steady.shares["orders"])),
+    ("inventory share %", lambda m: _shares(m.steady.shares["inventory"])),
+    ("imbalance (inv)", lambda m: f"{m.steady.imbalance['inventory']:.2f}"),
+    ("calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
+    ("p50 / p99 ms", lambda m: f"{m.steady.p50_ms:.0f} / {m.steady.p99_ms:.0f}"),
+    ("CPU s / 1k calls", lambda m: _cpu(m.steady.cpu_s_per_1000_calls)),
+    ("scale-up 1st call", lambda m: _seconds(m.scale_up.first_traffic_s)),
+    ("scale-up 80%", lambda m: _seconds(m.scale_up.fair_share_s)),
+    ("rollout failed", lambda m: _failed(m.rollout)),
+    ("scale-down failed", lambda m: _failed(m.scale_down)),
 )
 
 
-def print_table(results: Mapping[str, Any], console: Console) -> None:
-    modes: Mapping[str, Mapping[str, Any]] = results["modes"]
+def print_table(results: LabResults, console: Console) -> None:
     table = Table(
         title="balancing lab: the same load in every mode",
         title_justify="left",
@@ -54,11 +54,11 @@ def print_table(results: Mapping[str, Any], console: Console) -> None:
         show_edge=False,
     )
     table.add_column("", no_wrap=True)
-    for name in modes:
-        # Headers may wrap at the hyphen (headless-/maxage); figures never do.
-        table.add_column(name.replace("-", "-\n"), justify="right")
+    for mode in results.modes:
+        # Headers may wrap at a hyphen (headless-/no-/maxage); figures never do.
+        table.add_column(mode.name.replace("-", "-\n"), justify="right")
     for label, read in ROWS:
-        table.add_row(label, *(read(mode) for mode in modes.values()))
+        table.add_row(label, *(read(mode) for mode in results.modes))
     console.print(table)
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from shop.lab import analysis
-from shop.lab.analysis import Event
 from shop.lab.endpoints import Endpoint, ReadinessTracker
-from shop.lab.modes import Mode
+from shop.lab.load import LoadProcess, LoadSpec
+from shop.lab.modes import LabCluster, create_mode
+from shop.lab.results import Event, ModeResult, PhaseCalls, ScaleUp, SteadyState
 from shop.loadgen.stats import shares
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
@@ -76,54 +74,6 @@ class LabSettings:
         }
 
 
-class LoadProcess:
-    """``shop load --json --timeline`` in its own process (its CPU is not counted)."""
-
-    def __init__(
-        self,
-        target: str,
-        settings: LabSettings,
-        duration_s: float,
-        expect: dict[str, int],
-        token_key: Path,
-    ) -> None:
-        self.command = [
-            sys.executable, "-m", "shop.cli.main", "load", "--target", target,
-            "--workload", settings.workload, "--concurrency", str(settings.concurrency),
-            "--duration", str(duration_s), "--warmup", "0", "--timeout", "10",
-            "--json", "--no-progress", "--timeline", str(settings.bucket_s),
-            *[f"--expect={service}={n}" for service, n in expect.items()],
-            "--token-key", str(token_key),
-        ]  # fmt: skip
-        self._process: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        # subprocess.Popen, not the event loop's subprocess support: uvloop spawns with
-        # fork(), which runs gRPC's fork handlers in the child while this process has
-        # gRPC threads busy (the tracker's watches, the xDS server) and the child can
-        # crash before exec; Popen uses vfork/posix_spawn, which runs no handlers.
-        self._process = await asyncio.to_thread(
-            subprocess.Popen, self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-
-    async def result(self) -> dict[str, Any]:
-        assert self._process is not None
-        process = self._process
-        stdout, stderr = await asyncio.to_thread(process.communicate)
-        if process.returncode != 0:
-            raise RuntimeError(
-                f"shop load exited {process.returncode}: "
-                f"{(stderr or stdout).decode(errors='replace')[-800:]}"
-            )
-        parsed: dict[str, Any] = json.loads(stdout)
-        return parsed
-
-    async def kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            await asyncio.to_thread(self._process.wait)
-
-
 class ModeRun:
     def __init__(self, name: str, settings: LabSettings, progress: Progress) -> None:
         self.name = name
@@ -132,7 +82,7 @@ class ModeRun:
         self.plan = AddressPlan(net=free_net())
         self.work_dir = settings.data_dir / name
         client_pods = [("gateway", 0), *[("orders", i) for i in range(settings.orders)]]
-        self.mode = Mode(name, self.plan, self.work_dir, client_pods)
+        self.mode = create_mode(name, LabCluster(self.plan, self.work_dir, client_pods))
         self.tracker: ReadinessTracker | None = None
         self.cluster: LocalCluster | None = None
 
@@ -194,82 +144,75 @@ class ModeRun:
 
     # --- measurements -----------------------------------------------------------------
 
+    def pids(self) -> list[int]:
+        assert self.cluster is not None
+        replicas = [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
+        return replicas + self.mode.proxy_pids()
+
     @staticmethod
     def cpu_s(pids: list[int]) -> float:
         """CPU seconds so far of ``pids`` and of this process, which hosts the DNS and
         xDS servers: proxy-based modes pay for their proxies, the others for those."""
         return live_cpu_s(pids) + time.process_time()
 
-    def pids(self) -> list[int]:
+    def load(self, duration_s: float, expect: dict[str, int]) -> LoadProcess:
         assert self.cluster is not None
-        replicas = [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
-        return replicas + self.mode.proxy_pids()
+        spec = LoadSpec(
+            target=self.plan.grpc_addr("gateway", 0),
+            workload=self.settings.workload,
+            concurrency=self.settings.concurrency,
+            bucket_s=self.settings.bucket_s,
+            token_key=self.cluster.credentials.issuer_key,
+        )
+        return LoadProcess(spec, duration_s, expect)
 
-    @property
-    def gateway_target(self) -> str:
-        return self.plan.grpc_addr("gateway", 0)
-
-    @property
-    def token_key(self) -> Path:
-        """The demo issuer's key the loader mints its customers' tokens with."""
-        assert self.cluster is not None
-        return self.cluster.credentials.issuer_key
-
-    async def steady(self) -> dict[str, Any]:
+    async def steady(self) -> SteadyState:
         s = self.settings
         self.progress(f"{self.name}: steady state ({s.steady_s:.0f} s)")
         # A short unmeasured run first: connections, caches and JITs warm up.
-        warmup = LoadProcess(self.gateway_target, s, 2.0, {}, self.token_key)
+        warmup = self.load(2.0, {})
         await warmup.start()
         await warmup.result()
         pids = self.pids()
         cpu_before = self.cpu_s(pids)
-        load = LoadProcess(
-            self.gateway_target,
-            s,
-            s.steady_s,
-            {"orders": s.orders, "inventory": s.inventory_start},
-            self.token_key,
-        )
+        load = self.load(s.steady_s, {"orders": s.orders, "inventory": s.inventory_start})
         await load.start()
-        summary = await load.result()
+        report = await load.result()
         cpu_s = self.cpu_s(pids) - cpu_before
-        orders_pods = [f"orders-{i}" for i in range(s.orders)]
-        inventory_pods = [f"inventory-{i}" for i in range(s.inventory_start)]
-        per_hop = summary["per_hop"]
+        started = {"orders": s.orders, "inventory": s.inventory_start}
         pod_shares = {
-            hop: {pod: round(share, 4) for pod, share in shares(per_hop.get(hop, {}), pods).items()}
-            for hop, pods in (("orders", orders_pods), ("inventory", inventory_pods))
+            hop: {
+                pod: round(share, 4)
+                for pod, share in shares(
+                    report.per_hop.get(hop, {}), [f"{hop}-{i}" for i in range(count)]
+                ).items()
+            }
+            for hop, count in started.items()
         }
-        calls = int(summary["calls"])
-        return {
-            "calls": calls,
-            "calls_per_s": summary["calls_per_s"],
-            "p50_ms": summary["latency_ms"]["p50"],
-            "p99_ms": summary["latency_ms"]["p99"],
-            "shares": pod_shares,
+        return SteadyState(
+            calls=report.calls,
+            calls_per_s=report.calls_per_s,
+            p50_ms=report.p50_ms,
+            p99_ms=report.p99_ms,
+            shares=pod_shares,
             # The loader was told the replica counts (--expect), so pods that got no
             # call count in its imbalance already.
-            "imbalance": {hop: summary["imbalance"].get(hop, 0.0) for hop in pod_shares},
-            "cpu_s_per_1000_calls": round(cpu_s / calls * 1000, 3) if calls else None,
-            "failures": summary["failures"],
-            "status_counts": summary["status_counts"],
-        }
+            imbalance={hop: report.imbalance.get(hop, 0.0) for hop in pod_shares},
+            cpu_s_per_1000_calls=(round(cpu_s / report.calls * 1000, 3) if report.calls else None),
+            failures=report.failures,
+            status_counts=report.status_counts,
+        )
 
-    async def events(self) -> dict[str, Any]:
+    async def events(self, steady: SteadyState) -> ModeResult:
+        """The events run (scale-up, rollout, scale-down); with ``steady``, the mode's
+        whole result."""
         s = self.settings
         restart_budget = s.drain_delay_s + s.min_ready_s + 4.0
         duration = (
             s.settle_s + s.scale_window_s + s.inventory_scaled * restart_budget
             + s.settle_s + s.settle_s * 2
         )  # fmt: skip
-        load = LoadProcess(
-            self.gateway_target,
-            s,
-            duration,
-            {"orders": s.orders, "inventory": s.inventory_scaled},
-            self.token_key,
-        )
+        load = self.load(duration, {"orders": s.orders, "inventory": s.inventory_scaled})
         started = time.time()
         await load.start()
         events: list[tuple[float, str, str]] = []
@@ -309,62 +252,64 @@ class ModeRun:
             await self.stop_replica("inventory", last)
             assert self.tracker is not None
             await self.tracker.forget(self.endpoint("inventory", last))
-            summary = await load.result()
+            report = await load.result()
         finally:
             await load.kill()
-        timeline = summary["timeline"]
-        origin = float(timeline["start_unix"])
+        if report.timeline is None:
+            raise RuntimeError("shop load reported no timeline")
+        timeline = report.timeline
 
         def at(unix: float) -> float:
-            return unix - origin
+            return unix - timeline.start_unix
 
         new_pods = [f"inventory-{i}" for i in range(s.inventory_start, s.inventory_scaled)]
         window_end = at(rollout_start)
+        first_traffic = analysis.time_to_first_traffic(
+            timeline, "inventory", new_pods, at(scale_up_at), window_end
+        )
+        fair_share = analysis.time_to_fair_share(
+            timeline, "inventory", new_pods, s.inventory_scaled, at(scale_up_at), window_end
+        )
         rollout_calls, rollout_failures = analysis.calls_and_failures(
             timeline, at(rollout_start), at(rollout_end) + s.settle_s
         )
         down_calls, down_failures = analysis.calls_and_failures(
             timeline, at(scale_down_at), at(started + duration + 1)
         )
-        return {
-            "scale_up": {
-                "from": s.inventory_start,
-                "to": s.inventory_scaled,
-                "first_traffic_s": _rounded(analysis.time_to_first_traffic(
-                    timeline, "inventory", new_pods, at(scale_up_at), window_end
-                )),
-                "fair_share_s": _rounded(analysis.time_to_fair_share(
-                    timeline, "inventory", new_pods, s.inventory_scaled, at(scale_up_at), window_end
-                )),
-                "window_s": round(window_end - at(scale_up_at), 2),
-            },
-            "rollout": {"calls": rollout_calls, "failures": rollout_failures},
-            "scale_down": {"calls": down_calls, "failures": down_failures},
-            "failures_total": summary["failures"],
-            "status_counts": summary["status_counts"],
-            "timeline": timeline,
-            "events": [Event(at(t), kind, detail).to_json() for t, kind, detail in events],
-        }  # fmt: skip
+        return ModeResult(
+            name=self.name,
+            description=self.mode.description,
+            steady=steady,
+            scale_up=ScaleUp(
+                start=s.inventory_start,
+                end=s.inventory_scaled,
+                first_traffic_s=_rounded(first_traffic),
+                fair_share_s=_rounded(fair_share),
+                window_s=round(window_end - at(scale_up_at), 2),
+            ),
+            rollout=PhaseCalls(calls=rollout_calls, failures=rollout_failures),
+            scale_down=PhaseCalls(calls=down_calls, failures=down_failures),
+            failures_total=report.failures,
+            status_counts=report.status_counts,
+            timeline=timeline,
+            # Rounded as the JSON holds them, so a result read back equals this one.
+            events=tuple(Event(round(at(t), 3), kind, detail) for t, kind, detail in events),
+            control_plane=self.mode.counters(),
+        )
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-async def run_mode(name: str, settings: LabSettings, progress: Progress) -> dict[str, Any]:
+async def run_mode(name: str, settings: LabSettings, progress: Progress) -> ModeResult:
     """Everything the lab measures for one mode; every process stopped afterwards."""
     run = ModeRun(name, settings, progress)
     try:
         progress(f"{name}: starting ({run.mode.description})")
         await run.start()
         steady = await run.steady()
-        events = await run.events()
-        return {
-            "description": run.mode.description,
-            "steady": steady,
-            **events,
-            "control_plane": run.mode.counters(),
-        }
+        return await run.events(steady)
     finally:
         with contextlib.suppress(Exception):
             await run.close()

@@ -1,0 +1,91 @@
+"""The lab's result records: what ``lab.json`` and ``shop lab --json`` hold keeps its
+keys for scripts, and reads back into the same records."""
+
+from __future__ import annotations
+
+import json
+
+from shop.lab.results import (
+    Bucket,
+    Event,
+    LabResults,
+    Machine,
+    ModeResult,
+    PhaseCalls,
+    ScaleUp,
+    SteadyState,
+    Timeline,
+)
+
+
+def _results() -> LabResults:
+    timeline = Timeline(
+        start_unix=1_700_000_000.25,
+        bucket_s=0.5,
+        buckets=(
+            Bucket(0.0, 10, 0, {"inventory": {"inventory-0": 5, "inventory-1": 5}}),
+            Bucket(0.5, 0, 0),
+            Bucket(1.0, 12, 2, {"inventory": {"inventory-2": 10}}),
+        ),
+    )
+    mode = ModeResult(
+        name="headless-no-maxage",
+        description="DNS + round_robin",
+        steady=SteadyState(
+            calls=1000,
+            calls_per_s=100.0,
+            p50_ms=1.5,
+            p99_ms=9.25,
+            shares={"inventory": {"inventory-0": 0.5, "inventory-1": 0.5}},
+            imbalance={"inventory": 1.0},
+            cpu_s_per_1000_calls=None,
+            failures=0,
+            status_counts={"OK": 1000},
+        ),
+        scale_up=ScaleUp(start=2, end=3, first_traffic_s=None, fair_share_s=0.75, window_s=15.0),
+        rollout=PhaseCalls(calls=12, failures=2),
+        scale_down=PhaseCalls(calls=0, failures=0),
+        failures_total=2,
+        status_counts={"OK": 20, "UNAVAILABLE": 2},
+        timeline=timeline,
+        events=(Event(1.0, "scale-up", "inventory 2->3 ready"), Event(1.2, "restart")),
+        control_plane={"dns_queries": 7},
+    )
+    machine = Machine(cpus=2, python="3.11.9", grpcio="1.76.0", platform="Linux")
+    return LabResults(modes=(mode,), settings={"steady_s": 10.0}, machine=machine)
+
+
+def test_results_read_back_from_their_json() -> None:
+    results = _results()
+    document = json.loads(json.dumps(results.to_json()))
+    assert LabResults.from_json(document) == results
+    assert LabResults.from_json(document).mode("headless-no-maxage") == results.modes[0]
+
+
+def test_the_json_keeps_the_keys_scripts_read() -> None:
+    document = json.loads(json.dumps(_results().to_json()))
+    assert set(document) == {"settings", "machine", "modes"}
+    mode = document["modes"]["headless-no-maxage"]
+    assert set(mode) == {
+        "description", "steady", "scale_up", "rollout", "scale_down", "failures_total",
+        "status_counts", "timeline", "events", "control_plane",
+    }  # fmt: skip
+    assert set(mode["steady"]) == {
+        "calls", "calls_per_s", "p50_ms", "p99_ms", "shares", "imbalance",
+        "cpu_s_per_1000_calls", "failures", "status_counts",
+    }  # fmt: skip
+    assert mode["scale_up"] == {
+        "from": 2, "to": 3, "first_traffic_s": None, "fair_share_s": 0.75, "window_s": 15.0,
+    }  # fmt: skip
+    assert mode["rollout"] == {"calls": 12, "failures": 2}
+    assert set(mode["timeline"]) == {"start_unix", "bucket_s", "buckets"}
+    assert mode["timeline"]["buckets"][2] == {
+        "t": 1.0, "calls": 12, "failures": 2, "per_hop": {"inventory": {"inventory-2": 10}},
+    }  # fmt: skip
+    assert mode["events"][1] == {"t": 1.2, "kind": "restart", "detail": ""}
+
+
+def test_a_timeline_picks_the_buckets_overlapping_a_window() -> None:
+    timeline = _results().modes[0].timeline
+    assert [b.t for b in timeline.overlapping(0.6, 1.1)] == [0.5, 1.0]
+    assert timeline.overlapping(2.0, 3.0) == []
