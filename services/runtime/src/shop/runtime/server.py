@@ -2,10 +2,8 @@
 
 ``run_service`` validates configuration, starts the grpc.aio server with health,
 reflection, metrics and tracing, marks the service SERVING, and on SIGTERM/SIGINT
-follows the order Kubernetes needs: health NOT_SERVING -> drain delay (clients and
-endpoint lists notice) -> long-lived streams end with OK (health Watch and whatever a
-service registered with ``Runtime.on_drain``) -> ``server.stop(grace)`` (in-flight
-calls finish) -> flush telemetry and close connections.
+hands over to ``shop.runtime.shutdown``, the home of the whole stop sequence
+(drain, end streams, stop with a grace, release).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import asyncio
 import functools
 import logging
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -33,7 +30,7 @@ from shop.runtime.interceptors import ServerInterceptor
 from shop.runtime.listening import listen_problem
 from shop.runtime.logs import configure_logging
 from shop.runtime.metrics import RpcMetrics
-from shop.runtime.shutdown import ShutdownSignal
+from shop.runtime.shutdown import DrainCallbacks, ShutdownSignal, drain_and_stop, release
 from shop.runtime.tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -55,8 +52,7 @@ class Runtime:
     access: AccessPolicy
     _channels: list[grpc.aio.Channel] = field(default_factory=list)
     _caller_tokens: CallerTokens | None = None
-    _drain_callbacks: list[Callable[[], None]] = field(default_factory=list)
-    _drained: bool = False
+    _drain: DrainCallbacks = field(default_factory=DrainCallbacks)
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Calls ``callback`` when the drain delay is over, right before
@@ -64,22 +60,9 @@ class Runtime:
         with OK. Every client has seen NOT_SERVING by then, so one that subscribes
         again lands on another replica; left open, the stop would cut them after the
         grace with CANCELLED. The callback must not block (set an event, cancel a
-        call); the handlers it wakes finish during the stop's grace."""
-        if self._drained:
-            # Registered too late to wait for the moment: it has passed.
-            callback()
-            return
-        self._drain_callbacks.append(callback)
-
-    def _end_of_drain(self) -> None:
-        self._drained = True
-        for callback in self._drain_callbacks:
-            try:
-                callback()
-            except Exception:
-                # One service's broken callback must not keep the others' streams open
-                # or the server from stopping.
-                log.exception("drain callback failed", extra={"callback": repr(callback)})
+        call); the handlers it wakes finish during the stop's grace. Registered
+        after that moment, it runs at once."""
+        self._drain.add(callback)
 
     def channel(self, target: str, health_service: str) -> grpc.aio.Channel:
         """A channel to another shop service; its calls carry this service's caller
@@ -192,27 +175,17 @@ async def serve(
                 extra={"listen": config.listen_addr, "metrics": config.metrics_addr or None},
             )
             reason = await shutdown.wait()
-            await _drain(runtime, health, reason)
+            await drain_and_stop(
+                server,
+                health,
+                runtime._drain,
+                reason=reason,
+                drain_delay_s=config.drain_delay_s,
+                shutdown_grace_s=config.shutdown_grace_s,
+            )
     finally:
-        # A no-op after a graceful stop; after a failed start-up or a cancellation it
-        # keeps the server from outliving the event loop.
-        await server.stop(None)
-        await runtime.close_channels()
-        tracing.shutdown()
+        await release(server, runtime.close_channels, tracing.shutdown)
     log.info("stopped")
-
-
-async def _drain(runtime: Runtime, health: HealthService, reason: str) -> None:
-    config = runtime.config
-    started = time.monotonic()
-    log.info("draining", extra={"signal": reason, "drain_delay_s": config.drain_delay_s})
-    # NOT_SERVING for every service; Watch streams see it at once.
-    await health.enter_graceful_shutdown()
-    await asyncio.sleep(config.drain_delay_s)
-    # Health Watch streams and the services' own streams end together, with OK.
-    runtime._end_of_drain()
-    await runtime.server.stop(config.shutdown_grace_s)
-    log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
 
 
 def read_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
