@@ -6,7 +6,6 @@ reservations from any number of replicas can never drive stock below zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shop.inventory.catalog import SEED_CATALOG
-from shop.runtime.database import Database
+from shop.runtime.database import Database, timestamp
 from shop.runtime.errors import FailedPrecondition, NotFound, PreconditionViolation
 
 metadata = MetaData()
@@ -87,10 +86,6 @@ class ProductRow:
     stock: int
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 class InventoryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -124,7 +119,7 @@ class InventoryStore:
         async with self._db.write() as conn:
             created = await conn.execute(
                 self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RESERVED, created_at=_now()
+                    reservation_id=reservation_id, state=RESERVED, created_at=timestamp()
                 )
             )
             if created.rowcount == 0:
@@ -210,7 +205,7 @@ class InventoryStore:
         async with self._db.write() as conn:
             tombstone = await conn.execute(
                 self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RELEASED, created_at=_now()
+                    reservation_id=reservation_id, state=RELEASED, created_at=timestamp()
                 )
             )
             if tombstone.rowcount == 1:

@@ -17,7 +17,6 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import (
     BigInteger,
@@ -37,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shop.runtime.database import Database
+from shop.runtime.database import Database, timestamp
 
 PENDING = "PENDING"
 CONFIRMED = "CONFIRMED"
@@ -120,10 +119,6 @@ def request_hash(customer_id: str, items: list[Item]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 def _record(row: Row[tuple[object, ...]], items: tuple[Item, ...]) -> OrderRecord:
     m = row._mapping
     return OrderRecord(
@@ -178,7 +173,7 @@ class OrderStore:
 
     async def create_or_get(self, key: str, customer_id: str, items: list[Item]) -> OrderRecord:
         """The order for ``key``: a new PENDING one, or whatever the key already has."""
-        now = _now()
+        now = timestamp()
         new = OrderRecord(
             order_id=str(uuid.uuid4()),
             idempotency_key=key,
@@ -240,7 +235,7 @@ class OrderStore:
     ) -> OrderRecord | None:
         """Moves ``order`` to ``to_status`` if it is still in one of ``from_statuses`` at
         the same attempt; returns the updated record, or None if something else won."""
-        now = _now()
+        now = timestamp()
         async with self._db.write() as conn:
             changed = await conn.execute(
                 update(orders)
@@ -300,9 +295,7 @@ class OrderStore:
         return {order_id: tuple(found_items) for order_id, found_items in found.items()}
 
     async def stale(self, statuses: tuple[str, ...], older_than_s: float) -> list[OrderRecord]:
-        cutoff = (datetime.now(UTC) - timedelta(seconds=older_than_s)).isoformat(
-            timespec="microseconds"
-        )
+        cutoff = timestamp(older_than_s)
         async with self._db.read() as conn:
             rows = (
                 await conn.execute(

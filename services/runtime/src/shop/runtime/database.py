@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -237,6 +238,14 @@ class Database:
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
+
+
+def timestamp(seconds_ago: float = 0.0) -> str:
+    """Now, or ``seconds_ago`` before now, as the stores write times: ISO 8601 in UTC
+    to the microsecond, a fixed-width text whose order is time order on SQLite and
+    PostgreSQL alike, so a cut-off compares as text."""
+    moment = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+    return moment.isoformat(timespec="microseconds")
 
 
 async def open_database(service: str, environ: Mapping[str, str] | None = None) -> Database:

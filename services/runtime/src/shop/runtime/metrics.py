@@ -9,7 +9,6 @@ every series, which keeps cardinality the same as the dashboards expect.
 from __future__ import annotations
 
 import importlib.metadata
-import time
 from dataclasses import dataclass
 
 import grpc
@@ -120,10 +119,6 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 def code_name(code: grpc.StatusCode | None) -> str:
     return "OK" if code is None else code.name
-
-
-def now() -> float:
-    return time.perf_counter()
 
 
 def _runtime_version() -> str:
