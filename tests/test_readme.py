@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shop.runtime.config import ALL_SETTINGS
+from shop.cli.env import every_setting
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_configuration_table_lists_every_setting() -> None:
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
-    read_by_services = {setting.name for setting in ALL_SETTINGS}
+    read_by_services = {setting.name for setting in every_setting()}
     assert read_by_services - documented == set(), "undocumented variables"
     assert documented - read_by_services == set(), "README documents variables nobody reads"
 

@@ -15,10 +15,10 @@ import opentelemetry.environment_variables as otel_api_env
 import opentelemetry.sdk.environment_variables as otel_sdk_env
 import pytest
 
+from shop.cli.env import every_setting
 from shop.cli.main import build_parser
 from shop.cli.serve import SERVICES
 from shop.runtime.config import (
-    ALL_SETTINGS,
     DRAIN_DELAY_S,
     LISTEN_ADDR,
     SHUTDOWN_GRACE_S,
@@ -57,6 +57,7 @@ ONE_SHOT = {"credentials": "writes the demo issuer and internal keys, then exits
 NO_HEALTHCHECK = {
     "otel-collector": "the image is FROM scratch: no shell, no wget or curl to probe with",
 }
+ALL_SETTINGS = every_setting()
 SETTING_NAMES = {setting.name for setting in ALL_SETTINGS}
 STANDARD_OTEL_NAMES = {
     name

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +20,19 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shop.cli.env import every_setting
 from shop.local.addresses import free_port
-from shop.runtime.config import ALL_SETTINGS
 from shop.runtime.server import read_config, serve
 from shop.runtime.shutdown import ShutdownSignal
 
+from ..support.chart import ChartRenderer, EnvOf, MountVolumes
+
 SERVICES = ("gateway", "orders", "inventory")
-SHOP_NAMES = {s.name for s in ALL_SETTINGS}
+SHOP_NAMES = {s.name for s in every_setting()}
 # What the project owns: its own settings. OTEL_* belong to the OpenTelemetry SDK,
 # which reads many; the chart's must be among those the SDK actually read.
 OWN = re.compile(r"^(SHOP_|DATABASE_URL$)")
 RECORDED = re.compile(r"^(SHOP_|DATABASE_URL$|OTEL_)")
-Env = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _local_values(
@@ -100,9 +101,9 @@ async def test_chart_env_is_what_the_service_reads(
     mode: str,
     service: str,
     tracing: str,
-    render_chart: Callable[..., Any],
-    env_of: Env,
-    mount_volumes: Callable[..., dict[str, Path]],
+    render_chart: ChartRenderer,
+    env_of: EnvOf,
+    mount_volumes: MountVolumes,
     recorded_reads: set[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -128,7 +129,7 @@ async def test_chart_env_is_what_the_service_reads(
     assert {n for n in chart_names if OWN.match(n)} <= SHOP_NAMES
 
 
-def test_every_mode_sets_the_same_names(render_chart: Callable[..., Any], env_of: Env) -> None:
+def test_every_mode_sets_the_same_names(render_chart: ChartRenderer, env_of: EnvOf) -> None:
     for service in SERVICES:
         names = {
             mode: frozenset(env_of(render_chart(mode).get("Deployment", f"shop-{service}")))

@@ -1,6 +1,6 @@
-"""Gateway fixtures: the real service setups (``shop.<service>.app.setup``) run by
-the runtime's ``serve`` on loopback in this test's event loop (``start_server`` from
-the top-level conftest), configured through the environment as in a pod.
+"""Gateway fixtures: the real service setups (``make_setup`` of each app) run by the
+runtime's ``serve`` on loopback in this test's event loop (``start_server``), with
+settings read from the environment as in a pod and the targets of the test's ports.
 
 ``edge``: a gateway whose downstream services do not exist, so only what the gateway
 itself decides can succeed. ``chain``: gateway -> orders -> inventory on SQLite.
@@ -10,6 +10,7 @@ called as orders calls it, with an administrator's token for SetStock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +19,22 @@ import pytest
 
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.credentials import LocalCredentials
-from shop.gateway.app import setup as gateway_setup
-from shop.inventory.app import setup as inventory_setup
+from shop.gateway.app import make_setup as gateway_setup
+from shop.gateway.settings import GatewaySettings
+from shop.inventory.app import make_setup as inventory_setup
+from shop.inventory.settings import InventorySettings
 from shop.local.addresses import free_port
-from shop.orders.app import setup as orders_setup
+from shop.orders.app import make_setup as orders_setup
+from shop.orders.settings import OrdersSettings
 from shop.v1 import gateway_pb2_grpc, inventory_pb2_grpc
 
 from ..support.auth import CUSTOMER, caller_metadata, channel_with, user_metadata
 from ..support.servers import StartServer
 
 
+# The pod environment of these tests: SQLite files under the test's folder, a small
+# seed stock. The fixtures below read their settings from it as a replica does, and
+# the tests that start services through ``shop.<service>.app.setup`` get it too.
 @pytest.fixture(autouse=True)
 def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SHOP_SEED_STOCK", "100")
@@ -36,11 +43,14 @@ def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def edge_address(monkeypatch: pytest.MonkeyPatch, start_server: StartServer) -> str:
+async def edge_address(start_server: StartServer) -> str:
     """The address of a gateway whose downstream services do not exist."""
-    monkeypatch.setenv("SHOP_ORDERS_TARGET", f"127.0.0.1:{free_port()}")
-    monkeypatch.setenv("SHOP_INVENTORY_TARGET", f"127.0.0.1:{free_port()}")
-    server = await start_server("gateway", gateway_setup, pod_name="gateway-t0")
+    settings = dataclasses.replace(
+        GatewaySettings.from_env(),
+        orders_target=f"127.0.0.1:{free_port()}",
+        inventory_target=f"127.0.0.1:{free_port()}",
+    )
+    server = await start_server("gateway", gateway_setup(settings), pod_name="gateway-t0")
     return server.address
 
 
@@ -59,16 +69,21 @@ class Chain:
 
 
 @pytest.fixture
-async def chain(
-    monkeypatch: pytest.MonkeyPatch, start_server: StartServer, credentials: LocalCredentials
-) -> AsyncIterator[Chain]:
+async def chain(start_server: StartServer, credentials: LocalCredentials) -> AsyncIterator[Chain]:
     addresses = {name: f"127.0.0.1:{free_port()}" for name in ("inventory", "orders", "gateway")}
-    monkeypatch.setenv("SHOP_INVENTORY_TARGET", addresses["inventory"])
-    monkeypatch.setenv("SHOP_ORDERS_TARGET", addresses["orders"])
+    inventory_settings = InventorySettings.from_env()
+    orders_settings = dataclasses.replace(
+        OrdersSettings.from_env(), inventory_target=addresses["inventory"]
+    )
+    gateway_settings = dataclasses.replace(
+        GatewaySettings.from_env(),
+        orders_target=addresses["orders"],
+        inventory_target=addresses["inventory"],
+    )
     for name, setup in (
-        ("inventory", inventory_setup),
-        ("orders", orders_setup),
-        ("gateway", gateway_setup),
+        ("inventory", inventory_setup(inventory_settings)),
+        ("orders", orders_setup(orders_settings)),
+        ("gateway", gateway_setup(gateway_settings)),
     ):
         await start_server(name, setup, listen_addr=addresses[name], pod_name=f"{name}-t0")
     async with (

@@ -1,22 +1,21 @@
-"""Inventory fixtures: stores on a fresh database of each kind, and the service on
-loopback through the shared runtime's own ``serve`` (interceptors, error mapping,
-health, access rules), in this test's event loop (``start_server`` from the top-level
-conftest). The tests call it as orders does, with an administrator's token for
+"""Inventory fixtures: stores on a fresh database of each kind, and the service (its
+production setup) on loopback through the shared runtime's own ``serve``
+(interceptors, error mapping, health, access rules), in this test's event loop
+(``start_server``). The tests call it as orders does, with an administrator's token for
 SetStock."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
 
 from shop.credentials import LocalCredentials
-from shop.inventory.app import ACCESS, SERVICE_NAME
-from shop.inventory.servicer import InventoryServicer
+from shop.inventory.app import SERVICE_NAME, make_setup
+from shop.inventory.settings import InventorySettings
 from shop.inventory.store import InventoryStore
+from shop.runtime.config import DatabaseSettings
 from shop.runtime.database import Database
-from shop.runtime.server import Runtime
 from shop.v1 import inventory_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with, user_metadata
@@ -53,21 +52,11 @@ async def store(open_store: Callable[[], Awaitable[InventoryStore]]) -> Inventor
 async def inventory_stub(
     database_url: str, start_server: StartServer, credentials: LocalCredentials
 ) -> AsyncIterator[inventory_pb2_grpc.InventoryStub]:
-    """A client of an inventory server (seeded catalog) on a fresh database."""
-
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
-        db = Database(database_url)
-        store = InventoryStore(db)
-        await store.initialize(SEED_STOCK)
-        inventory_pb2_grpc.add_InventoryServicer_to_server(InventoryServicer(store), runtime.server)
-        runtime.access.protect(SERVICE_NAME, ACCESS)
-        try:
-            yield (SERVICE_NAME,)
-        finally:
-            await db.dispose()
-
-    server = await start_server("inventory", setup, pod_name="inventory-t0")
+    """A client of an inventory server (seeded catalog) on a fresh database: the
+    production setup, given settings for the test's database."""
+    # The database is up before the server starts; a wait would mean a bug.
+    settings = InventorySettings(SEED_STOCK, DatabaseSettings(database_url, wait_s=10.0))
+    server = await start_server("inventory", make_setup(settings), pod_name="inventory-t0")
     async with channel_with(
         server.address,
         caller_metadata(credentials, "orders", SERVICE_NAME),

@@ -1,16 +1,20 @@
 """Orders fixtures: an orders server and an inventory server on loopback, run by the
-shared runtime's ``serve`` in this test's event loop (``start_server`` from the
-top-level conftest), on a fresh database of each kind.
+shared runtime's ``serve`` in this test's event loop (``start_server``), on a fresh
+database of each kind.
 
-The orders server reaches inventory through ``Runtime.channel`` (the production
+Both are the production setups (``make_setup`` of each app, database wait and the
+orders reconciler included) given settings for the test's database and ports. The
+orders server reaches inventory through ``Runtime.channel`` (the production
 channel: round_robin, health checking, retries, deadline propagation). Tests get
-the ``OrderPlacement`` too, to drive the reconciler and look at stored state.
+the ``OrderPlacement`` too, to drive a reconciler of their own and look at stored
+state; the server's own reconciler only touches orders older than the Reserve
+timeout plus a margin, which no test waits for.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import pytest
@@ -18,22 +22,27 @@ import pytest
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.api.services import ORDERS as ORDERS_SERVICE
 from shop.credentials import LocalCredentials
-from shop.inventory.app import ACCESS as INVENTORY_ACCESS
+from shop.inventory.app import make_setup as inventory_setup
 from shop.inventory.servicer import InventoryServicer
+from shop.inventory.settings import InventorySettings
 from shop.inventory.store import InventoryStore
 from shop.local.addresses import free_port
-from shop.orders.app import ACCESS as ORDERS_ACCESS
+from shop.orders.app import make_setup as orders_setup
 from shop.orders.placement import OrderPlacement
-from shop.orders.servicer import OrdersServicer
+from shop.orders.settings import OrdersSettings
 from shop.orders.store import OrderRecord, OrderStore
-from shop.runtime.database import Database
-from shop.runtime.server import Runtime, ServiceSetup
+from shop.runtime.config import DatabaseSettings
+from shop.runtime.streams import StreamConfig
 from shop.v1 import inventory_pb2, inventory_pb2_grpc, orders_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with, user_metadata
 from ..support.servers import StartServer
 
 SEED_STOCK = 100
+# The test's database is up before the servers start; a wait would mean a bug.
+DATABASE_WAIT_S = 10.0
+# WatchOrder events within a test's patience (a replica polls every 0.5 s).
+WATCH_INTERVAL_S = 0.05
 
 ServicerFactory = Callable[[InventoryStore], InventoryServicer]
 
@@ -58,7 +67,10 @@ class Shop:
         assert not self._inventory_up
         await self._start_server(
             "inventory",
-            _inventory_setup(self.database_url, servicer),
+            inventory_setup(
+                InventorySettings(SEED_STOCK, DatabaseSettings(self.database_url, DATABASE_WAIT_S)),
+                servicer=servicer,
+            ),
             listen_addr=f"127.0.0.1:{self.inventory_port}",
             pod_name="inventory-t0",
         )
@@ -68,7 +80,8 @@ class Shop:
         reply = await self.inventory.ListProducts(
             inventory_pb2.ListProductsRequest(page_size=200), timeout=10
         )
-        return next(p.stock for p in reply.products if p.sku == sku)
+        stock: int = next(p.stock for p in reply.products if p.sku == sku)
+        return stock
 
     async def set_stock(self, sku: str, stock: int, price_cents: int = 250) -> None:
         await self.inventory.SetStock(
@@ -80,50 +93,6 @@ class Shop:
         order = await self.store.get_by_key(key)
         assert order is not None, f"no order for key {key!r}"
         return order
-
-
-def _inventory_setup(database_url: str, servicer: ServicerFactory) -> ServiceSetup:
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
-        db = Database(database_url)
-        store = InventoryStore(db)
-        await store.initialize(SEED_STOCK)
-        inventory_pb2_grpc.add_InventoryServicer_to_server(servicer(store), runtime.server)
-        runtime.access.protect(INVENTORY_SERVICE, INVENTORY_ACCESS)
-        try:
-            yield (INVENTORY_SERVICE,)
-        finally:
-            await db.dispose()
-
-    return setup
-
-
-def _orders_setup(
-    database_url: str,
-    inventory_target: str,
-    timeout_s: float,
-    placements: list[OrderPlacement],
-) -> ServiceSetup:
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
-        db = Database(database_url)
-        store = OrderStore(db)
-        await store.initialize()
-        inventory = inventory_pb2_grpc.InventoryStub(
-            runtime.channel(inventory_target, INVENTORY_SERVICE)
-        )
-        placement = OrderPlacement(store, inventory, timeout_s)
-        placements.append(placement)
-        orders_pb2_grpc.add_OrdersServicer_to_server(
-            OrdersServicer(placement, watch_interval_s=0.05), runtime.server
-        )
-        runtime.access.protect(ORDERS_SERVICE, ORDERS_ACCESS)
-        try:
-            yield (ORDERS_SERVICE,)
-        finally:
-            await db.dispose()
-
-    return setup
 
 
 StartShop = Callable[..., Awaitable[Shop]]
@@ -143,9 +112,16 @@ async def start_shop(
         ) -> Shop:
             inventory_port = free_port()
             placements: list[OrderPlacement] = []
+            settings = OrdersSettings(
+                inventory_target=f"127.0.0.1:{inventory_port}",
+                database=DatabaseSettings(database_url, DATABASE_WAIT_S),
+                downstream_timeout_s=timeout_s,
+                streams=StreamConfig.from_env(),
+                watch_interval_s=WATCH_INTERVAL_S,
+            )
             orders_server = await start_server(
                 "orders",
-                _orders_setup(database_url, f"127.0.0.1:{inventory_port}", timeout_s, placements),
+                orders_setup(settings, on_placement=placements.append),
                 pod_name="orders-t0",
             )
             # The tests call orders as the gateway does, and inventory as orders and an

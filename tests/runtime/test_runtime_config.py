@@ -1,4 +1,7 @@
-"""Configuration from the environment: defaults parse, bad values name their variable."""
+"""Configuration from the environment: defaults parse, bad values name their variable.
+
+The runtime's shared settings here; ``tests/cli/test_cli_env.py`` checks the whole
+catalogue ``shop env`` prints, the services' own settings included."""
 
 from __future__ import annotations
 
@@ -6,18 +9,21 @@ from typing import Any
 
 import pytest
 
+from shop.api import targets
+from shop.inventory import settings as inventory_settings
 from shop.runtime import config
 from shop.runtime.config import (
-    ALL_SETTINGS,
+    SHARED_SETTINGS,
     ChannelConfig,
     ConfigError,
+    DatabaseSettings,
     ServerConfig,
     Setting,
     database_url,
 )
 
 
-@pytest.mark.parametrize("setting", ALL_SETTINGS, ids=lambda s: s.name)
+@pytest.mark.parametrize("setting", SHARED_SETTINGS, ids=lambda s: s.name)
 def test_every_default_parses(setting: Setting[Any]) -> None:
     value = setting.read({})
     # Reading the default explicitly gives the same value as leaving it unset.
@@ -25,9 +31,9 @@ def test_every_default_parses(setting: Setting[Any]) -> None:
 
 
 def test_setting_names_are_unique_and_documented() -> None:
-    names = [s.name for s in ALL_SETTINGS]
+    names = [s.name for s in SHARED_SETTINGS]
     assert len(names) == len(set(names))
-    for setting in ALL_SETTINGS:
+    for setting in SHARED_SETTINGS:
         assert setting.allowed and setting.help, setting.name
 
 
@@ -79,8 +85,8 @@ def test_bad_value_names_variable_and_what_is_allowed(name: str, raw: str, allow
     with pytest.raises(ConfigError) as caught:
         ServerConfig.from_env(env)
         ChannelConfig.from_env(env)
-        config.ORDERS_TARGET.read(env)
-        config.INVENTORY_TARGET.read(env)
+        targets.ORDERS_TARGET.read(env)
+        targets.INVENTORY_TARGET.read(env)
     message = str(caught.value)
     assert message.startswith(f"{name}=")
     assert allowed in message
@@ -89,7 +95,7 @@ def test_bad_value_names_variable_and_what_is_allowed(name: str, raw: str, allow
 
 def test_bad_seed_stock_and_data_dir() -> None:
     with pytest.raises(ConfigError, match=r"^SHOP_SEED_STOCK="):
-        config.SEED_STOCK.read({"SHOP_SEED_STOCK": "-5"})
+        inventory_settings.SEED_STOCK.read({"SHOP_SEED_STOCK": "-5"})
     with pytest.raises(ConfigError, match=r"^SHOP_DATA_DIR="):
         database_url("orders", {"SHOP_DATA_DIR": ""})
 
@@ -134,6 +140,15 @@ def test_database_url() -> None:
     )
     with pytest.raises(ConfigError, match=r"^DATABASE_URL="):
         database_url("orders", {"DATABASE_URL": "mysql://u@h/db"})
+
+
+def test_database_settings() -> None:
+    env = {"SHOP_DATA_DIR": "/srv/data", "SHOP_DATABASE_WAIT_S": "2.5"}
+    assert DatabaseSettings.from_env("inventory", env) == DatabaseSettings(
+        url="sqlite+aiosqlite:////srv/data/inventory.db", wait_s=2.5
+    )
+    with pytest.raises(ConfigError, match=r"^SHOP_DATABASE_WAIT_S="):
+        DatabaseSettings.from_env("inventory", {"SHOP_DATABASE_WAIT_S": "-1"})
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from shop.local.addresses import free_port
 from shop.local.postgres import PostgresServer
-from shop.runtime.config import StartupError
+from shop.runtime.config import DatabaseSettings, StartupError
 from shop.runtime.database import open_database
 
 
@@ -65,9 +65,7 @@ async def test_waits_for_a_database_that_comes_up_late(
     port = free_port()
     url = database.replace(f":{postgres_server.port}/", f":{port}/")
     caplog.set_level(logging.WARNING, logger="shop.runtime.database")
-    opening = asyncio.create_task(
-        open_database("orders", {"DATABASE_URL": url, "SHOP_DATABASE_WAIT_S": "60"})
-    )
+    opening = asyncio.create_task(open_database(DatabaseSettings(url, wait_s=60)))
     # Refused at first: the service keeps trying rather than giving up.
     await _until(lambda: len(caplog.records) >= 2)
     assert not opening.done()
@@ -85,14 +83,16 @@ async def test_gives_up_with_a_clear_error() -> None:
     url = f"postgresql+asyncpg://shop@127.0.0.1:{free_port()}/shop"
     started = time.monotonic()
     with pytest.raises(StartupError, match=r"database not reachable after 0\.5 s \(\d+ attempts\)"):
-        await open_database("orders", {"DATABASE_URL": url, "SHOP_DATABASE_WAIT_S": "0.5"})
+        await open_database(DatabaseSettings(url, wait_s=0.5))
     assert time.monotonic() - started < 20
 
 
 def test_sqlite_needs_no_wait(tmp_path: object) -> None:
     async def main() -> None:
         db = await open_database(
-            "inventory", {"SHOP_DATA_DIR": str(tmp_path), "SHOP_DATABASE_WAIT_S": "0"}
+            DatabaseSettings.from_env(
+                "inventory", {"SHOP_DATA_DIR": str(tmp_path), "SHOP_DATABASE_WAIT_S": "0"}
+            )
         )
         await db.dispose()
 

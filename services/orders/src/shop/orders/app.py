@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from shop.api import services
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.orders.placement import OrderPlacement
 from shop.orders.reconciler import Reconciler
 from shop.orders.servicer import OrdersServicer
+from shop.orders.settings import OrdersSettings
 from shop.orders.store import OrderStore
 from shop.orders.watch import OrderWatchHub
 from shop.runtime import Runtime
 from shop.runtime.auth import callers
-from shop.runtime.config import INVENTORY_TARGET, ChannelConfig
 from shop.runtime.database import open_database
-from shop.runtime.streams import StreamConfig
+from shop.runtime.server import ServiceSetup
 from shop.v1 import inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 SERVICE_NAME = services.ORDERS
@@ -27,45 +27,52 @@ ACCESS = {
     method.name: callers("gateway")
     for method in orders_pb2.DESCRIPTOR.services_by_name["Orders"].methods
 }
-RECONCILE_INTERVAL_S = 5.0
-# Reserve is capped at SHOP_DOWNSTREAM_TIMEOUT_S; anything PENDING for much longer
-# than that has no request working on it any more.
-STALE_MARGIN_S = 25.0
-# How often the replica's one watch poll looks for changes of watched orders: the
-# most a WatchOrder event lags the change (it costs one query per interval, however
-# many streams are open).
-WATCH_INTERVAL_S = 0.5
 
 
-@asynccontextmanager
-async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
-    import os
+def make_setup(
+    settings: OrdersSettings,
+    *,
+    on_placement: Callable[[OrderPlacement], object] | None = None,
+) -> ServiceSetup:
+    """The orders service wired with ``settings``: what a replica runs (``setup``),
+    and what tests run with settings of their own. ``on_placement`` gets the order
+    saga once it is wired, for tests that drive the reconciler or read the store."""
 
-    channel_config = ChannelConfig.from_env()
-    inventory_target = INVENTORY_TARGET.read(os.environ)
-    streams = StreamConfig.from_env()
-    db = await open_database("orders")
-    store = OrderStore(db)
-    await store.initialize()
-    inventory = inventory_pb2_grpc.InventoryStub(
-        runtime.channel(inventory_target, INVENTORY_SERVICE)
-    )
-    placement = OrderPlacement(store, inventory, channel_config.downstream_timeout_s)
-    hub = OrderWatchHub(store, WATCH_INTERVAL_S)
-    servicer = OrdersServicer(placement, hub=hub, streams=streams)
-    orders_pb2_grpc.add_OrdersServicer_to_server(servicer, runtime.server)
-    # WatchOrder streams end OK when the drain delay is over, not cut by the stop.
-    runtime.on_drain(servicer.end_streams)
-    runtime.access.protect(SERVICE_NAME, ACCESS)
-    reconciler = Reconciler(
-        placement, RECONCILE_INTERVAL_S, channel_config.downstream_timeout_s + STALE_MARGIN_S
-    )
-    task = asyncio.get_running_loop().create_task(reconciler.run_forever())
-    try:
-        yield (SERVICE_NAME,)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await hub.close()
-        await db.dispose()
+    @asynccontextmanager
+    async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
+        db = await open_database(settings.database)
+        store = OrderStore(db)
+        await store.initialize()
+        inventory = inventory_pb2_grpc.InventoryStub(
+            runtime.channel(settings.inventory_target, INVENTORY_SERVICE)
+        )
+        placement = OrderPlacement(store, inventory, settings.downstream_timeout_s)
+        if on_placement is not None:
+            on_placement(placement)
+        hub = OrderWatchHub(store, settings.watch_interval_s)
+        servicer = OrdersServicer(placement, hub=hub, streams=settings.streams)
+        orders_pb2_grpc.add_OrdersServicer_to_server(servicer, runtime.server)
+        # WatchOrder streams end OK when the drain delay is over, not cut by the stop.
+        runtime.on_drain(servicer.end_streams)
+        runtime.access.protect(SERVICE_NAME, ACCESS)
+        reconciler = Reconciler(
+            placement,
+            settings.reconcile_interval_s,
+            settings.downstream_timeout_s + settings.stale_margin_s,
+        )
+        task = asyncio.get_running_loop().create_task(reconciler.run_forever())
+        try:
+            yield (SERVICE_NAME,)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await hub.close()
+            await db.dispose()
+
+    return setup
+
+
+def setup(runtime: Runtime) -> AbstractAsyncContextManager[Sequence[str]]:
+    """The service as its process runs it: settings read from the environment at start."""
+    return make_setup(OrdersSettings.from_env())(runtime)

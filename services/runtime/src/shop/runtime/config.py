@@ -1,9 +1,13 @@
 """Configuration from the environment, validated once at start-up.
 
-Every variable a service reads is declared here as a :class:`Setting`, so the full
-list can be printed (``shop env``), documented, and compared with what the Helm
-chart sets. A bad value raises :class:`ConfigError` whose message is the one line
-the process prints before exiting: it names the variable and what is allowed.
+Every variable is declared as a :class:`Setting`, so the full list can be printed
+(``shop env``), documented, and compared with what the Helm chart sets. The ones
+every service reads through the runtime (server, channels, auth, storage, streams)
+are declared here, in :data:`SHARED_SETTINGS`; a variable only one service reads is
+declared in that service's ``settings`` module with the same machinery, so the
+runtime names no service. A bad value raises :class:`ConfigError` whose message is
+the one line the process prints before exiting: it names the variable and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def _positive_float(raw: str) -> float:
     return value
 
 
-def _positive_int(raw: str) -> int:
+def positive_int(raw: str) -> int:
+    """A parser for settings: an integer > 0."""
     value = int(raw)
     if value <= 0:
         raise ValueError("")
@@ -115,13 +120,22 @@ def _text(raw: str) -> str:
     return raw
 
 
-def _non_empty(raw: str) -> str:
+def non_empty(raw: str) -> str:
+    """A parser for settings: any text but none."""
     if not raw:
         raise ValueError("")
     return raw
 
 
-# --- every variable the services read ------------------------------------------------
+GRPC_TARGET = "a gRPC target (host:port, dns:///name:port, ipv4:a:p,b:p, xds:///name:port)"
+
+
+def target_setting(name: str, default: str, help: str) -> Setting[str]:
+    """A variable naming where a service finds another one (a channel's target)."""
+    return Setting(name, default, non_empty, GRPC_TARGET, help)
+
+
+# --- every variable the runtime reads, for whichever service it runs -----------------
 
 LISTEN_ADDR = Setting(
     "SHOP_LISTEN_ADDR", "0.0.0.0:50051", _address, "HOST:PORT", "gRPC listen address"
@@ -204,21 +218,7 @@ DATABASE_WAIT_S = Setting(
     "at start-up, how long to wait for the database to accept connections",
 )
 DATA_DIR = Setting(
-    "SHOP_DATA_DIR", "./data", _non_empty, "a directory path", "where SQLite files live"
-)
-ORDERS_TARGET = Setting(
-    "SHOP_ORDERS_TARGET",
-    "127.0.0.1:50052",
-    _non_empty,
-    "a gRPC target (host:port, dns:///name:port, ipv4:a:p,b:p, xds:///name:port)",
-    "where the orders service is",
-)
-INVENTORY_TARGET = Setting(
-    "SHOP_INVENTORY_TARGET",
-    "127.0.0.1:50053",
-    _non_empty,
-    "a gRPC target (host:port, dns:///name:port, ipv4:a:p,b:p, xds:///name:port)",
-    "where the inventory service is",
+    "SHOP_DATA_DIR", "./data", non_empty, "a directory path", "where SQLite files live"
 )
 LB_POLICY = Setting(
     "SHOP_LB_POLICY",
@@ -251,18 +251,11 @@ DOWNSTREAM_TIMEOUT_S = Setting(
 RETRY_MAX_ATTEMPTS = Setting(
     "SHOP_RETRY_MAX_ATTEMPTS",
     "4",
-    _positive_int,
+    positive_int,
     "an integer from 1 to 5",
     "attempts per downstream call on UNAVAILABLE (retries are idempotent by design)",
 )
 UVLOOP = Setting("SHOP_UVLOOP", "true", _boolean, "true or false", "run on uvloop")
-SEED_STOCK = Setting(
-    "SHOP_SEED_STOCK",
-    "1000000",
-    _positive_int,
-    "an integer > 0",
-    "inventory: stock of each catalog product created on first start",
-)
 
 AUTH_JWKS = Setting(
     "SHOP_AUTH_JWKS",
@@ -274,14 +267,14 @@ AUTH_JWKS = Setting(
 AUTH_ISSUER = Setting(
     "SHOP_AUTH_ISSUER",
     "grpc-shop",
-    _non_empty,
+    non_empty,
     "the identity provider's issuer (the tokens' iss claim)",
     "bearer tokens must come from this issuer",
 )
 AUTH_AUDIENCE = Setting(
     "SHOP_AUTH_AUDIENCE",
     "grpc-shop",
-    _non_empty,
+    non_empty,
     "the audience the identity provider puts in the shop's tokens (aud claim)",
     "bearer tokens must be meant for this audience",
 )
@@ -299,7 +292,7 @@ INTERNAL_KEYS_DIR = Setting(
 STREAMS_MAX_PER_REPLICA = Setting(
     "SHOP_STREAMS_MAX_PER_REPLICA",
     "1000",
-    _positive_int,
+    positive_int,
     "an integer > 0",
     "concurrent WatchOrder streams one gateway or orders replica serves; "
     "more are refused with RESOURCE_EXHAUSTED",
@@ -307,7 +300,7 @@ STREAMS_MAX_PER_REPLICA = Setting(
 STREAMS_MAX_PER_CALLER = Setting(
     "SHOP_STREAMS_MAX_PER_CALLER",
     "10",
-    _positive_int,
+    positive_int,
     "an integer > 0",
     "gateway: concurrent WatchOrder streams one end user (token subject) may hold on a "
     "replica; more are refused with RESOURCE_EXHAUSTED",
@@ -321,7 +314,7 @@ STREAM_MAX_LIFETIME_S = Setting(
     "the client re-subscribes and gets the current state first",
 )
 
-ALL_SETTINGS: tuple[Setting[Any], ...] = (
+SHARED_SETTINGS: tuple[Setting[Any], ...] = (
     LISTEN_ADDR,
     METRICS_ADDR,
     POD_NAME,
@@ -335,15 +328,12 @@ ALL_SETTINGS: tuple[Setting[Any], ...] = (
     DATABASE_URL,
     DATABASE_WAIT_S,
     DATA_DIR,
-    ORDERS_TARGET,
-    INVENTORY_TARGET,
     LB_POLICY,
     CLIENT_HEALTH_CHECK,
     DNS_MIN_RERESOLUTION_S,
     DOWNSTREAM_TIMEOUT_S,
     RETRY_MAX_ATTEMPTS,
     UVLOOP,
-    SEED_STOCK,
     AUTH_JWKS,
     AUTH_ISSUER,
     AUTH_AUDIENCE,
@@ -458,8 +448,9 @@ def mask_url(url: str) -> str:
     return _PASSWORD_PARAMETER.sub(r"\1***", f"{scheme}{separator}{rest}")
 
 
-def database_url(service: str, environ: Mapping[str, str] | None = None) -> str:
-    """``DATABASE_URL`` if set, else an SQLite file per service in ``SHOP_DATA_DIR``."""
+def database_url(name: str, environ: Mapping[str, str] | None = None) -> str:
+    """``DATABASE_URL`` if set, else the SQLite file ``<name>.db`` in ``SHOP_DATA_DIR``
+    (each service passes its own name, so services on one host keep apart)."""
     env = os.environ if environ is None else environ
     url = DATABASE_URL.read(env)
     if url:
@@ -470,4 +461,18 @@ def database_url(service: str, environ: Mapping[str, str] | None = None) -> str:
             )
         return url.replace("postgresql://", "postgresql+asyncpg://", 1)
     data_dir = os.path.abspath(DATA_DIR.read(env))
-    return f"sqlite+aiosqlite:///{data_dir}/{service}.db"
+    return f"sqlite+aiosqlite:///{data_dir}/{name}.db"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Which database a service opens, and how long it waits for it at start-up."""
+
+    url: str
+    wait_s: float
+
+    @classmethod
+    def from_env(cls, name: str, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
+        """``name``: the service's SQLite file name when ``DATABASE_URL`` is unset."""
+        env = os.environ if environ is None else environ
+        return cls(url=database_url(name, env), wait_s=DATABASE_WAIT_S.read(env))

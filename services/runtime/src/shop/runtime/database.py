@@ -19,7 +19,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from shop.runtime.config import DATABASE_WAIT_S, StartupError, database_url
+from shop.runtime.config import DatabaseSettings, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +248,11 @@ def timestamp(seconds_ago: float = 0.0) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-async def open_database(service: str, environ: Mapping[str, str] | None = None) -> Database:
-    """The service's database (``DATABASE_URL`` or its SQLite file), once it answers."""
-    env = os.environ if environ is None else environ
-    database = Database(database_url(service, env))
+async def open_database(settings: DatabaseSettings) -> Database:
+    """The service's database, once it answers (at most ``settings.wait_s`` later)."""
+    database = Database(settings.url)
     try:
-        await database.wait_until_reachable(DATABASE_WAIT_S.read(env))
+        await database.wait_until_reachable(settings.wait_s)
     except BaseException:
         await database.dispose()
         raise
