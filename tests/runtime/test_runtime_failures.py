@@ -354,9 +354,13 @@ async def test_undecodable_request_is_invalid_argument_naming_the_field(
 
 
 def test_locate_problem_walks_nested_messages() -> None:
+    from google.protobuf.descriptor import Descriptor
+
     from shop.runtime.decoding import locate_problem
 
+    # The stubs also allow upb's Descriptor type; at run time it is a Descriptor.
     descriptor = orders_pb2.CreateOrderRequest.DESCRIPTOR
+    assert isinstance(descriptor, Descriptor)
     assert locate_problem(descriptor, _bad_utf8_in_second_sku()) == (
         "items[1].sku",
         "is not valid UTF-8",
@@ -442,7 +446,8 @@ def test_error_id_is_the_same_for_the_same_bug_only() -> None:
 
     first, again = catch(_broken), catch(_broken)
     assert error_id(first) == error_id(again)
-    assert error_id(first) != error_id(catch(lambda: {}["missing"]))
+    empty: dict[str, int] = {}
+    assert error_id(first) != error_id(catch(lambda: empty["missing"]))
 
 
 def test_status_details_stay_small_for_thousands_of_violations() -> None:
