@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from shop.api.services import ECHO as ECHO_SERVICE
 from shop.api.services import GATEWAY as GATEWAY_SERVICE
@@ -22,6 +21,7 @@ from shop.bench.configs import BenchConfig, System
 from shop.bench.echo_process import start_echo, stop_echoes, wait_serving
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
+from shop.local.lifecycle import StartStop
 
 CHAIN_REPLICAS = {"gateway": 1, "orders": 1, "inventory": 1}
 CHAIN_SERVICES = ("gateway", "orders", "inventory")
@@ -66,7 +66,7 @@ def span_services(config: BenchConfig) -> tuple[str, ...]:
     return CHAIN_SERVICES if config.system is System.CHAIN else ECHO_SERVICES
 
 
-class Testbed:
+class Testbed(StartStop):
     """Starts the servers of ``configs``; a context manager that always stops them."""
 
     def __init__(
@@ -140,19 +140,3 @@ class Testbed:
         stop_echoes(self._echoes.values())
         for cluster in self._clusters.values():
             cluster.stop()
-
-    def __enter__(self) -> Testbed:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.credentials import LocalCredentials, ensure_credentials
 from shop.local.addresses import AddressPlan, address_in_use
+from shop.local.lifecycle import StartStop
 from shop.local.logs import log_tail
 from shop.local.supervisor import Backoff, Supervisor, SupervisorEvent
 
@@ -112,7 +113,7 @@ class ClusterSpec:
     replica_env: Callable[[str, int], Mapping[str, str]] | None = None
 
 
-class LocalCluster:
+class LocalCluster(StartStop):
     def __init__(
         self,
         spec: ClusterSpec,
@@ -277,17 +278,6 @@ class LocalCluster:
         with self.lock:
             front_first = [r for service in reversed(SERVICES) for r in self.replicas_of(service)]
         return stop_replicas(front_first, budget)
-
-    def __enter__(self) -> LocalCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def stop_replicas(replicas: list[Replica], timeout_s: float) -> dict[str, int | None]:
