@@ -31,6 +31,7 @@ from shop.local.addresses import free_port
 from shop.runtime.health import HealthService
 
 from ..support.servers import StartServer
+from ..support.waiting import wait_until_async
 
 SHOP = Path(sys.executable).parent / "shop"
 
@@ -126,12 +127,12 @@ async def test_draining_server_is_not_serving(
     server.shutdown.trigger("test: SIGTERM")
     async with grpc.aio.insecure_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 10
-        while (await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status != (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        ):
-            assert time.monotonic() < deadline, "never started draining"
-            await asyncio.sleep(0.01)
+
+        async def draining() -> bool:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        await wait_until_async(draining, "the server to start draining", 10, poll_s=0.01)
     result = await shop_health(capsys, server.address)
     assert result.code == 1
     assert result.lines == [f"{server.address}  NOT_SERVING"]

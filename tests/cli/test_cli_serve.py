@@ -11,15 +11,16 @@ import importlib
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from shop.cli.health import check_targets
+from shop.cli.health import TargetHealth, check_targets
 from shop.cli.main import main
 from shop.cli.serve import SERVICES
+
+from ..support.waiting import process_exited, wait_until
 
 SHOP = Path(sys.executable).parent / "shop"
 EXIT_CONFIG_ERROR = 2
@@ -56,16 +57,21 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
 
 def wait_serving(process: subprocess.Popen[bytes], target: str, timeout_s: float = 60) -> None:
     """Asks the way ``shop health`` does until the server says SERVING."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"exited with {process.returncode} before SERVING")
+    results: list[TargetHealth] = []
+
+    def serving() -> bool:
         [result] = check_targets([target], "", 1.0)
-        if result.serving:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not SERVING after {timeout_s}s: {result}")
-        time.sleep(0.1)
+        results.append(result)
+        return result.serving
+
+    wait_until(
+        serving,
+        "SERVING",
+        timeout_s,
+        poll_s=0.1,
+        still_running=process_exited(process, "the server"),
+        describe=lambda: f"last answer: {results[-1]}",
+    )
 
 
 def shop_health(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ import pytest
 
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import health_serving
+
+from ..support.waiting import process_exited, wait_until
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -70,12 +71,16 @@ class ShopUp:
         return self.log.read_text(errors="replace")
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-        """Polls ``condition``; fails at once if ``shop up`` exits meanwhile."""
-        deadline = time.monotonic() + timeout_s
-        while not condition():
-            assert self.process.poll() is None, f"shop up exited ({what}):\n{self.output()}"
-            assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}\n{self.output()}"
-            time.sleep(0.1)
+        """Polls ``condition``; fails at once if ``shop up`` exits meanwhile, showing its
+        output either way."""
+        wait_until(
+            condition,
+            what,
+            timeout_s,
+            poll_s=0.1,
+            still_running=process_exited(self.process, "shop up"),
+            describe=self.output,
+        )
 
     def wait_for_output(self, text: str) -> None:
         self.wait_until(lambda: text in self.output(), repr(text))

@@ -8,7 +8,6 @@ loopback: SERVING must bring a server up, NOT_SERVING must take it down.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from shop.local.addresses import free_port
 from shop.runtime.config import ChannelConfig, ServerConfig
 
+from ..support.waiting import process_exited, wait_until_async
 from .compose_model import (
     COMPOSE_DIR,
     COMPOSE_FILE,
@@ -256,18 +256,23 @@ async def wait_for_server(
     stats: Path, process: subprocess.Popen[bytes], status: str, check: str, log: Path
 ) -> None:
     """Until the server has this status and its last check ended with this result."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15.0
     last = ("", "")
-    while loop.time() < deadline:
-        assert process.poll() is None, f"haproxy exited: {_text(log)}"
+
+    def reached() -> bool:
+        nonlocal last
         with contextlib.suppress(OSError):
             seen, result = server_status(stats)
             last = (seen, result.lstrip("* "))
-            if last == (status, check):
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never {status} after {check}; last {last}; log: {_text(log)}")
+        return last == (status, check)
+
+    await wait_until_async(
+        reached,
+        f"{status} after {check}",
+        15.0,
+        poll_s=0.1,
+        still_running=process_exited(process, "haproxy"),
+        describe=lambda: f"last {last}; log: {_text(log)}",
+    )
 
 
 @pytest.mark.parametrize("service", ["orders", "inventory"])

@@ -6,10 +6,10 @@ test is the only client of the gateway, and the gateway the only client of order
 
 from __future__ import annotations
 
-import time
+import importlib.metadata
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -17,11 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-import shop
 from shop.local.cluster import LocalCluster
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2
 
 from ..support.clusters import ClusterFactory
+from ..support.waiting import wait_until
 
 PLACED = 5
 LISTED = 3
@@ -64,13 +64,6 @@ def scrape(cluster: LocalCluster, service: str) -> Scrape:
         samples=[s for f in families for s in f.samples],
         families={f.name: f.type for f in families},
     )
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -138,7 +131,8 @@ def test_instance_info_names_service_pod_and_version(cluster: LocalCluster, serv
     assert info.labels == {
         "service": service,
         "pod": f"{service}-0",
-        "version": shop.__version__,
+        # Every shop distribution is released together, at the runtime kit's version.
+        "version": importlib.metadata.version("grpc-shop-runtime"),
         "mode": "local",  # SHOP_MODE's default; the chart sets its mode
     }
     assert info.value == 1
@@ -250,6 +244,7 @@ def test_open_stream_is_in_flight_until_cancelled(served: Served) -> None:
                 and scrape(cluster, "orders").value("grpc_server_in_flight", **watch_orders) == 1
             ),
             "the stream to be in flight on gateway and orders",
+            20.0,
         )
         gw = scrape(cluster, "gateway")
         assert gw.value("grpc_client_started_total", **watch_orders) == 1
@@ -265,7 +260,7 @@ def test_open_stream_is_in_flight_until_cancelled(served: Served) -> None:
             and gw.value("grpc_client_handled_total", **watch_orders) == 1
         )
 
-    wait_until(finished, "the cancelled stream to finish on both hops")
+    wait_until(finished, "the cancelled stream to finish on both hops", 20.0)
     gw = scrape(cluster, "gateway")
     assert gw.value("grpc_server_handled_total", **watch_gw, grpc_code="CANCELLED") == 1
     assert gw.value("grpc_client_handled_total", **watch_orders, grpc_code="CANCELLED") == 1

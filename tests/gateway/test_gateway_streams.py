@@ -26,6 +26,7 @@ from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 from ..support.auth import channel_with, user_metadata
 from ..support.servers import InProcessServer, StartServer
+from ..support.waiting import wait_until_async
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLED = common_pb2.ORDER_STATUS_CANCELLED
@@ -260,10 +261,11 @@ async def test_an_orders_replica_draining_ends_streams_ok_and_a_resubscribe_star
     # Started only now, so every stream above goes through orders-0; the gateway must
     # reach orders-1 before orders-0 leaves, as in a rollout.
     await chain.start_second_orders()
-    deadline = loop.time() + 20
-    while await _orders_pod_serving(chain.customer, order.order_id) != "orders-1":
-        assert loop.time() < deadline, "the gateway never called orders-1"
-        await asyncio.sleep(0.05)
+
+    async def reaches_orders_1() -> bool:
+        return await _orders_pod_serving(chain.customer, order.order_id) == "orders-1"
+
+    await wait_until_async(reaches_orders_1, "the gateway to call orders-1", 20)
     async with grpc.aio.insecure_channel(chain.orders[0].address) as channel:
         health = await _serving_health_watch(channel, "shop.v1.Orders")
         signalled = loop.time()

@@ -28,6 +28,8 @@ from shop.local.supervisor import (
     exit_reason,
 )
 
+from ..support.waiting import wait_until
+
 # --- the schedule --------------------------------------------------------------------
 
 
@@ -88,20 +90,20 @@ class FakeCluster:
             for i in range(pods)
         ]
         self.pids = iter(range(1000, 2000))
+        self.processes: dict[int, FakeProcess] = {}
         for replica in self.replicas:
             self.start_replica(replica.service, replica.index)
 
     def start_replica(self, service: str, index: int) -> Replica:
         replica = self.replicas[index]
-        replica.process = FakeProcess(next(self.pids))  # type: ignore[assignment]
+        process = self.processes[index] = FakeProcess(next(self.pids))
+        replica.process = process  # type: ignore[assignment]  # a stand-in for a Popen
         replica.started_at = time.monotonic()
         replica.stop_requested = False
         return replica
 
     def exit(self, index: int, returncode: int) -> None:
-        process = self.replicas[index].process
-        assert isinstance(process, FakeProcess)
-        process.returncode = returncode
+        self.processes[index].returncode = returncode
 
 
 def supervisor_for(cluster: FakeCluster, backoff: Backoff) -> Supervisor:
@@ -109,10 +111,7 @@ def supervisor_for(cluster: FakeCluster, backoff: Backoff) -> Supervisor:
 
 
 def poll_until(supervisor: Supervisor, done: Callable[[list[SupervisorEvent]], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not done(supervisor.poll()):
-        assert time.monotonic() < deadline, "no such event within 10 s"
-        time.sleep(0.005)
+    wait_until(lambda: done(supervisor.poll()), "such an event", 10, poll_s=0.005)
 
 
 def test_an_unasked_exit_is_restarted_after_the_delay() -> None:
@@ -169,13 +168,6 @@ def test_nothing_is_restarted_after_close() -> None:
 # --- a real cluster -------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        time.sleep(0.05)
-
-
 def test_supervised_cluster_restarts_a_killed_replica_but_not_a_stopped_one(
     tmp_path: Path,
 ) -> None:
@@ -200,7 +192,11 @@ def test_supervised_cluster_restarts_a_killed_replica_but_not_a_stopped_one(
             assert crashed.process is not None
             pids.append(crashed.process.pid)
             os.kill(crashed.process.pid, signal.SIGKILL)
-            wait_until(lambda n=restarts: crashed.restarts == n, f"restart {restarts}")
+
+            def restarted(count: int = restarts) -> bool:
+                return crashed.restarts == count
+
+            wait_until(restarted, f"restart {restarts}")
             cluster.wait_ready(60, replica=crashed)
             assert crashed.process is not None and crashed.process.pid not in pids
             assert health_serving(spec.plan.grpc_addr("inventory", 0))

@@ -37,6 +37,7 @@ from shop.v1 import common_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with
 from ..support.servers import StartServer
+from ..support.waiting import wait_until_async
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLING = common_pb2.ORDER_STATUS_CANCELLING
@@ -129,13 +130,9 @@ def ref(order: common_pb2.Order) -> orders_pb2.OrderRef:
     return orders_pb2.OrderRef(order_id=order.order_id, customer_id=order.customer_id)
 
 
-async def until(condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """The watch hub's bookkeeping settles within milliseconds: a short poll."""
+    await wait_until_async(condition, what, 20, poll_s=0.01)
 
 
 async def rest_of(call: Any) -> list[int]:
