@@ -30,10 +30,8 @@ from shop.runtime.auth.bearer import BearerSettings, BearerVerifier
 from shop.runtime.auth.internal import MIN_KEY_BYTES
 from shop.runtime.auth.principals import Unauthenticated
 
-from ..support.chart import merge, secret_files
+from ..support.chart import ChartRenderer, EnvOf, Rendered, merge, secret_files
 
-Render = Callable[..., Any]
-Env = Callable[[dict[str, Any]], dict[str, Any]]
 MountVolumes = Callable[..., dict[str, Path]]
 
 SERVICES = ("gateway", "orders", "inventory")
@@ -64,7 +62,7 @@ def _values(source: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return merge(SOURCES[source], extra or {})
 
 
-def _pod_specs(rendered: Any) -> dict[str, dict[str, Any]]:
+def _pod_specs(rendered: Rendered) -> dict[str, dict[str, Any]]:
     """component -> pod spec, for every workload and the helm test pod."""
     specs = {}
     for kind in ("Deployment", "StatefulSet"):
@@ -113,7 +111,7 @@ def _expected(source: str, component: str) -> dict[str, tuple[str, str]]:
     return files
 
 
-def _loadgen_args(rendered: Any) -> Any:
+def _loadgen_args(rendered: Rendered) -> Any:
     """The load generator's `shop load` words, parsed by the real CLI parser."""
     spec = rendered.get("Deployment", "shop-loadgen")["spec"]["template"]["spec"]
     words = shlex.split(spec["containers"][0]["args"][0])
@@ -124,7 +122,9 @@ def _loadgen_args(rendered: Any) -> Any:
 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
-def test_each_pod_mounts_exactly_its_keys(mode: str, source: str, render_chart: Render) -> None:
+def test_each_pod_mounts_exactly_its_keys(
+    mode: str, source: str, render_chart: ChartRenderer
+) -> None:
     specs = _pod_specs(render_chart(mode, _values(source)))
     assert set(specs) == {*SERVICES, "loadgen", "postgresql", "test"}
     for component, spec in specs.items():
@@ -140,7 +140,7 @@ def test_each_pod_mounts_exactly_its_keys(mode: str, source: str, render_chart: 
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_credentials_are_read_only_and_readable_by_the_service_user(
-    source: str, render_chart: Render
+    source: str, render_chart: ChartRenderer
 ) -> None:
     specs = _pod_specs(render_chart("clusterip", _values(source)))
     for component in (*SERVICES, "loadgen"):
@@ -165,7 +165,7 @@ def test_the_mount_point_exists_in_the_image(chart_dir: Path) -> None:
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_the_environment_points_at_the_mounted_files(
-    mode: str, source: str, render_chart: Render, env_of: Env
+    mode: str, source: str, render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     values = _values(source)
     rendered = render_chart(mode, values)
@@ -191,7 +191,7 @@ def test_the_environment_points_at_the_mounted_files(
 @pytest.mark.parametrize("internal", ["generated", "existing"])
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_every_secret_a_pod_names_exists(
-    mode: str, source: str, internal: str, render_chart: Render, env_of: Env
+    mode: str, source: str, internal: str, render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     extra = {"internalKeys": {"existingSecret": "shop-callers"}} if internal == "existing" else {}
     rendered = render_chart(mode, _values(source, extra))
@@ -218,7 +218,9 @@ def test_every_secret_a_pod_names_exists(
         assert "shop-callers" in names and "shop-internal-keys" not in names
 
 
-def test_generated_internal_keys_are_long_random_and_per_caller(render_chart: Render) -> None:
+def test_generated_internal_keys_are_long_random_and_per_caller(
+    render_chart: ChartRenderer,
+) -> None:
     secret = render_chart("clusterip").get("Secret", "shop-internal-keys")
     keys = {name: base64.b64decode(value) for name, value in secret["data"].items()}
     # Inventory calls nobody, so it signs nothing and has no key.
@@ -227,7 +229,7 @@ def test_generated_internal_keys_are_long_random_and_per_caller(render_chart: Re
     assert keys["gateway"] != keys["orders"]
 
 
-def test_the_demo_issuer_is_a_certificate_and_its_rsa_key(render_chart: Render) -> None:
+def test_the_demo_issuer_is_a_certificate_and_its_rsa_key(render_chart: ChartRenderer) -> None:
     secret = render_chart("clusterip").get("Secret", "shop-demo-issuer")
     assert set(secret["data"]) == {"tls.crt", "tls.key"}
     certificate = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
@@ -243,7 +245,7 @@ def test_the_demo_issuer_is_a_certificate_and_its_rsa_key(render_chart: Render) 
 
 
 async def test_a_token_minted_by_the_load_generator_verifies_at_the_gateway(
-    render_chart: Render, env_of: Env, mount_volumes: MountVolumes, tmp_path: Path
+    render_chart: ChartRenderer, env_of: EnvOf, mount_volumes: MountVolumes, tmp_path: Path
 ) -> None:
     """The demo issuer's genCA output is usable by both sides: the key the load
     generator mounts signs tokens that the certificate the gateway mounts verifies, with
@@ -275,7 +277,7 @@ async def test_a_token_minted_by_the_load_generator_verifies_at_the_gateway(
 
 
 async def test_a_token_of_another_key_type_is_unauthenticated(
-    render_chart: Render, mount_volumes: MountVolumes, tmp_path: Path, env_of: Env
+    render_chart: ChartRenderer, mount_volumes: MountVolumes, tmp_path: Path, env_of: EnvOf
 ) -> None:
     rendered = render_chart("clusterip")
     gateway = rendered.get("Deployment", "shop-gateway")
@@ -290,7 +292,7 @@ async def test_a_token_of_another_key_type_is_unauthenticated(
 
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_load_generator_authenticates_with_what_it_mounts(
-    mode: str, source: str, render_chart: Render
+    mode: str, source: str, render_chart: ChartRenderer
 ) -> None:
     rendered = render_chart(mode, _values(source))
     args = _loadgen_args(rendered)
@@ -343,13 +345,13 @@ def test_load_generator_authenticates_with_what_it_mounts(
     ],
 )
 def test_the_schema_refuses_auth_values_that_cannot_work(
-    values: dict[str, Any], message: str, render_chart: Render
+    values: dict[str, Any], message: str, render_chart: ChartRenderer
 ) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
         render_chart("clusterip", values)
 
 
-def test_each_refused_part_is_fine_alone(render_chart: Render) -> None:
+def test_each_refused_part_is_fine_alone(render_chart: ChartRenderer) -> None:
     render_chart("clusterip", {"auth": {"jwksUrl": "https://idp.example.com:8443/certs"}})
     render_chart("clusterip", {"auth": {"existingSecret": "idp-keys"}})
     render_chart("clusterip", {"loadgen": {"enabled": True}})  # the demo issuer mints
@@ -362,7 +364,7 @@ def test_each_refused_part_is_fine_alone(render_chart: Render) -> None:
 def test_own_provider_renders_lint_clean_and_valid(
     mode: str,
     source: str,
-    render_chart: Render,
+    render_chart: ChartRenderer,
     lint: Callable[..., list[dict[str, Any]]],
     validate: Callable[[dict[str, Any]], None],
     chart_dir: Path,
@@ -379,7 +381,7 @@ def test_own_provider_renders_lint_clean_and_valid(
         validate(obj)
 
 
-def test_notes_say_how_to_get_a_token(render_chart: Render) -> None:
+def test_notes_say_how_to_get_a_token(render_chart: ChartRenderer) -> None:
     rendered = render_chart("clusterip")
     notes = rendered.notes
     fetch = (

@@ -9,17 +9,16 @@ against the services declared in proto/ and the calls the services' code makes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import helm_python
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from ..support.chart import ChartRenderer
+from ..support.paths import REPO
+
 NS = "shop-ns"
 GRPC, METRICS = 50051, 9464
-Render = Callable[..., Any]
 Policy = dict[str, Any]
 
 HEALTH = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch")
@@ -77,7 +76,9 @@ def allows(policy: Policy, caller: str, path: str, port: int) -> bool:
     return False
 
 
-def _policies(render_chart: Render, values: dict[str, Any] | None = None) -> dict[str, Policy]:
+def _policies(
+    render_chart: ChartRenderer, values: dict[str, Any] | None = None
+) -> dict[str, Policy]:
     rendered = render_chart("istio", {"loadgen": {"enabled": True}, **(values or {})})
     return {
         p["metadata"]["name"].removeprefix("shop-"): p
@@ -105,7 +106,7 @@ def test_the_evaluator_follows_istio_path_matching() -> None:
     assert not allows(policy, "b", "/y.H/Check", 2)
 
 
-def test_orders_methods_are_for_the_gateway_only(render_chart: Render) -> None:
+def test_orders_methods_are_for_the_gateway_only(render_chart: ChartRenderer) -> None:
     orders = _policies(render_chart)["orders"]
     methods = proto_methods()["shop.v1.Orders"]
     assert len(methods) >= 5
@@ -126,7 +127,9 @@ def test_orders_methods_are_for_the_gateway_only(render_chart: Render) -> None:
         ("SetStock", set()),
     ],
 )
-def test_inventory_methods_per_caller(method: str, callers: set[str], render_chart: Render) -> None:
+def test_inventory_methods_per_caller(
+    method: str, callers: set[str], render_chart: ChartRenderer
+) -> None:
     inventory = _policies(render_chart)["inventory"]
     path = f"/shop.v1.Inventory/{method}"
     assert path in proto_methods()["shop.v1.Inventory"]
@@ -135,14 +138,14 @@ def test_inventory_methods_per_caller(method: str, callers: set[str], render_cha
     assert not allows(inventory, ADMIN, path, GRPC)
 
 
-def test_every_inventory_method_is_covered(render_chart: Render) -> None:
+def test_every_inventory_method_is_covered(render_chart: ChartRenderer) -> None:
     # A method added to the proto must get a decision above (and a rule if anyone calls it).
     decided = {"Reserve", "Release", "ListProducts", "SetStock"}
     declared = {p.rsplit("/", 1)[1] for p in proto_methods()["shop.v1.Inventory"]}
     assert declared == decided
 
 
-def test_health_is_open_and_reflection_closed(render_chart: Render) -> None:
+def test_health_is_open_and_reflection_closed(render_chart: ChartRenderer) -> None:
     for component, policy in _policies(render_chart).items():
         for caller in ("gateway", "orders", "inventory", "loadgen", "test"):
             for path in HEALTH:
@@ -154,7 +157,7 @@ def test_health_is_open_and_reflection_closed(render_chart: Render) -> None:
         assert allows(policy, "", "/metrics", METRICS), component
 
 
-def test_every_path_names_a_declared_method(render_chart: Render) -> None:
+def test_every_path_names_a_declared_method(render_chart: ChartRenderer) -> None:
     declared = proto_methods()
     every_path = {m for methods in declared.values() for m in methods}
     values = {"istio": {"stockAdminPrincipals": [ADMIN]}}
@@ -169,14 +172,14 @@ def test_every_path_names_a_declared_method(render_chart: Render) -> None:
                         assert path in every_path, (component, path)
 
 
-def test_every_call_the_services_make_is_allowed(render_chart: Render) -> None:
+def test_every_call_the_services_make_is_allowed(render_chart: ChartRenderer) -> None:
     # The calls in the callers' code (self._orders.CreateOrder(...), ...): a new call
     # the policies do not allow would fail with PERMISSION_DENIED in mode=istio only.
     policies = _policies(render_chart)
     calls = {
         (caller, callee, method)
         for caller in ("gateway", "orders")
-        for source in sorted((REPO / "services" / "shop" / caller).glob("*.py"))
+        for source in sorted((REPO / "services" / caller / "src" / "shop" / caller).glob("*.py"))
         for callee, method in re.findall(
             r"self\._(orders|inventory)\.([A-Z]\w*)\b", source.read_text()
         )
@@ -188,7 +191,7 @@ def test_every_call_the_services_make_is_allowed(render_chart: Render) -> None:
         assert allows(policies[callee], principal(caller), path, GRPC), (caller, path)
 
 
-def test_a_stock_admin_identity_gets_set_stock_only(render_chart: Render) -> None:
+def test_a_stock_admin_identity_gets_set_stock_only(render_chart: ChartRenderer) -> None:
     inventory = _policies(render_chart, {"istio": {"stockAdminPrincipals": [ADMIN]}})["inventory"]
     assert allows(inventory, ADMIN, "/shop.v1.Inventory/SetStock", GRPC)
     for method in ("Reserve", "Release", "ListProducts"):
@@ -205,7 +208,7 @@ def test_a_stock_admin_identity_gets_set_stock_only(render_chart: Render) -> Non
         f"example.org/ns/{NS}/sa/shop-orders",
     ],
 )
-def test_the_services_cannot_be_made_stock_admins(admin: str, render_chart: Render) -> None:
+def test_the_services_cannot_be_made_stock_admins(admin: str, render_chart: ChartRenderer) -> None:
     with pytest.raises(
         helm_python.HelmRenderError,
         match=rf"istio.stockAdminPrincipals: {re.escape(admin)} is the \w+ workload of this "

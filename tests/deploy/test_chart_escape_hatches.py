@@ -7,18 +7,17 @@ environment.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import helm_python
 import pytest
 
+from ..support.chart import ChartRenderer, Rendered
+
 SERVICES = ("gateway", "orders", "inventory")
-Render = Callable[..., Any]
-Manifest = dict[str, Any]
 
 
-def _pods(rendered: Any) -> dict[str, dict[str, Any]]:
+def _pods(rendered: Rendered) -> dict[str, dict[str, Any]]:
     """component -> pod template (or the test Pod itself): metadata and spec."""
     pods: dict[str, dict[str, Any]] = {}
     for kind in ("Deployment", "StatefulSet"):
@@ -36,7 +35,7 @@ def _env(pod: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_every_pod_gets_the_release_wide_hatches(
-    mode: str, render_chart: Render, escape_hatches: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, escape_hatches: dict[str, Any]
 ) -> None:
     pods = _pods(render_chart(mode, escape_hatches))
     assert set(pods) == {*SERVICES, "loadgen", "postgresql", "test"}
@@ -49,7 +48,7 @@ def test_every_pod_gets_the_release_wide_hatches(
 
 
 def test_a_workloads_own_values_override_the_release_wide_ones(
-    mode: str, render_chart: Render, escape_hatches: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, escape_hatches: dict[str, Any]
 ) -> None:
     pods = _pods(render_chart(mode, escape_hatches))
     wide = escape_hatches
@@ -80,7 +79,7 @@ def test_a_workloads_own_values_override_the_release_wide_ones(
 
 
 def test_pod_labels_leave_selectors_and_chart_labels_alone(
-    mode: str, render_chart: Render, escape_hatches: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, escape_hatches: dict[str, Any]
 ) -> None:
     plain, hatched = (
         render_chart(mode, {"loadgen": {"enabled": True}}),
@@ -101,7 +100,7 @@ def test_pod_labels_leave_selectors_and_chart_labels_alone(
 
 
 def test_extra_env_follows_the_chart_env(
-    mode: str, render_chart: Render, escape_hatches: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, escape_hatches: dict[str, Any]
 ) -> None:
     plain = _pods(render_chart(mode, {"loadgen": {"enabled": True}}))
     pods = _pods(render_chart(mode, escape_hatches))
@@ -129,7 +128,7 @@ def test_extra_env_follows_the_chart_env(
         assert _env(pods[component]) == _env(plain[component]), component
 
 
-def test_no_hatch_means_no_field(render_chart: Render) -> None:
+def test_no_hatch_means_no_field(render_chart: ChartRenderer) -> None:
     # The defaults add nothing: no empty nodeSelector, tolerations, or priority.
     for component, pod in _pods(render_chart("istio", {"loadgen": {"enabled": True}})).items():
         for field in (
@@ -196,13 +195,13 @@ def test_no_hatch_means_no_field(render_chart: Render) -> None:
     ],
 )
 def test_what_the_chart_sets_cannot_be_overridden(
-    values: dict[str, Any], message: str, render_chart: Render
+    values: dict[str, Any], message: str, render_chart: ChartRenderer
 ) -> None:
     with pytest.raises(helm_python.HelmRenderError, match=re.escape(message)):
         render_chart("clusterip", values)
 
 
-def test_chart_annotations_depend_on_the_mode(render_chart: Render) -> None:
+def test_chart_annotations_depend_on_the_mode(render_chart: ChartRenderer) -> None:
     # A key is refused where the chart sets it, and free where it does not.
     values = {"podAnnotations": {"inject.istio.io/templates": "sidecar"}}
     render_chart("istio", values)

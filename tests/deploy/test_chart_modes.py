@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from ..support.chart import ChartRenderer, EnvOf, Rendered
+
 SERVICES = ("gateway", "orders", "inventory")
 NS = "shop-ns"
-Env = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def _host(component: str) -> str:
     return f"shop-{component}.{NS}.svc.cluster.local"
 
 
-def _pod_template(rendered: Any, component: str) -> dict[str, Any]:
+def _pod_template(rendered: Rendered, component: str) -> dict[str, Any]:
     template: dict[str, Any] = rendered.get("Deployment", f"shop-{component}")["spec"]["template"]
     return template
 
@@ -31,7 +31,7 @@ def _pod_template(rendered: Any, component: str) -> dict[str, Any]:
     ],
 )
 def test_client_targets_and_policy(
-    mode: str, target: str, lb_policy: str, render_chart: Callable[..., Any], env_of: Env
+    mode: str, target: str, lb_policy: str, render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     rendered = render_chart(mode)
     gateway = env_of(rendered.get("Deployment", "shop-gateway"))
@@ -45,7 +45,7 @@ def test_client_targets_and_policy(
         )
 
 
-def test_clusterip_mode_is_the_naive_setup(render_chart: Callable[..., Any], env_of: Env) -> None:
+def test_clusterip_mode_is_the_naive_setup(render_chart: ChartRenderer, env_of: EnvOf) -> None:
     rendered = render_chart("clusterip")
     assert rendered.names("Service") == {f"shop-{c}" for c in (*SERVICES, "postgresql")}
     for component in SERVICES:
@@ -58,7 +58,7 @@ def test_clusterip_mode_is_the_naive_setup(render_chart: Callable[..., Any], env
 
 
 def test_headless_mode_ages_connections_and_reresolves_fast(
-    render_chart: Callable[..., Any], env_of: Env
+    render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     rendered = render_chart(
         "headless",
@@ -83,7 +83,7 @@ def test_headless_mode_ages_connections_and_reresolves_fast(
         assert env["SHOP_CLIENT_HEALTH_CHECK"] == "false", mode
 
 
-def test_istio_mode_mesh_resources(render_chart: Callable[..., Any]) -> None:
+def test_istio_mode_mesh_resources(render_chart: ChartRenderer) -> None:
     rendered = render_chart("istio")
     for component in SERVICES:
         service = rendered.get("Service", f"shop-{component}")
@@ -123,7 +123,7 @@ def _grants(policy: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     return grants
 
 
-def test_istio_authorization_grants_methods_per_caller(render_chart: Callable[..., Any]) -> None:
+def test_istio_authorization_grants_methods_per_caller(render_chart: ChartRenderer) -> None:
     # Per method, not just per caller: each identity gets exactly the calls it makes.
     rendered = render_chart("istio")
     health = {"/grpc.health.v1.Health/*"}
@@ -161,7 +161,7 @@ def test_istio_authorization_grants_methods_per_caller(render_chart: Callable[..
     assert test_pod["spec"]["serviceAccountName"] == "shop-test"
 
 
-def test_proxyless_mode_uses_the_grpc_agent(render_chart: Callable[..., Any]) -> None:
+def test_proxyless_mode_uses_the_grpc_agent(render_chart: ChartRenderer) -> None:
     rendered = render_chart("proxyless")
     for component in SERVICES:
         template = _pod_template(rendered, component)
@@ -176,7 +176,7 @@ def test_proxyless_mode_uses_the_grpc_agent(render_chart: Callable[..., Any]) ->
 
 
 @pytest.mark.parametrize("mode", ["clusterip", "headless"])
-def test_non_mesh_modes_stay_out_of_the_mesh(mode: str, render_chart: Callable[..., Any]) -> None:
+def test_non_mesh_modes_stay_out_of_the_mesh(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode, {"loadgen": {"enabled": True}})
     for component in (*SERVICES, "loadgen"):
         template = _pod_template(rendered, component)
@@ -186,7 +186,7 @@ def test_non_mesh_modes_stay_out_of_the_mesh(mode: str, render_chart: Callable[.
         assert not rendered.of_kind(kind), kind
 
 
-def test_every_service_port_is_named_grpc(mode: str, render_chart: Callable[..., Any]) -> None:
+def test_every_service_port_is_named_grpc(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode)
     for service in rendered.of_kind("Service"):
         if service["metadata"]["labels"]["app.kubernetes.io/component"] == "postgresql":
@@ -197,7 +197,7 @@ def test_every_service_port_is_named_grpc(mode: str, render_chart: Callable[...,
         assert ports["metrics"]["port"] == 9464  # separate from gRPC
 
 
-def test_switching_modes_is_a_plain_upgrade(render_chart: Callable[..., Any]) -> None:
+def test_switching_modes_is_a_plain_upgrade(render_chart: ChartRenderer) -> None:
     # Fields Kubernetes refuses to change on update must not depend on the mode,
     # or `helm upgrade --set mode=...` fails half-way.
     renders = {m: render_chart(m, {"loadgen": {"enabled": True}}) for m in render_chart.modes}

@@ -10,18 +10,18 @@ not have. Traffic from the node (kubelet probes) is never subject to NetworkPoli
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+from ..support.chart import ChartRenderer, Rendered
 
 NS = "shop-ns"
 GRPC, METRICS = 50051, 9464
 SERVICES = ("gateway", "orders", "inventory")
 MESH = ("istio", "proxyless")
 COLLECTOR = "http://opentelemetry-collector.observability.svc.cluster.local:4317"
-Render = Callable[..., Any]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _port_matches(rule: dict[str, Any], destination: Endpoint, port: int, protoc
 class Network:
     """The pods of one render and its NetworkPolicies."""
 
-    def __init__(self, rendered: Any) -> None:
+    def __init__(self, rendered: Rendered) -> None:
         self.policies = rendered.of_kind("NetworkPolicy")
         self.pods: dict[str, Endpoint] = {}
         templates = [
@@ -143,19 +143,21 @@ class Network:
         return egress and ingress
 
 
-def _network(render_chart: Render, mode: str, values: dict[str, Any] | None = None) -> Network:
+def _network(
+    render_chart: ChartRenderer, mode: str, values: dict[str, Any] | None = None
+) -> Network:
     base = {"loadgen": {"enabled": True}, "otel": {"endpoint": COLLECTOR}}
     return Network(render_chart(mode, {**base, **(values or {})}))
 
 
-def test_network_policies_are_on_by_default(mode: str, render_chart: Render) -> None:
+def test_network_policies_are_on_by_default(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode)
     components = {"gateway", "orders", "inventory", "test", "postgresql"}
     assert rendered.names("NetworkPolicy") == {f"shop-{c}" for c in components}
     assert not render_chart(mode, {"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy")
 
 
-def test_the_shop_can_make_its_calls(mode: str, render_chart: Render) -> None:
+def test_the_shop_can_make_its_calls(mode: str, render_chart: ChartRenderer) -> None:
     net = _network(render_chart, mode)
     for src, dst in (
         ("loadgen", "gateway"),
@@ -177,7 +179,7 @@ def test_the_shop_can_make_its_calls(mode: str, render_chart: Render) -> None:
         assert net.can(PROMETHEUS, component, METRICS), component
 
 
-def test_the_mesh_can_reach_istiod_and_scrape_envoy(mode: str, render_chart: Render) -> None:
+def test_the_mesh_can_reach_istiod_and_scrape_envoy(mode: str, render_chart: ChartRenderer) -> None:
     net = _network(render_chart, mode)
     mesh = mode in MESH
     for component in (*SERVICES, "loadgen", "test"):
@@ -193,7 +195,7 @@ def test_the_mesh_can_reach_istiod_and_scrape_envoy(mode: str, render_chart: Ren
     assert net.can("loadgen", COLLECTOR_POD, 4317) == (mode == "istio")
 
 
-def test_nothing_else_gets_through(mode: str, render_chart: Render) -> None:
+def test_nothing_else_gets_through(mode: str, render_chart: ChartRenderer) -> None:
     net = _network(render_chart, mode)
     for src, dst in (
         ("loadgen", "orders"),
@@ -218,7 +220,7 @@ def test_nothing_else_gets_through(mode: str, render_chart: Render) -> None:
     assert not net.can(STRANGER, "test", GRPC)
 
 
-def test_stock_administration_can_be_let_in(render_chart: Render) -> None:
+def test_stock_administration_can_be_let_in(render_chart: ChartRenderer) -> None:
     ops = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}
     net = _network(render_chart, "istio", {"networkPolicy": {"stockAdminFrom": [ops]}})
     assert net.can(ADMIN_POD, "inventory", GRPC)
@@ -226,7 +228,7 @@ def test_stock_administration_can_be_let_in(render_chart: Render) -> None:
     assert not net.can(ADMIN_POD, "postgresql", 5432)
 
 
-def test_narrowed_scrapers_and_callers(render_chart: Render) -> None:
+def test_narrowed_scrapers_and_callers(render_chart: ChartRenderer) -> None:
     monitoring = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
     }
@@ -243,7 +245,7 @@ def test_narrowed_scrapers_and_callers(render_chart: Render) -> None:
 
 
 @pytest.mark.parametrize("mode", ["clusterip", "istio"])
-def test_dns_anywhere_for_node_local_caches(mode: str, render_chart: Render) -> None:
+def test_dns_anywhere_for_node_local_caches(mode: str, render_chart: ChartRenderer) -> None:
     assert not _network(render_chart, mode).can("orders", NODE_LOCAL_DNS, 53, "UDP")
     net = _network(render_chart, mode, {"networkPolicy": {"dnsNamespace": ""}})
     for component in net.pods:
@@ -251,7 +253,9 @@ def test_dns_anywhere_for_node_local_caches(mode: str, render_chart: Render) -> 
         assert not net.can(component, NODE_LOCAL_DNS, 80), component
 
 
-def test_token_verifiers_reach_the_identity_provider(mode: str, render_chart: Render) -> None:
+def test_token_verifiers_reach_the_identity_provider(
+    mode: str, render_chart: ChartRenderer
+) -> None:
     assert not _network(render_chart, mode).can("gateway", IDP, 443)  # demo issuer: no need
     own = {"loadgen": {"enabled": True, "tokenSecret": "loadgen-token"}}
     url = {**own, "auth": {"jwksUrl": "https://idp.example.com/certs"}}

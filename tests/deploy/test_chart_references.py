@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
 from typing import Any
 
 from shop.runtime.config import database_url
 
+from ..support.chart import ChartRenderer, EnvOf, Rendered
+
 NS = "shop-ns"
-Render = Callable[..., Any]
-Env = Callable[[dict[str, Any]], dict[str, Any]]
 TARGET = re.compile(r"^(?:(?:dns|xds):///)?(?P<host>[a-z0-9.-]+):(?P<port>\d+)$")
 
 
-def _full_render(render_chart: Render, mode: str, all_features: dict[str, Any]) -> Any:
+def _full_render(render_chart: ChartRenderer, mode: str, all_features: dict[str, Any]) -> Any:
     return render_chart(mode, all_features)
 
 
-def _service_by_host(rendered: Any) -> dict[str, dict[str, Any]]:
+def _service_by_host(rendered: Rendered) -> dict[str, dict[str, Any]]:
     return {
         f"{s['metadata']['name']}.{NS}.svc.cluster.local": s for s in rendered.of_kind("Service")
     }
 
 
-def _pods(rendered: Any) -> list[dict[str, Any]]:
+def _pods(rendered: Rendered) -> list[dict[str, Any]]:
     """Pod templates (and the test pod), with the labels their pods will carry."""
     templates = [
         w["spec"]["template"]
@@ -45,7 +44,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_client_targets_name_a_service_and_its_grpc_port(
-    mode: str, render_chart: Render, env_of: Env, all_features: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, env_of: EnvOf, all_features: dict[str, Any]
 ) -> None:
     rendered = _full_render(render_chart, mode, all_features)
     services = _service_by_host(rendered)
@@ -56,7 +55,9 @@ def test_client_targets_name_a_service_and_its_grpc_port(
         if name.endswith("_TARGET")
     ]
     loadgen = rendered.get("Deployment", "shop-loadgen")["spec"]["template"]["spec"]
-    targets.append(re.search(r"--target (\S+)", loadgen["containers"][0]["args"][0])[1])
+    loadgen_target = re.search(r"--target (\S+)", loadgen["containers"][0]["args"][0])
+    assert loadgen_target, loadgen["containers"][0]["args"]
+    targets.append(loadgen_target[1])
     assert len(targets) == 4
     for target in targets:
         match = TARGET.match(target)
@@ -69,7 +70,7 @@ def test_client_targets_name_a_service_and_its_grpc_port(
         assert (service["spec"].get("clusterIP") == "None") == target.startswith("dns:")
 
 
-def test_helm_test_pod_checks_existing_services(mode: str, render_chart: Render) -> None:
+def test_helm_test_pod_checks_existing_services(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode)
     services = _service_by_host(rendered)
     (pod,) = rendered.of_kind("Pod")
@@ -82,7 +83,7 @@ def test_helm_test_pod_checks_existing_services(mode: str, render_chart: Render)
 
 
 def test_service_ports_probes_and_listen_addresses_agree(
-    mode: str, render_chart: Render, env_of: Env, all_features: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, env_of: EnvOf, all_features: dict[str, Any]
 ) -> None:
     rendered = _full_render(render_chart, mode, all_features)
     pods = _pods(rendered)
@@ -115,7 +116,7 @@ def test_service_ports_probes_and_listen_addresses_agree(
 
 
 def test_selectors_match_the_pods_they_mean(
-    mode: str, render_chart: Render, all_features: dict[str, Any]
+    mode: str, render_chart: ChartRenderer, all_features: dict[str, Any]
 ) -> None:
     rendered = _full_render(render_chart, mode, all_features)
     pods = _pods(rendered)
@@ -147,7 +148,7 @@ def test_selectors_match_the_pods_they_mean(
 
 
 def test_identities_and_hosts_in_mesh_objects_exist(
-    render_chart: Render, all_features: dict[str, Any]
+    render_chart: ChartRenderer, all_features: dict[str, Any]
 ) -> None:
     rendered = _full_render(render_chart, "istio", all_features)
     accounts = {f"cluster.local/ns/{NS}/sa/{name}" for name in rendered.names("ServiceAccount")}
@@ -167,7 +168,7 @@ def test_identities_and_hosts_in_mesh_objects_exist(
         assert any(_selects(obj["spec"]["selector"]["matchLabels"], pod) for pod in labels)
 
 
-def test_secret_database_url_reaches_the_database_service(render_chart: Render) -> None:
+def test_secret_database_url_reaches_the_database_service(render_chart: ChartRenderer) -> None:
     rendered = render_chart("clusterip")
     secret = rendered.get("Secret", "shop-postgresql")
     url = base64.b64decode(secret["data"]["database-url"]).decode()
@@ -180,7 +181,7 @@ def test_secret_database_url_reaches_the_database_service(render_chart: Render) 
     assert database_url("orders", {"DATABASE_URL": url}).startswith("postgresql+asyncpg://shop:")
 
 
-def test_service_monitor_port_exists(render_chart: Render) -> None:
+def test_service_monitor_port_exists(render_chart: ChartRenderer) -> None:
     rendered = render_chart("clusterip", {"serviceMonitor": {"enabled": True}})
     (monitor,) = rendered.of_kind("ServiceMonitor")
     port = monitor["spec"]["endpoints"][0]["port"]

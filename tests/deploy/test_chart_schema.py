@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import helm_python
 import pytest
 
-Render = Callable[..., Any]
+from ..support.chart import ChartRenderer
 
 
 @pytest.mark.parametrize(
@@ -89,7 +88,7 @@ Render = Callable[..., Any]
     ],
 )
 def test_wrong_values_name_the_field(
-    values: dict[str, Any], message: str, render_chart: Render
+    values: dict[str, Any], message: str, render_chart: ChartRenderer
 ) -> None:
     mode = values.pop("mode", "clusterip")
     with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
@@ -120,13 +119,13 @@ def test_wrong_values_name_the_field(
     ],
 )
 def test_impossible_combinations_are_refused(
-    mode: str, values: dict[str, Any], message: str, render_chart: Render
+    mode: str, values: dict[str, Any], message: str, render_chart: ChartRenderer
 ) -> None:
     with pytest.raises(helm_python.HelmValuesError, match=re.escape(message)):
         render_chart(mode, values)
 
 
-def test_the_same_values_are_fine_alone(render_chart: Render) -> None:
+def test_the_same_values_are_fine_alone(render_chart: ChartRenderer) -> None:
     # Each refused combination above is refused for the combination, not a part.
     render_chart("istio", {"headless": {"maxConnectionAgeSeconds": 0}})
     render_chart(
@@ -136,5 +135,5 @@ def test_the_same_values_are_fine_alone(render_chart: Render) -> None:
     render_chart("clusterip", {"orders": {"resources": {"requests": None}}})
 
 
-def test_defaults_and_every_mode_pass_the_schema(mode: str, render_chart: Render) -> None:
+def test_defaults_and_every_mode_pass_the_schema(mode: str, render_chart: ChartRenderer) -> None:
     assert render_chart(mode).of_kind("Deployment")

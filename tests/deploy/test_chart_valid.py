@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-Lint = Callable[[Path, dict[str, Any], str], list[dict[str, Any]]]
-Validate = Callable[[dict[str, Any]], None]
+from ..support.chart import ChartRenderer, Lint, Validate
+
 FEATURES = ["defaults", "all-features", "escape-hatches"]  # conftest's feature_sets
 
 
@@ -40,7 +39,7 @@ def test_lint_catches_a_broken_template(lint: Lint, chart_dir: Path, tmp_path: P
 def test_every_object_is_valid_for_each_kubernetes_version(
     mode: str,
     features: str,
-    render_chart: Callable[..., Any],
+    render_chart: ChartRenderer,
     validate: Validate,
     feature_sets: dict[str, dict[str, Any]],
 ) -> None:
@@ -52,9 +51,7 @@ def test_every_object_is_valid_for_each_kubernetes_version(
         assert obj["metadata"].get("namespace") == "shop-ns", obj["metadata"]["name"]
 
 
-def test_validation_rejects_unknown_fields(
-    render_chart: Callable[..., Any], validate: Validate
-) -> None:
+def test_validation_rejects_unknown_fields(render_chart: ChartRenderer, validate: Validate) -> None:
     # The strict schemas and the CRD models must both refuse a misspelt field.
     rendered = render_chart("istio")
     deployment = rendered.get("Deployment", "shop-orders")
@@ -68,7 +65,7 @@ def test_validation_rejects_unknown_fields(
 
 
 def test_validation_rejects_a_bad_istio_enum(
-    render_chart: Callable[..., Any], validate: Validate
+    render_chart: ChartRenderer, validate: Validate
 ) -> None:
     policy = render_chart("istio").get("PeerAuthentication", "shop")
     policy["spec"]["mtls"]["mode"] = "STRICTEST"
@@ -79,7 +76,7 @@ def test_validation_rejects_a_bad_istio_enum(
 @pytest.mark.parametrize("release", ["shop", "grpc-shop", "r" * 53])
 def test_names_fit_in_63_characters_and_stay_distinct(
     release: str,
-    render_chart: Callable[..., Any],
+    render_chart: ChartRenderer,
     validate: Validate,
     all_features: dict[str, Any],
 ) -> None:

@@ -6,26 +6,25 @@ import base64
 import json
 import math
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from ..support.chart import ChartRenderer, EnvOf, Rendered
+
 SERVICES = ("gateway", "orders", "inventory")
-Render = Callable[..., Any]
-Env = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _pod_spec(rendered: Any, component: str) -> dict[str, Any]:
+def _pod_spec(rendered: Rendered, component: str) -> dict[str, Any]:
     spec: dict[str, Any] = rendered.get("Deployment", f"shop-{component}")["spec"]["template"][
         "spec"
     ]
     return spec
 
 
-def test_deployments_are_hardened(mode: str, render_chart: Render) -> None:
+def test_deployments_are_hardened(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode, {"loadgen": {"enabled": True}})
     for component in (*SERVICES, "loadgen"):
         spec = _pod_spec(rendered, component)
@@ -47,7 +46,7 @@ def test_deployments_are_hardened(mode: str, render_chart: Render) -> None:
 
 
 def test_services_use_native_grpc_probes_and_roll_safely(
-    mode: str, render_chart: Render, env_of: Env
+    mode: str, render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     rendered = render_chart(mode)
     for component in SERVICES:
@@ -68,13 +67,13 @@ def test_services_use_native_grpc_probes_and_roll_safely(
         assert deployment["spec"]["replicas"] >= 2
 
 
-def test_termination_grace_follows_drain_and_grace(render_chart: Render) -> None:
+def test_termination_grace_follows_drain_and_grace(render_chart: ChartRenderer) -> None:
     rendered = render_chart("headless", {"drainDelaySeconds": 7.5, "shutdownGraceSeconds": 20})
     spec = _pod_spec(rendered, "orders")
     assert spec["terminationGracePeriodSeconds"] == math.ceil(7.5) + 20 + 5
 
 
-def test_replicas_per_service(render_chart: Render) -> None:
+def test_replicas_per_service(render_chart: ChartRenderer) -> None:
     rendered = render_chart(
         "clusterip",
         {"gateway": {"replicas": 1}, "orders": {"replicas": 4}, "inventory": {"replicas": 5}},
@@ -83,7 +82,7 @@ def test_replicas_per_service(render_chart: Render) -> None:
     assert replicas == {"gateway": 1, "orders": 4, "inventory": 5}
 
 
-def test_topology_spread_is_optional(render_chart: Render) -> None:
+def test_topology_spread_is_optional(render_chart: ChartRenderer) -> None:
     assert "topologySpreadConstraints" not in _pod_spec(render_chart("clusterip"), "orders")
     spec = _pod_spec(render_chart("clusterip", {"topologySpread": {"enabled": True}}), "orders")
     (constraint,) = spec["topologySpreadConstraints"]
@@ -91,7 +90,9 @@ def test_topology_spread_is_optional(render_chart: Render) -> None:
     assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == "orders"
 
 
-def test_in_chart_postgresql_with_generated_credentials(render_chart: Render, env_of: Env) -> None:
+def test_in_chart_postgresql_with_generated_credentials(
+    render_chart: ChartRenderer, env_of: EnvOf
+) -> None:
     rendered = render_chart("clusterip")
     statefulset = rendered.get("StatefulSet", "shop-postgresql")
     assert statefulset["spec"]["replicas"] == 1
@@ -116,7 +117,9 @@ def test_in_chart_postgresql_with_generated_credentials(render_chart: Render, en
     assert "DATABASE_URL" not in env_of(rendered.get("Deployment", "shop-gateway"))
 
 
-def test_external_database_from_an_existing_secret(render_chart: Render, env_of: Env) -> None:
+def test_external_database_from_an_existing_secret(
+    render_chart: ChartRenderer, env_of: EnvOf
+) -> None:
     rendered = render_chart(
         "headless",
         {
@@ -131,7 +134,9 @@ def test_external_database_from_an_existing_secret(render_chart: Render, env_of:
     assert env["DATABASE_URL"] == {"secretKeyRef": {"name": "shop-db", "key": "url"}}
 
 
-def test_no_credential_is_a_plain_value(mode: str, render_chart: Render, env_of: Env) -> None:
+def test_no_credential_is_a_plain_value(
+    mode: str, render_chart: ChartRenderer, env_of: EnvOf
+) -> None:
     rendered = render_chart(mode, {"loadgen": {"enabled": True}})
     for kind in ("Deployment", "StatefulSet"):
         for obj in rendered.of_kind(kind):
@@ -140,7 +145,7 @@ def test_no_credential_is_a_plain_value(mode: str, render_chart: Render, env_of:
                     assert isinstance(value, dict) and "secretKeyRef" in value, name
 
 
-def test_pod_disruption_budgets(render_chart: Render) -> None:
+def test_pod_disruption_budgets(render_chart: ChartRenderer) -> None:
     assert not render_chart("clusterip").of_kind("PodDisruptionBudget")
     rendered = render_chart("clusterip", {"podDisruptionBudget": {"enabled": True}})
     for component in SERVICES:
@@ -150,7 +155,7 @@ def test_pod_disruption_budgets(render_chart: Render) -> None:
         assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
 
 
-def test_autoscaling_takes_over_replicas(render_chart: Render) -> None:
+def test_autoscaling_takes_over_replicas(render_chart: ChartRenderer) -> None:
     assert not render_chart("clusterip").of_kind("HorizontalPodAutoscaler")
     rendered = render_chart(
         "clusterip", {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9}}
@@ -163,7 +168,7 @@ def test_autoscaling_takes_over_replicas(render_chart: Render) -> None:
         assert "replicas" not in rendered.get("Deployment", f"shop-{component}")["spec"]
 
 
-def test_autoscaling_bounds_must_be_ordered(render_chart: Render) -> None:
+def test_autoscaling_bounds_must_be_ordered(render_chart: ChartRenderer) -> None:
     with pytest.raises(Exception, match=r"minReplicas \(5\) must not exceed.*maxReplicas \(2\)"):
         render_chart(
             "clusterip", {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}
@@ -178,7 +183,7 @@ def _peers(rule: dict[str, Any]) -> set[str]:
     }
 
 
-def test_network_policies_are_least_privilege(mode: str, render_chart: Render) -> None:
+def test_network_policies_are_least_privilege(mode: str, render_chart: ChartRenderer) -> None:
     # On by default (test_chart_network.py checks the flows they let through).
     rendered = render_chart(mode, {"loadgen": {"enabled": True}})
     policies = {p["metadata"]["name"]: p["spec"] for p in rendered.of_kind("NetworkPolicy")}
@@ -186,9 +191,8 @@ def test_network_policies_are_least_privilege(mode: str, render_chart: Render) -
         assert spec["policyTypes"] == ["Ingress", "Egress"]
 
     def grpc_ingress(component: str) -> dict[str, Any]:
-        (rule,) = [
-            r for r in policies[f"shop-{component}"]["ingress"] if r["ports"][0]["port"] == "grpc"
-        ]
+        rules: list[dict[str, Any]] = policies[f"shop-{component}"]["ingress"]
+        (rule,) = [r for r in rules if r["ports"][0]["port"] == "grpc"]
         return rule
 
     def grpc_egress(component: str) -> set[str]:
@@ -216,7 +220,7 @@ def test_network_policies_are_least_privilege(mode: str, render_chart: Render) -
     assert bool(istiod) == (mode in ("istio", "proxyless"))
 
 
-def test_network_policy_narrows_the_gateway_when_asked(render_chart: Render) -> None:
+def test_network_policy_narrows_the_gateway_when_asked(render_chart: ChartRenderer) -> None:
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
     rendered = render_chart("clusterip", {"networkPolicy": {"gatewayFrom": [peer]}})
     rules = rendered.get("NetworkPolicy", "shop-gateway")["spec"]["ingress"]
@@ -225,7 +229,7 @@ def test_network_policy_narrows_the_gateway_when_asked(render_chart: Render) -> 
     assert _peers(rules[0]) == {"loadgen", "test"}
 
 
-def test_service_monitor_or_scrape_annotations(render_chart: Render) -> None:
+def test_service_monitor_or_scrape_annotations(render_chart: ChartRenderer) -> None:
     plain = render_chart("clusterip")
     annotations = plain.get("Deployment", "shop-orders")["spec"]["template"]["metadata"][
         "annotations"
@@ -258,7 +262,9 @@ def test_service_monitor_or_scrape_annotations(render_chart: Render) -> None:
     assert drop["action"] == "drop" and drop["regex"] == ".*-headless"
 
 
-def test_prometheus_rule_carries_the_rule_files(render_chart: Render, chart_dir: Path) -> None:
+def test_prometheus_rule_carries_the_rule_files(
+    render_chart: ChartRenderer, chart_dir: Path
+) -> None:
     assert not render_chart("clusterip").of_kind("PrometheusRule")
     rendered = render_chart(
         "clusterip", {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prom"}}}
@@ -277,7 +283,7 @@ def test_prometheus_rule_carries_the_rule_files(render_chart: Render, chart_dir:
 
 
 def test_dashboards_configmap_carries_every_dashboard(
-    render_chart: Render, chart_dir: Path
+    render_chart: ChartRenderer, chart_dir: Path
 ) -> None:
     files = sorted(p.name for p in (chart_dir / "dashboards").glob("*.json"))
     assert files, "the chart ships dashboards"
@@ -293,7 +299,7 @@ def test_dashboards_configmap_carries_every_dashboard(
 
 
 def test_load_generator_runs_shop_load_the_way_the_mode_says(
-    mode: str, render_chart: Render, env_of: Env
+    mode: str, render_chart: ChartRenderer, env_of: EnvOf
 ) -> None:
     assert "shop-loadgen" not in render_chart(mode).names("Deployment")
     rendered = render_chart(mode, {"loadgen": {"enabled": True, "concurrency": 12}})
@@ -311,7 +317,7 @@ def test_load_generator_runs_shop_load_the_way_the_mode_says(
     assert target.split("shop-")[0] == gateway_env["SHOP_ORDERS_TARGET"].split("shop-")[0]
 
 
-def test_load_generator_flags_exist(render_chart: Render) -> None:
+def test_load_generator_flags_exist(render_chart: ChartRenderer) -> None:
     # Every flag the chart passes is one `shop load` accepts.
     from shop.cli.main import build_parser
 
@@ -325,7 +331,7 @@ def test_load_generator_flags_exist(render_chart: Render) -> None:
     assert args.expect == [("orders", 3), ("inventory", 3)]
 
 
-def test_otel_endpoint_setting(mode: str, render_chart: Render, env_of: Env) -> None:
+def test_otel_endpoint_setting(mode: str, render_chart: ChartRenderer, env_of: EnvOf) -> None:
     env = env_of(render_chart(mode).get("Deployment", "shop-orders"))
     assert env["OTEL_TRACES_EXPORTER"] == "none"
     endpoint = "http://collector.observability.svc.cluster.local:4317"
@@ -337,7 +343,7 @@ def test_otel_endpoint_setting(mode: str, render_chart: Render, env_of: Env) -> 
     assert f"shop.mode={mode}" in env["OTEL_RESOURCE_ATTRIBUTES"]
 
 
-def test_helm_test_pod_checks_every_service(mode: str, render_chart: Render) -> None:
+def test_helm_test_pod_checks_every_service(mode: str, render_chart: ChartRenderer) -> None:
     rendered = render_chart(mode)
     (pod,) = rendered.of_kind("Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -353,7 +359,7 @@ def test_helm_test_pod_checks_every_service(mode: str, render_chart: Render) -> 
     assert ("quitquitquit" in pod["spec"]["containers"][0]["args"][0]) == (mode == "istio")
 
 
-def test_notes_explain_how_to_reach_the_gateway(mode: str, render_chart: Render) -> None:
+def test_notes_explain_how_to_reach_the_gateway(mode: str, render_chart: ChartRenderer) -> None:
     notes = render_chart(mode, {"dashboards": {"enabled": True}}).notes
     assert f"mode={mode}" in notes
     assert "port-forward svc/shop-gateway 50051:50051" in notes

@@ -10,27 +10,22 @@ IstioOperator has neither; test_istio_mesh_profile.py checks it field by field.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from ..support.chart import ChartRenderer, Manifest, Rendered, Validate
+from ..support.paths import REPO
+
 README = REPO / "istio" / "README.md"
 # Release and namespace the walkthrough installs the chart as.
 RELEASE = "shop"
 SHOP_NAMESPACE = "shop"
 
-Manifest = dict[str, Any]
-Folder = Any  # conftest's Rendered: the objects of istio/*.yaml
-Render = Callable[..., Any]
-Validate = Callable[[Manifest], None]
 
-
-def tracing_provider(folder: Folder) -> tuple[str, dict[str, Any]]:
+def tracing_provider(folder: Rendered) -> tuple[str, dict[str, Any]]:
     """The one OpenTelemetry provider of the mesh config: (name, its settings)."""
     mesh = folder.get("IstioOperator")["spec"]["meshConfig"]
     providers = [p for p in mesh["extensionProviders"] if "opentelemetry" in p]
@@ -38,7 +33,7 @@ def tracing_provider(folder: Folder) -> tuple[str, dict[str, Any]]:
     return providers[0]["name"], providers[0]["opentelemetry"]
 
 
-def collector_address(folder: Folder) -> tuple[str, int]:
+def collector_address(folder: Rendered) -> tuple[str, int]:
     """Host and port of the collector's OTLP gRPC port, from the Service manifest."""
     service = folder.get("Service", "opentelemetry-collector")
     grpc_ports = [p for p in service["spec"]["ports"] if p.get("appProtocol") == "grpc"]
@@ -47,7 +42,7 @@ def collector_address(folder: Folder) -> tuple[str, int]:
     return f"{meta['name']}.{meta['namespace']}.svc.cluster.local", grpc_ports[0]["port"]
 
 
-def collector_config(folder: Folder) -> dict[str, Any]:
+def collector_config(folder: Rendered) -> dict[str, Any]:
     config_map = folder.get("ConfigMap", "opentelemetry-collector")
     config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
     return config
@@ -63,7 +58,7 @@ def readme_commands() -> list[str]:
 # --- Every manifest is valid -----------------------------------------------------------
 
 
-def test_the_folder_holds_the_expected_manifests(istio_manifests: Folder) -> None:
+def test_the_folder_holds_the_expected_manifests(istio_manifests: Rendered) -> None:
     kinds = {(obj["__source__"], obj["kind"]) for obj in istio_manifests.objects}
     assert ("mesh.yaml", "IstioOperator") in kinds
     assert kinds >= {
@@ -75,13 +70,13 @@ def test_manifest_is_valid(istio_object: Manifest, validate: Validate) -> None:
     validate(istio_object)
 
 
-def test_no_mesh_wide_peer_authentication(istio_manifests: Folder) -> None:
+def test_no_mesh_wide_peer_authentication(istio_manifests: Rendered) -> None:
     """Mesh-wide STRICT would refuse the non-mesh modes' plain-text calls (README)."""
     assert not istio_manifests.of_kind("PeerAuthentication"), "belongs in the chart"
 
 
 def test_no_manifest_is_also_in_the_chart(
-    mode: str, render_chart: Render, istio_manifests: Folder
+    mode: str, render_chart: ChartRenderer, istio_manifests: Rendered
 ) -> None:
     """istio/ holds what the chart does not: no kind/name rendered by both."""
     ours = {(o["kind"], o["metadata"]["name"]) for o in istio_manifests.manifests()}
@@ -94,7 +89,7 @@ def test_no_manifest_is_also_in_the_chart(
 
 
 def test_kubernetes_validation_rejects_an_unknown_field(
-    istio_manifests: Folder, validate: Validate
+    istio_manifests: Rendered, validate: Validate
 ) -> None:
     service = istio_manifests.get("Service")
     service["spec"]["ports"][0]["appProtocoll"] = "grpc"
@@ -166,13 +161,13 @@ def test_istio_validation_rejects_a_kind_without_model(validate: Validate) -> No
 # --- The files agree with each other ---------------------------------------------------
 
 
-def test_tracing_provider_points_at_the_collector_service(istio_manifests: Folder) -> None:
+def test_tracing_provider_points_at_the_collector_service(istio_manifests: Rendered) -> None:
     name, otel = tracing_provider(istio_manifests)
     assert name == "otel-tracing"
     assert (otel["service"], otel["port"]) == collector_address(istio_manifests)
 
 
-def test_collector_listens_where_its_service_sends(istio_manifests: Folder) -> None:
+def test_collector_listens_where_its_service_sends(istio_manifests: Rendered) -> None:
     service = istio_manifests.get("Service", "opentelemetry-collector")
     deployment = istio_manifests.get("Deployment", "opentelemetry-collector")
     pod = deployment["spec"]["template"]
@@ -207,7 +202,7 @@ COLLECTOR_TYPES = {
 }
 
 
-def test_collector_config_is_consistent(istio_manifests: Folder) -> None:
+def test_collector_config_is_consistent(istio_manifests: Rendered) -> None:
     deployment = istio_manifests.get("Deployment", "opentelemetry-collector")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     # Bumping the image means re-checking the component names above.
@@ -228,7 +223,7 @@ def test_collector_config_is_consistent(istio_manifests: Folder) -> None:
     assert f"--config={mount}/config.yaml" in container["args"]
 
 
-def test_collector_is_hardened_and_outside_the_mesh(istio_manifests: Folder) -> None:
+def test_collector_is_hardened_and_outside_the_mesh(istio_manifests: Rendered) -> None:
     namespace = istio_manifests.get("Namespace", "observability")
     assert namespace["metadata"]["labels"]["istio-injection"] == "disabled"
     pod = istio_manifests.get("Deployment", "opentelemetry-collector")["spec"]["template"]
@@ -249,7 +244,7 @@ def test_collector_is_hardened_and_outside_the_mesh(istio_manifests: Folder) -> 
 
 
 def test_chart_uses_the_mesh_tracing_provider(
-    render_chart: Render, istio_manifests: Folder
+    render_chart: ChartRenderer, istio_manifests: Rendered
 ) -> None:
     name, _ = tracing_provider(istio_manifests)
     telemetries = render_chart("istio").of_kind("Telemetry")
@@ -259,7 +254,7 @@ def test_chart_uses_the_mesh_tracing_provider(
             assert [p["name"] for p in tracing["providers"]] == [name]
 
 
-def test_readme_walks_through_every_mode(render_chart: Render) -> None:
+def test_readme_walks_through_every_mode(render_chart: ChartRenderer) -> None:
     # That each --set names a value of the chart: test_chart_values.py.
     set_flags = [m for c in readme_commands() for m in re.findall(r"--set (\S+?)=(\S+)", c)]
     assert {key for key, _ in set_flags} >= {"mode", "loadgen.enabled", "otel.endpoint"}
@@ -268,7 +263,7 @@ def test_readme_walks_through_every_mode(render_chart: Render) -> None:
     assert used == modes, f"README walks through {sorted(used)}, the chart has {sorted(modes)}"
 
 
-def test_readme_sends_traces_to_the_collector(istio_manifests: Folder) -> None:
+def test_readme_sends_traces_to_the_collector(istio_manifests: Rendered) -> None:
     endpoints = {
         value
         for c in readme_commands()
@@ -292,7 +287,7 @@ def test_readme_references_files_that_exist() -> None:
 
 
 def test_readme_names_objects_the_chart_and_manifests_create(
-    render_chart: Render, istio_manifests: Folder
+    render_chart: ChartRenderer, istio_manifests: Rendered
 ) -> None:
     """Deployments, Services and labels in the README's commands exist after the install."""
     rendered = render_chart("istio", {"loadgen": {"enabled": True}, "otel": {"endpoint": ""}})

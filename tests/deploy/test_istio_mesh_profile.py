@@ -16,9 +16,7 @@ from typing import Any
 
 import pytest
 
-Manifest = dict[str, Any]
-Folder = Any  # conftest's Rendered: the objects of istio/*.yaml
-
+from ..support.chart import Manifest, Rendered
 
 # --- The IstioOperator: facts from Istio 1.30.3 --------------------------------------
 #
@@ -256,7 +254,7 @@ def validate_istio_operator(obj: Manifest) -> None:
 # --- mesh.yaml passes, and the checker can fail ----------------------------------------
 
 
-def test_mesh_operator_is_valid(istio_manifests: Folder) -> None:
+def test_mesh_operator_is_valid(istio_manifests: Rendered) -> None:
     validate_istio_operator(istio_manifests.get("IstioOperator"))
 
 
@@ -280,7 +278,7 @@ def test_mesh_operator_is_valid(istio_manifests: Folder) -> None:
     ],
 )
 def test_istio_operator_validation_rejects(
-    path: list[str], value: Any, message: str, istio_manifests: Folder
+    path: list[str], value: Any, message: str, istio_manifests: Rendered
 ) -> None:
     operator = istio_manifests.get("IstioOperator")
     node = operator["spec"]
@@ -291,7 +289,7 @@ def test_istio_operator_validation_rejects(
         validate_istio_operator(operator)
 
 
-def test_istio_operator_validation_rejects_a_bad_provider(istio_manifests: Folder) -> None:
+def test_istio_operator_validation_rejects_a_bad_provider(istio_manifests: Rendered) -> None:
     operator = istio_manifests.get("IstioOperator")
     provider = operator["spec"]["meshConfig"]["extensionProviders"][0]
     provider["opentelemetry"]["port"] = "4317"
@@ -304,7 +302,7 @@ def test_istio_operator_validation_rejects_a_bad_provider(istio_manifests: Folde
 # --- mesh.yaml says what the project needs -------------------------------------------
 
 
-def test_mesh_profile_settings(istio_manifests: Folder) -> None:
+def test_mesh_profile_settings(istio_manifests: Rendered) -> None:
     operator = istio_manifests.get("IstioOperator")
     assert operator["metadata"]["namespace"] == "istio-system"
     assert operator["spec"]["profile"] == "default"
