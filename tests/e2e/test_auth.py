@@ -43,6 +43,7 @@ from shop.v1 import (
 )
 
 from ..support.auth import caller_metadata
+from ..support.catalog import stock_of
 from ..support.clusters import ClusterFactory
 from ..support.pods import PodEnv, run_service_module
 
@@ -268,7 +269,7 @@ def _stock(inventory: inventory_pb2_grpc.InventoryStub, cluster: LocalCluster, s
         metadata=caller_metadata(cluster.credentials, "orders", INVENTORY_SERVICE),
         timeout=CALL_TIMEOUT_S,
     )
-    return next(p.stock for p in reply.products if p.sku == sku)
+    return stock_of(reply, sku)
 
 
 def test_set_stock_needs_an_administrator(cluster: LocalCluster) -> None:

@@ -24,6 +24,7 @@ from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, inventory_pb2, inventory_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with
+from ..support.catalog import stock_of
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 # Each call gets all the time it needs: a slow shared machine must not turn into errors.
@@ -77,7 +78,7 @@ class Client:
         reply = await self.inventory.ListProducts(
             inventory_pb2.ListProductsRequest(page_size=200), timeout=30
         )
-        return next(p.stock for p in reply.products if p.sku == sku)
+        return stock_of(reply, sku)
 
     async def place(
         self,

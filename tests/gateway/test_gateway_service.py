@@ -10,12 +10,13 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, gateway_pb2, inventory_pb2
 
 from ..support.auth import CUSTOMER
+from ..support.catalog import stock_of
+from ..support.status import detail_of
 
 CONFIRMED = common_pb2.ORDER_STATUS_CONFIRMED
 CANCELLING = common_pb2.ORDER_STATUS_CANCELLING
@@ -30,21 +31,11 @@ def order_request(sku: str, quantity: int, key: str = "") -> Any:
     )
 
 
-def detail(error: grpc.aio.AioRpcError, kind: type) -> Any:
-    status = rpc_status.from_call(error)  # also checks code and message agree
-    assert status is not None, f"no status details on {error.code()}: {error.details()}"
-    for packed in status.details:
-        message = kind()
-        if packed.Unpack(message):
-            return message
-    raise AssertionError(f"no {kind.__name__} in the details of {error.code()}")
-
-
 async def stock(chain: Any, sku: str) -> int:
     reply = await chain.inventory.ListProducts(
         inventory_pb2.ListProductsRequest(page_size=200), timeout=10
     )
-    return next(p.stock for p in reply.products if p.sku == sku)
+    return stock_of(reply, sku)
 
 
 async def set_stock(chain: Any, sku: str, level: int) -> None:
@@ -105,7 +96,7 @@ async def test_shortage_passes_through_with_precondition_details(chain: Any) -> 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chain.gateway.PlaceOrder(order_request("GW-S", 3), timeout=30)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    failure = detail(caught.value, error_details_pb2.PreconditionFailure)
+    failure = detail_of(caught.value, error_details_pb2.PreconditionFailure)
     assert [(v.type, v.subject) for v in failure.violations] == [("STOCK", "GW-S")]
     assert "only 2 in stock, 3 requested" in failure.violations[0].description
     assert await stock(chain, "GW-S") == 2
@@ -115,7 +106,7 @@ async def test_unknown_sku_passes_through_as_not_found(chain: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await chain.gateway.PlaceOrder(order_request("GW-NOPE", 1), timeout=30)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    info = detail(caught.value, error_details_pb2.ResourceInfo)
+    info = detail_of(caught.value, error_details_pb2.ResourceInfo)
     assert (info.resource_type, info.resource_name) == ("product", "GW-NOPE")
 
 
@@ -126,12 +117,12 @@ async def test_unknown_order_is_not_found_everywhere(chain: Any) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await getattr(chain.gateway, method)(request, timeout=10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-        assert detail(caught.value, error_details_pb2.ResourceInfo).resource_name == unknown
+        assert detail_of(caught.value, error_details_pb2.ResourceInfo).resource_name == unknown
     watch = chain.gateway.WatchOrder(gateway_pb2.WatchOrderRequest(order_id=unknown), timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await watch.read()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert detail(caught.value, error_details_pb2.ResourceInfo).resource_name == unknown
+    assert detail_of(caught.value, error_details_pb2.ResourceInfo).resource_name == unknown
 
 
 async def test_foreign_page_token_is_invalid_argument(chain: Any) -> None:
@@ -140,7 +131,7 @@ async def test_foreign_page_token_is_invalid_argument(chain: Any) -> None:
             gateway_pb2.ListOrdersRequest(page_token="bm90LWEtdG9rZW4"), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    request = detail(caught.value, error_details_pb2.BadRequest)
+    request = detail_of(caught.value, error_details_pb2.BadRequest)
     assert [v.field for v in request.field_violations] == ["page_token"]
 
 

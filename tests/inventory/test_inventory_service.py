@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from shop.runtime.callscope import ROUTE_TRAILER
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
 from shop.v1.inventory_pb2 import ReleaseRequest, ReserveRequest
+
+from ..support.catalog import stock_of
+from ..support.status import details_of
 
 Stub = inventory_pb2_grpc.InventoryStub
 
@@ -18,33 +20,15 @@ def item(sku: str, quantity: int) -> common_pb2.OrderItem:
     return common_pb2.OrderItem(sku=sku, quantity=quantity)
 
 
-def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    # from_call also checks that the details agree with the call's code and message.
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no status details on {error.code()}: {error.details()}"
-    return status
-
-
-def unpack(error: grpc.aio.AioRpcError, kind: type) -> list:
-    found = []
-    for detail in rich_status(error).details:
-        if detail.Is(kind.DESCRIPTOR):
-            message = kind()
-            detail.Unpack(message)
-            found.append(message)
-    assert found, f"no {kind.__name__} in the details of {error.code()}"
-    return found
-
-
 def bad_fields(error: grpc.aio.AioRpcError) -> list[str]:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
-    (request,) = unpack(error, error_details_pb2.BadRequest)
+    (request,) = details_of(error, error_details_pb2.BadRequest)
     return [v.field for v in request.field_violations]
 
 
 async def stock(stub: Stub, sku: str) -> int:
     reply = await stub.ListProducts(inventory_pb2.ListProductsRequest(page_size=200), timeout=10)
-    return next(p.stock for p in reply.products if p.sku == sku)
+    return stock_of(reply, sku)
 
 
 async def test_reserve_reports_lines_total_and_serving_pod(inventory_stub: Stub) -> None:
@@ -89,7 +73,7 @@ async def test_unknown_sku_is_not_found_with_resource_info(inventory_stub: Stub)
             ReserveRequest(reservation_id="r-x", items=[item("NOPE-1", 1)]), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    (info,) = unpack(caught.value, error_details_pb2.ResourceInfo)
+    (info,) = details_of(caught.value, error_details_pb2.ResourceInfo)
     assert (info.resource_type, info.resource_name) == ("product", "NOPE-1")
 
 
@@ -101,7 +85,7 @@ async def test_shortage_is_failed_precondition_naming_the_sku(inventory_stub: St
             timeout=10,
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    (failure,) = unpack(caught.value, error_details_pb2.PreconditionFailure)
+    (failure,) = details_of(caught.value, error_details_pb2.PreconditionFailure)
     assert [(v.type, v.subject) for v in failure.violations] == [("STOCK", "MUG-003")]
     assert await stock(inventory_stub, "ESP-001") == 100
     assert await stock(inventory_stub, "MUG-003") == 2
@@ -115,7 +99,7 @@ async def test_release_tombstone_refuses_a_late_reserve(inventory_stub: Stub) ->
             ReserveRequest(reservation_id="late:1", items=[item("ESP-001", 5)]), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    (failure,) = unpack(caught.value, error_details_pb2.PreconditionFailure)
+    (failure,) = details_of(caught.value, error_details_pb2.PreconditionFailure)
     assert failure.violations[0].subject == "late:1"
     assert await stock(inventory_stub, "ESP-001") == 100
 
@@ -152,20 +136,20 @@ async def test_list_products_pages_with_tokens(inventory_stub: Stub) -> None:
 
 
 @pytest.mark.parametrize(
-    ("request_args", "field"),
+    ("paging", "field"),
     [
-        ({"page_size": -1}, "page_size"),
-        ({"page_token": "not a token"}, "page_token"),
-        ({"page_token": "eyJ4IjoxfQ"}, "page_token"),  # valid base64 JSON, wrong keys
+        (inventory_pb2.ListProductsRequest(page_size=-1), "page_size"),
+        (inventory_pb2.ListProductsRequest(page_token="not a token"), "page_token"),
+        # valid base64 JSON, wrong keys
+        (inventory_pb2.ListProductsRequest(page_token="eyJ4IjoxfQ"), "page_token"),
     ],
+    ids=["page_size", "not-a-token", "wrong-keys"],
 )
 async def test_list_products_rejects_bad_paging(
-    inventory_stub: Stub, request_args: dict[str, object], field: str
+    inventory_stub: Stub, paging: inventory_pb2.ListProductsRequest, field: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await inventory_stub.ListProducts(
-            inventory_pb2.ListProductsRequest(**request_args), timeout=10
-        )
+        await inventory_stub.ListProducts(paging, timeout=10)
     assert bad_fields(caught.value) == [field]
 
 

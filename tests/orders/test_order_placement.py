@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from shop.inventory.servicer import InventoryServicer
 from shop.inventory.store import InventoryStore
@@ -30,9 +28,13 @@ from shop.orders.store import (
     REJECTED,
     ROLLING_BACK,
     Item,
+    OrderRecord,
 )
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
 from shop.v1 import common_pb2, inventory_pb2, orders_pb2
+
+from ..support.status import detail_of, rich_status
+from ..support.waiting import wait_until_async
 
 
 def items(*pairs: tuple[str, int]) -> list[common_pb2.OrderItem]:
@@ -43,32 +45,6 @@ def create(key: str, *pairs: tuple[str, int], customer: str = "cust-1") -> Any:
     return orders_pb2.CreateOrderRequest(
         idempotency_key=key, customer_id=customer, items=items(*pairs)
     )
-
-
-def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    status = rpc_status.from_call(error)  # also checks code and message agree
-    assert status is not None, f"no status details on {error.code()}: {error.details()}"
-    return status
-
-
-def unpack(error: grpc.aio.AioRpcError, kind: type) -> Any:
-    for detail in rich_status(error).details:
-        if detail.Is(kind.DESCRIPTOR):
-            message = kind()
-            detail.Unpack(message)
-            return message
-    raise AssertionError(f"no {kind.__name__} in the details of {error.code()}")
-
-
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 60, what: str = "condition"
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_confirmed_order_is_priced_by_inventory(shop: Any) -> None:
@@ -136,7 +112,7 @@ async def test_key_reused_for_another_order_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(create("k-reuse", *changed, customer=customer), timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    request = unpack(caught.value, error_details_pb2.BadRequest)
+    request = detail_of(caught.value, error_details_pb2.BadRequest)
     assert [v.field for v in request.field_violations] == ["idempotency_key"]
     assert await shop.stock("SAGA-P") == 9
     assert await shop.stock("ESP-001") == 100
@@ -148,7 +124,7 @@ async def test_out_of_stock_is_rejected_and_replayed_without_reserving(shop: Any
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(create("k-short", ("SAGA-S", 2)), timeout=30)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    failure = unpack(caught.value, error_details_pb2.PreconditionFailure)
+    failure = detail_of(caught.value, error_details_pb2.PreconditionFailure)
     assert [(v.type, v.subject) for v in failure.violations] == [("STOCK", "SAGA-S")]
     record = await shop.record("k-short")
     assert (record.status, record.failure_code) == (REJECTED, "FAILED_PRECONDITION")
@@ -178,7 +154,7 @@ async def test_unknown_sku_is_rejected_as_not_found(shop: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(create("k-nosku", ("ESP-001", 1), ("NOPE-1", 1)), timeout=30)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    info = unpack(caught.value, error_details_pb2.ResourceInfo)
+    info = detail_of(caught.value, error_details_pb2.ResourceInfo)
     assert info.resource_name == "NOPE-1"
     assert (await shop.record("k-nosku")).status == REJECTED
     assert await shop.stock("ESP-001") == 100
@@ -201,7 +177,7 @@ async def test_create_order_validates_its_input(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await shop.orders.CreateOrder(orders_pb2.CreateOrderRequest(**request_args), timeout=30)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    request = unpack(caught.value, error_details_pb2.BadRequest)
+    request = detail_of(caught.value, error_details_pb2.BadRequest)
     assert [v.field for v in request.field_violations] == fields
     assert await shop.stock("ESP-001") == 100
 
@@ -285,9 +261,10 @@ async def test_unreachable_inventory_leaves_the_roll_back_to_the_reconciler(
 
     async def failed() -> bool:
         await reconciler.run_once()  # the channel may still be reconnecting
-        return (await shop.record("k-dark")).status == FAILED
+        record: OrderRecord = await shop.record("k-dark")
+        return record.status == FAILED
 
-    await wait_until(failed, what="the reconciler to release the pending attempt")
+    await wait_until_async(failed, "the reconciler to release the pending attempt")
     assert await shop.stock("ESP-001") == 100
     # Release left a tombstone: a late Reserve of that attempt can never apply.
     with pytest.raises(grpc.aio.AioRpcError) as late:
@@ -395,7 +372,7 @@ async def test_a_saga_whose_caller_left_finishes_without_unhandled_errors(
             await shop.orders.CreateOrder(create("k-gone", ("ESP-001", 1)), timeout=1.0)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         # The caller is gone; the saga is not: its Reserve times out and is rolled back.
-        await wait_until(lambda: _saga_done(shop, "k-gone"), what="the abandoned saga to finish")
+        await wait_until_async(lambda: _saga_done(shop, "k-gone"), "the abandoned saga to finish")
         gated[0].gate.set()
         gc.collect()
         assert not [c for c in reported if "never retrieved" in c.get("message", "")], reported

@@ -37,6 +37,7 @@ from shop.runtime.database import Database
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2
 
 from ..support.auth import caller_metadata, channel_with, user_metadata
+from ..support.catalog import stock_of
 
 SKU = "RACE-1"
 CUSTOMER = "cust-race"
@@ -134,7 +135,7 @@ class Race:
         reply = await self.inventory_stub.ListProducts(
             inventory_pb2.ListProductsRequest(page_size=200), timeout=10
         )
-        return next(p.stock for p in reply.products if p.sku == SKU)
+        return stock_of(reply, SKU)
 
     async def reservation_states(self, reservation_ids: list[str]) -> dict[str, str]:
         async with self.db.read() as conn:
