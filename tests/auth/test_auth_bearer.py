@@ -8,6 +8,7 @@ HTTP by a real server.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import http.server
@@ -97,7 +98,8 @@ async def test_unsigned_and_symmetric_tokens_are_refused(credentials: LocalCrede
     claims = {"sub": "cust-1", "iss": "grpc-shop", "aud": "grpc-shop",
               "exp": int(time.time()) + 60}  # fmt: skip
     kid = credentials.issuer().key_id
-    unsigned = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    # "" is PyJWT's typed spelling of no key (it signs alg=none with None).
+    unsigned = jwt.encode(claims, "", algorithm="none", headers={"kid": kid})
     with pytest.raises(Unauthenticated):
         await verifier.verify(unsigned)
     # PyJWT itself refuses to sign with a JWK as an HMAC secret, so sign by hand, as
@@ -181,10 +183,14 @@ async def test_only_p256_or_rsa_keys_make_an_issuer(tmp_path: Path) -> None:
         TokenIssuer.from_file(tmp_path / "missing.pem")
 
 
-def _utc(timestamp: float) -> object:
-    import datetime
-
+def _utc(timestamp: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+
+
+def _published_keys(issuer: TokenIssuer) -> list[object]:
+    keys = issuer.jwks()["keys"]
+    assert isinstance(keys, list), keys
+    return keys
 
 
 @pytest.mark.parametrize(
@@ -255,7 +261,7 @@ async def test_a_jwks_url_is_fetched_again_when_the_provider_rotates_its_key(
     assert (await verifier.verify(first.token("a"))).subject == "a"
     assert jwks_server.requests == 1
     # Rotation: the provider now signs with a new key and publishes it.
-    jwks_server.document = {"keys": [*second.jwks()["keys"], *first.jwks()["keys"]]}  # type: ignore[list-item]
+    jwks_server.document = {"keys": [*_published_keys(second), *_published_keys(first)]}
     # Within the refresh interval an unknown kid is refused without a fetch (a flood
     # of forged kids must not become a flood of requests to the provider)...
     with pytest.raises(Unauthenticated, match="unknown key"):

@@ -145,13 +145,11 @@ async def test_sigterm_under_load_fails_no_call(cluster_factory: ClusterFactory)
                     victim = cluster.replicas_of(service)[1]
                     exited = await _stop_replica(cluster, load, victim)
                     stops[victim.pod] = exited
-                    await _wait_for(
-                        load,
-                        f"calls to succeed after {victim.pod} stopped",
-                        lambda exited=exited: (
-                            len(load.successes_since(exited)) >= SUCCESSES_BETWEEN_STEPS
-                        ),
-                    )
+
+                    def recovered(since: float = exited) -> bool:
+                        return len(load.successes_since(since)) >= SUCCESSES_BETWEEN_STEPS
+
+                    await _wait_for(load, f"calls to succeed after {victim.pod} stopped", recovered)
         except TimeoutError:
             raise AssertionError(
                 f"no progress in {TEST_BUDGET_S}s waiting for {load.waiting_for}; {load.summary()}"

@@ -73,12 +73,15 @@ def test_method_descriptors_resolve_through_reflection(cluster: LocalCluster, se
     with grpc.insecure_channel(_address(cluster, service)) as channel:
         pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
         method = pool.FindServiceByName(service_name).methods_by_name[method_name]
-        assert method.input_type.full_name == input_name
-        assert [f.name for f in method.input_type.fields] == fields
+        input_type = method.input_type
+        assert input_type is not None, method.full_name
+        assert input_type.full_name == input_name
+        assert [f.name for f in input_type.fields] == fields
         # items is declared in common.proto: the import resolves through reflection too.
-        items = method.input_type.fields_by_name["items"]
-        assert items.message_type.full_name == "shop.v1.OrderItem"
-        assert [f.name for f in items.message_type.fields] == ["sku", "quantity"]
+        item_type = input_type.fields_by_name["items"].message_type
+        assert item_type is not None, "items is not a message field"
+        assert item_type.full_name == "shop.v1.OrderItem"
+        assert [f.name for f in item_type.fields] == ["sku", "quantity"]
         assert method.output_type.fields  # the response type resolves as well
         # The health service is described as well, from its own file.
         watch = pool.FindServiceByName(HEALTH).methods_by_name["Watch"]

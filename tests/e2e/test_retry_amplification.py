@@ -61,8 +61,8 @@ def test_inventory_down_costs_one_create_order_attempt_per_call(
     cluster.signal_replica(inventory)
     assert cluster.wait_exit(inventory, timeout_s=30) is not None
     for error in place_orders(cluster, CALLS):
-        assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-        assert error.details() == "inventory is unavailable; try again later"  # type: ignore[attr-defined]
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert error.details() == "inventory is unavailable; try again later"
     (orders,) = cluster.replicas_of("orders")
     (gateway,) = cluster.replicas_of("gateway")
     assert attempts(gateway, "PlaceOrder") == (CALLS, 0)
@@ -88,10 +88,8 @@ def test_inventory_database_down_is_retried_by_orders_only(
         )
         proxy.cut()
         for error in place_orders(cluster, CALLS):
-            assert error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-            assert error.details() == (  # type: ignore[attr-defined]
-                "the inventory database is unavailable; try again later"
-            )
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert error.details() == ("the inventory database is unavailable; try again later")
         (orders,) = cluster.replicas_of("orders")
         (inventory,) = cluster.replicas_of("inventory")
         assert attempts(orders, "CreateOrder") == (CALLS, 0)

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from shop.local.cluster import LocalCluster
@@ -46,6 +47,13 @@ class ReceivedSpan:
     attributes: dict[str, Any]
 
 
+def _attribute_value(value: AnyValue) -> Any:
+    """A span attribute's value: whichever field of its AnyValue is set (str, int...)."""
+    field = value.WhichOneof("value")
+    assert field is not None, f"an attribute without a value: {value}"
+    return getattr(value, field)
+
+
 class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     """Keeps every exported span; a condition lets tests wait for the ones they need."""
 
@@ -61,10 +69,7 @@ class TraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    attributes = {
-                        kv.key: getattr(kv.value, kv.value.WhichOneof("value"))
-                        for kv in span.attributes
-                    }
+                    attributes = {kv.key: _attribute_value(kv.value) for kv in span.attributes}
                     received.append(
                         ReceivedSpan(
                             service=resource.get("service.name", ""),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import pytest
@@ -155,7 +155,9 @@ async def test_release_of_unknown_id_leaves_a_tombstone(store: InventoryStore) -
     assert await stock_of(store, "ESP-001") == 100
 
 
-def _outcomes(results: list[object]) -> tuple[list[Reservation], list[FailedPrecondition]]:
+def _outcomes(
+    results: Sequence[Reservation | BaseException],
+) -> tuple[list[Reservation], list[FailedPrecondition]]:
     accepted = [r for r in results if isinstance(r, Reservation)]
     refused = [r for r in results if isinstance(r, FailedPrecondition)]
     others = [r for r in results if not isinstance(r, Reservation | FailedPrecondition)]
