@@ -121,7 +121,7 @@ async def start_shop(
             )
             orders_server = await start_server(
                 "orders",
-                orders_setup(settings, on_placement=placements.append),
+                orders_setup(settings, on_wired=lambda wired: placements.append(wired.placement)),
                 pod_name="orders-t0",
             )
             # The tests call orders as the gateway does, and inventory as orders and an

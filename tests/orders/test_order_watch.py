@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,18 +22,15 @@ from grpc_status import rpc_status
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.api.services import ORDERS as ORDERS_SERVICE
 from shop.credentials import LocalCredentials
-from shop.orders.app import ACCESS as ORDERS_ACCESS
-from shop.orders.placement import OrderPlacement
-from shop.orders.servicer import OrdersServicer
-from shop.orders.store import OrderStore
+from shop.orders.app import OrdersWiring
+from shop.orders.app import make_setup as orders_setup
+from shop.orders.settings import OrdersSettings
 from shop.orders.watch import OrderWatchHub
-from shop.runtime.database import Database
-from shop.runtime.server import Runtime, ServiceSetup
+from shop.runtime.config import DatabaseSettings
 from shop.runtime.streams import StreamConfig
-from shop.v1 import common_pb2, inventory_pb2_grpc, orders_pb2, orders_pb2_grpc
+from shop.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with
 from ..support.servers import StartServer
@@ -69,10 +66,20 @@ async def start_watcher(
         async def start(interval_s: float = 0.05, streams: StreamConfig = LONG) -> Watcher:
             nonlocal count
             count += 1
-            hubs: list[OrderWatchHub] = []
+            wirings: list[OrdersWiring] = []
+            # The production setup; its reconciler is kept out of the way (it would add
+            # queries to the ones a test counts), and the feed polls at the test's pace.
+            settings = OrdersSettings(
+                inventory_target=f"127.0.0.1:{shop.inventory_port}",
+                database=DatabaseSettings(shop.database_url, wait_s=10.0),
+                downstream_timeout_s=5.0,
+                streams=streams,
+                reconcile_interval_s=3600.0,
+                watch_interval_s=interval_s,
+            )
             server = await start_server(
                 "orders",
-                _watcher_setup(shop.database_url, shop.inventory_port, interval_s, streams, hubs),
+                orders_setup(settings, on_wired=wirings.append),
                 pod_name=f"orders-w{count}",
             )
             channel = await stack.enter_async_context(
@@ -80,37 +87,9 @@ async def start_watcher(
                     server.address, caller_metadata(credentials, "gateway", ORDERS_SERVICE)
                 )
             )
-            return Watcher(orders_pb2_grpc.OrdersStub(channel), hubs[0])
+            return Watcher(orders_pb2_grpc.OrdersStub(channel), wirings[0].hub)
 
         yield start
-
-
-def _watcher_setup(
-    database_url: str,
-    inventory_port: int,
-    interval_s: float,
-    streams: StreamConfig,
-    hubs: list[OrderWatchHub],
-) -> ServiceSetup:
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[tuple[str, ...]]:
-        db = Database(database_url)
-        store = OrderStore(db)
-        inventory = inventory_pb2_grpc.InventoryStub(
-            runtime.channel(f"127.0.0.1:{inventory_port}", INVENTORY_SERVICE)
-        )
-        hub = OrderWatchHub(store, interval_s)
-        hubs.append(hub)
-        servicer = OrdersServicer(OrderPlacement(store, inventory, 5.0), hub=hub, streams=streams)
-        orders_pb2_grpc.add_OrdersServicer_to_server(servicer, runtime.server)
-        runtime.access.protect(ORDERS_SERVICE, ORDERS_ACCESS)
-        try:
-            yield (ORDERS_SERVICE,)
-        finally:
-            await hub.close()
-            await db.dispose()
-
-    return setup
 
 
 async def place(shop: Any, key: str, customer: str = "cust-w") -> common_pb2.Order:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 from shop.api import services
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
@@ -29,14 +30,23 @@ ACCESS = {
 }
 
 
+@dataclass(frozen=True)
+class OrdersWiring:
+    """The parts ``make_setup`` wired, for tests that drive one of them directly."""
+
+    placement: OrderPlacement
+    hub: OrderWatchHub
+
+
 def make_setup(
     settings: OrdersSettings,
     *,
-    on_placement: Callable[[OrderPlacement], object] | None = None,
+    on_wired: Callable[[OrdersWiring], object] | None = None,
 ) -> ServiceSetup:
     """The orders service wired with ``settings``: what a replica runs (``setup``),
-    and what tests run with settings of their own. ``on_placement`` gets the order
-    saga once it is wired, for tests that drive the reconciler or read the store."""
+    and what tests run with settings of their own. ``on_wired`` gets the order saga
+    and the change feed once they are wired, for tests that drive the reconciler,
+    read the store or watch the feed's queries."""
 
     @asynccontextmanager
     async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
@@ -47,9 +57,9 @@ def make_setup(
             runtime.channel(settings.inventory_target, INVENTORY_SERVICE)
         )
         placement = OrderPlacement(store, inventory, settings.downstream_timeout_s)
-        if on_placement is not None:
-            on_placement(placement)
         hub = OrderWatchHub(store, settings.watch_interval_s)
+        if on_wired is not None:
+            on_wired(OrdersWiring(placement, hub))
         servicer = OrdersServicer(placement, hub=hub, streams=settings.streams)
         orders_pb2_grpc.add_OrdersServicer_to_server(servicer, runtime.server)
         # WatchOrder streams end OK when the drain delay is over, not cut by the stop.
