@@ -4,7 +4,9 @@ keys for scripts, and reads back into the same records."""
 from __future__ import annotations
 
 import json
+import time
 
+from shop.lab.load import LoadReport
 from shop.lab.results import (
     Bucket,
     Event,
@@ -16,6 +18,8 @@ from shop.lab.results import (
     SteadyState,
     Timeline,
 )
+from shop.loadgen.stats import CallResult, RunInfo, Stats
+from shop.loadgen.timeline import Timeline as LoadTimeline
 
 
 def _results() -> LabResults:
@@ -89,3 +93,20 @@ def test_a_timeline_picks_the_buckets_overlapping_a_window() -> None:
     timeline = _results().modes[0].timeline
     assert [b.t for b in timeline.overlapping(0.6, 1.1)] == [0.5, 1.0]
     assert timeline.overlapping(2.0, 3.0) == []
+
+
+def test_the_lab_reads_what_shop_load_reports() -> None:
+    started = time.time()  # the loader buckets calls by the wall clock
+    timeline = LoadTimeline(bucket_s=0.5, start_unix=started)
+    stats = Stats(timeline)
+    route = "gateway/gateway-0 orders/orders-0 inventory/inventory-1"
+    stats.record(CallResult("PlaceOrder", "OK", route), 0.012)
+    stats.record(CallResult("PlaceOrder", "UNAVAILABLE"), 0.5)
+    info = RunInfo("place", "closed", "ipv4:127.0.0.1:1", "pick_first", 1, 4, None, 2.0, 0.0)
+    document = json.loads(json.dumps(stats.summarize(info, {"inventory": 2}).to_json()))
+    report = LoadReport.from_json(document)
+    assert report.calls == 2 and report.failures == 1
+    assert report.per_hop["inventory"] == {"inventory-1": 1}
+    assert report.imbalance["inventory"] == 2.0  # one of two expected pods served
+    assert report.status_counts == {"OK": 1, "UNAVAILABLE": 1}
+    assert report.timeline is not None and report.timeline.start_unix == started

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shop.lab.results import Timeline
+from shop.lab.results import Timeline, counts_from_json, per_hop_from_json
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,10 @@ class LoadReport:
             calls_per_s=float(raw["calls_per_s"]),
             p50_ms=float(raw["latency_ms"]["p50"]),
             p99_ms=float(raw["latency_ms"]["p99"]),
-            per_hop={
-                str(hop): {str(pod): int(n) for pod, n in pods.items()}
-                for hop, pods in raw["per_hop"].items()
-            },
+            per_hop=per_hop_from_json(raw["per_hop"]),
             imbalance={str(hop): float(v) for hop, v in raw["imbalance"].items()},
             failures=int(raw["failures"]),
-            status_counts={str(code): int(n) for code, n in raw["status_counts"].items()},
+            status_counts=counts_from_json(raw["status_counts"]),
             timeline=None if timeline is None else Timeline.from_json(timeline),
         )
 

@@ -31,12 +31,14 @@ from typing import Any
 Json = dict[str, Any]
 
 
-def _counts(raw: Mapping[str, Any]) -> dict[str, int]:
+def counts_from_json(raw: Mapping[str, Any]) -> dict[str, int]:
+    """{name: count}, e.g. calls per status code or per pod."""
     return {str(key): int(n) for key, n in raw.items()}
 
 
-def _per_hop(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    return {str(hop): _counts(pods) for hop, pods in raw.items()}
+def per_hop_from_json(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """{hop: {pod: calls}}."""
+    return {str(hop): counts_from_json(pods) for hop, pods in raw.items()}
 
 
 def _optional_float(value: Any) -> float | None:
@@ -85,7 +87,7 @@ class Bucket:
             t=float(raw["t"]),
             calls=int(raw["calls"]),
             failures=int(raw["failures"]),
-            per_hop=_per_hop(raw.get("per_hop", {})),
+            per_hop=per_hop_from_json(raw.get("per_hop", {})),
         )
 
 
@@ -158,7 +160,7 @@ class SteadyState:
             imbalance={str(hop): float(v) for hop, v in raw["imbalance"].items()},
             cpu_s_per_1000_calls=_optional_float(raw["cpu_s_per_1000_calls"]),
             failures=int(raw["failures"]),
-            status_counts=_counts(raw.get("status_counts", {})),
+            status_counts=counts_from_json(raw.get("status_counts", {})),
         )
 
 
@@ -247,10 +249,10 @@ class ModeResult:
             rollout=PhaseCalls.from_json(raw["rollout"]),
             scale_down=PhaseCalls.from_json(raw["scale_down"]),
             failures_total=int(raw["failures_total"]),
-            status_counts=_counts(raw["status_counts"]),
+            status_counts=counts_from_json(raw["status_counts"]),
             timeline=Timeline.from_json(raw["timeline"]),
             events=tuple(Event.from_json(e) for e in raw.get("events", [])),
-            control_plane=_counts(raw.get("control_plane", {})),
+            control_plane=counts_from_json(raw.get("control_plane", {})),
         )
 
 
