@@ -93,7 +93,8 @@ def add_parser(subparsers: Any) -> None:
 def rule_files(rules_dir: Path) -> list[Path]:
     """The rule files in ``--rules``; an installed command cannot know where a checkout
     is, so a directory without any is an error naming the flag, not an empty Prometheus."""
-    files = sorted(rules_dir.glob("*.yaml"))
+    # Absolute: Prometheus reads rule paths relative to its own config file's folder.
+    files = sorted(path.resolve() for path in rules_dir.glob("*.yaml"))
     if not files:
         raise PrometheusUnavailable(
             f"--rules: no *.yaml rule files in {rules_dir} "
