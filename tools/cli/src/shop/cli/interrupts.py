@@ -9,18 +9,28 @@ replicas would outlive it. A CI runner's SIGTERM does the same.
 
 from __future__ import annotations
 
+import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
+Handler = Callable[[int, FrameType | None], object]
+
 
 @contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in STOP_SIGNALS}
+def signals_handled_by(signals: Iterable[signal.Signals], handler: Handler) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs; the previous handlers after it."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
+
+
+def stop_signals_interrupt() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt while the block runs."""
+    return signals_handled_by(STOP_SIGNALS, signal.default_int_handler)

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from shop.cli.interrupts import STOP_SIGNALS, signals_handled_by
 from shop.cli.options import add_cluster_arguments, positive_float
 from shop.local.addresses import AddressPlan
 from shop.local.cluster import ClusterError, ClusterSpec, LocalCluster, Replica, health_serving
@@ -194,12 +195,8 @@ def second_signal_skips_drain(console: Console, cluster: LocalCluster) -> Iterat
         for replica in list(cluster.replicas):
             cluster.signal_replica(replica)
 
-    previous = {sig: signal.signal(sig, skip_drain) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signals_handled_by((signal.SIGINT, signal.SIGTERM), skip_drain):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def report_stop(console: Console, codes: dict[str, int | None], down: set[str]) -> None:
@@ -242,9 +239,19 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     # SIGHUP too: the replicas are in sessions of their own, so a closed terminal's
     # hangup reaches only this process, which must then stop them rather than die.
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGHUP)
-    }
+    with signals_handled_by(STOP_SIGNALS, lambda *_: stop.set()):
+        return run_until_stopped(console, cluster, args, rules, stop, restarted)
+
+
+def run_until_stopped(
+    console: Console,
+    cluster: LocalCluster,
+    args: argparse.Namespace,
+    rules: list[Path],
+    stop: threading.Event,
+    restarted: queue.SimpleQueue[Replica],
+) -> int:
+    """Starts the shop, watches it until ``stop`` (or Ctrl-C), then stops it gracefully."""
     prometheus: PrometheusServer | None = None
     try:
         with console.status("starting replicas and waiting for SERVING..."):
@@ -272,6 +279,4 @@ def run(args: argparse.Namespace) -> int:
             down = {r.pod for r in cluster.replicas if not r.alive()}
             with console.status("stopping (drain, then graceful stop)..."):
                 codes = cluster.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         report_stop(console, codes, down)
