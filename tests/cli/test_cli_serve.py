@@ -14,12 +14,17 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from shop.cli.health import TargetHealth, check_targets
 from shop.cli.main import main
 from shop.cli.serve import SERVICES
+from shop.credentials import LocalCredentials
+from shop.local.addresses import free_port
+from shop.v1 import gateway_pb2_grpc, inventory_pb2
 
+from ..support.auth import user_metadata
 from ..support.waiting import process_exited, wait_until
 
 SHOP = Path(sys.executable).parent / "shop"
@@ -143,3 +148,52 @@ def test_every_runnable_service_can_be_served() -> None:
         app = importlib.import_module(f"shop.{name}.app")
         entry = importlib.import_module(f"shop.{name}.__main__")
         assert entry.setup is app.setup
+
+
+# The gateway's distribution declares no database library; its process must not need
+# one anywhere on its path (the runtime kit's failure mapping once imported the
+# database module, and so asyncpg, for every service).
+WITHOUT_DATABASE_STACK = """
+import sys
+for name in ("sqlalchemy", "asyncpg", "aiosqlite"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+from shop.cli.main import main
+raise SystemExit(main(["serve", "gateway"]))
+"""
+
+
+def test_the_gateway_serves_without_the_database_stack(
+    pod_env: Callable[..., dict[str, str]], credentials: LocalCredentials, tmp_path: Path
+) -> None:
+    # Its callees are nowhere: a call must come back UNAVAILABLE, through the same
+    # failure mapping that answers a database outage in the stateful services.
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = pod_env(SHOP_ORDERS_TARGET=nowhere, SHOP_INVENTORY_TARGET=nowhere)
+    target = env["SHOP_LISTEN_ADDR"]
+    stderr = tmp_path / "gateway.log"
+    with stderr.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WITHOUT_DATABASE_STACK],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_serving(process, target)
+        with grpc.insecure_channel(target) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ListProducts(
+                    inventory_pb2.ListProductsRequest(page_size=5),
+                    metadata=user_metadata(credentials, "cust-1"),
+                    timeout=20,
+                )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, stderr.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert "Traceback" not in stderr.read_text()

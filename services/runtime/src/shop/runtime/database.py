@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.sql.dml import Insert
 
 from shop.runtime.config import DatabaseSettings, StartupError
+from shop.runtime.failures import recognise_outages
 
 log = logging.getLogger(__name__)
 
@@ -257,3 +258,7 @@ async def open_database(settings: DatabaseSettings) -> Database:
         await database.dispose()
         raise
     return database
+
+
+# A service that uses a database answers UNAVAILABLE, not INTERNAL, while it is down.
+recognise_outages(connection_problem)

@@ -34,7 +34,6 @@ import grpc
 from opentelemetry import trace
 
 from shop.runtime.callscope import current_scope
-from shop.runtime.database import connection_problem
 from shop.runtime.errors import Internal, ShopError, Unavailable, status_details_of
 
 log = logging.getLogger(__name__)
@@ -157,6 +156,23 @@ def _network_error(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | TimeoutError | socket.gaierror)
 
 
+# Checks that tell "a dependency is down" from a bug, added by the parts of the runtime
+# a service uses: the database module adds its own when a service imports it. The
+# gateway keeps no state, so it imports no database module and needs no driver.
+OutageCheck = Callable[[BaseException], bool]
+_OUTAGE_CHECKS: list[OutageCheck] = []
+
+
+def recognise_outages(check: OutageCheck) -> None:
+    """Errors for which ``check`` is true answer UNAVAILABLE (the service's database)."""
+    if check not in _OUTAGE_CHECKS:
+        _OUTAGE_CHECKS.append(check)
+
+
+def _database_down(error: BaseException) -> bool:
+    return any(check(error) for check in _OUTAGE_CHECKS)
+
+
 def _dependency_name(full_service: str) -> str:
     """``shop.v1.Inventory`` -> ``inventory``."""
     return full_service.rsplit(".", 1)[-1].lower() or "a downstream service"
@@ -174,7 +190,7 @@ class Failures:
             return error
         if isinstance(error, grpc.aio.AioRpcError):
             return self._downstream(error, method)
-        database_down = connection_problem(error)
+        database_down = _database_down(error)
         if database_down or _network_error(error):
             dependency = (
                 f"the {self._service} database"
