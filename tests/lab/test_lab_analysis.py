@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shop.lab import analysis
-from shop.lab.results import Timeline
+from shop.lab.results import PhaseCalls, Timeline
 from shop.loadgen.stats import shares
 
 
@@ -41,7 +41,7 @@ def test_never_when_new_pods_get_nothing_in_the_window() -> None:
 
 def test_phase_counts_and_shares() -> None:
     timeline = _timeline([{"i-0": 4}, {"i-0": 4}, {"i-0": 4}], failures=[0, 2, 1])
-    assert analysis.calls_and_failures(timeline, 1.0, 2.0) == (4, 2)
+    assert analysis.phase_calls(timeline, 1.0, 2.0) == PhaseCalls(calls=4, failures=2)
     per_hop = {"inventory": {"i-0": 30, "i-1": 10}}
     found = shares(per_hop["inventory"], ["i-0", "i-1", "i-2"])
     assert found == {"i-0": 0.75, "i-1": 0.25, "i-2": 0.0}

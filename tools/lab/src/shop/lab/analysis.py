@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shop.lab.results import Bucket, Timeline
+from shop.lab.results import Bucket, PhaseCalls, Timeline
 
 FAIR_SHARE_FRACTION = 0.8
 
@@ -49,6 +49,7 @@ def time_to_fair_share(
     return None
 
 
-def calls_and_failures(timeline: Timeline, start: float, end: float) -> tuple[int, int]:
+def phase_calls(timeline: Timeline, start: float, end: float) -> PhaseCalls:
+    """Calls that completed in the buckets overlapping [start, end), and failures."""
     chosen = timeline.overlapping(start, end)
-    return sum(b.calls for b in chosen), sum(b.failures for b in chosen)
+    return PhaseCalls(calls=sum(b.calls for b in chosen), failures=sum(b.failures for b in chosen))

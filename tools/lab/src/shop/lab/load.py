@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shop.lab.results import Timeline, counts_from_json, per_hop_from_json
+from shop.lab.results import Timeline, counts_from_json, floats_from_json, per_hop_from_json
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class LoadReport:
             p50_ms=float(raw["latency_ms"]["p50"]),
             p99_ms=float(raw["latency_ms"]["p99"]),
             per_hop=per_hop_from_json(raw["per_hop"]),
-            imbalance={str(hop): float(v) for hop, v in raw["imbalance"].items()},
+            imbalance=floats_from_json(raw["imbalance"]),
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw["status_counts"]),
             timeline=None if timeline is None else Timeline.from_json(timeline),

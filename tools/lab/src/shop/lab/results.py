@@ -36,6 +36,11 @@ def counts_from_json(raw: Mapping[str, Any]) -> dict[str, int]:
     return {str(key): int(n) for key, n in raw.items()}
 
 
+def floats_from_json(raw: Mapping[str, Any]) -> dict[str, float]:
+    """{name: value}, e.g. the imbalance per hop or the share per pod."""
+    return {str(key): float(value) for key, value in raw.items()}
+
+
 def per_hop_from_json(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """{hop: {pod: calls}}."""
     return {str(hop): counts_from_json(pods) for hop, pods in raw.items()}
@@ -153,11 +158,8 @@ class SteadyState:
             calls_per_s=float(raw["calls_per_s"]),
             p50_ms=float(raw["p50_ms"]),
             p99_ms=float(raw["p99_ms"]),
-            shares={
-                str(hop): {str(pod): float(s) for pod, s in pods.items()}
-                for hop, pods in raw["shares"].items()
-            },
-            imbalance={str(hop): float(v) for hop, v in raw["imbalance"].items()},
+            shares={str(hop): floats_from_json(pods) for hop, pods in raw["shares"].items()},
+            imbalance=floats_from_json(raw["imbalance"]),
             cpu_s_per_1000_calls=_optional_float(raw["cpu_s_per_1000_calls"]),
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw.get("status_counts", {})),

@@ -26,7 +26,7 @@ from shop.lab import analysis
 from shop.lab.endpoints import Endpoint, ReadinessTracker
 from shop.lab.load import LoadProcess, LoadSpec
 from shop.lab.modes import LabCluster, create_mode
-from shop.lab.results import Event, ModeResult, PhaseCalls, ScaleUp, SteadyState
+from shop.lab.results import Event, ModeResult, ScaleUp, SteadyState
 from shop.loadgen.stats import shares
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
@@ -175,11 +175,11 @@ class ModeRun:
         await warmup.result()
         pids = self.pids()
         cpu_before = self.cpu_s(pids)
-        load = self.load(s.steady_s, {"orders": s.orders, "inventory": s.inventory_start})
+        started = {"orders": s.orders, "inventory": s.inventory_start}
+        load = self.load(s.steady_s, started)
         await load.start()
         report = await load.result()
         cpu_s = self.cpu_s(pids) - cpu_before
-        started = {"orders": s.orders, "inventory": s.inventory_start}
         pod_shares = {
             hop: {
                 pod: round(share, 4)
@@ -270,12 +270,8 @@ class ModeRun:
         fair_share = analysis.time_to_fair_share(
             timeline, "inventory", new_pods, s.inventory_scaled, at(scale_up_at), window_end
         )
-        rollout_calls, rollout_failures = analysis.calls_and_failures(
-            timeline, at(rollout_start), at(rollout_end) + s.settle_s
-        )
-        down_calls, down_failures = analysis.calls_and_failures(
-            timeline, at(scale_down_at), at(started + duration + 1)
-        )
+        rollout = analysis.phase_calls(timeline, at(rollout_start), at(rollout_end) + s.settle_s)
+        scale_down = analysis.phase_calls(timeline, at(scale_down_at), at(started + duration + 1))
         return ModeResult(
             name=self.name,
             description=self.mode.description,
@@ -287,8 +283,8 @@ class ModeRun:
                 fair_share_s=_rounded(fair_share),
                 window_s=round(window_end - at(scale_up_at), 2),
             ),
-            rollout=PhaseCalls(calls=rollout_calls, failures=rollout_failures),
-            scale_down=PhaseCalls(calls=down_calls, failures=down_failures),
+            rollout=rollout,
+            scale_down=scale_down,
             failures_total=report.failures,
             status_counts=report.status_counts,
             timeline=timeline,
