@@ -15,7 +15,7 @@ help:
 	@echo "             then a short balancing lab over every mode"
 	@echo "make lab     the balancing lab with its default durations (results/lab)"
 	@echo "make test    run the test suite (sets up .venv and system packages)"
-	@echo "make check   ruff (lint + format check) and mypy"
+	@echo "make check   ruff (lint + format check) and mypy strict, over every distribution and the tests"
 	@echo "make bench   telemetry and hop cost, measured side by side"
 	@echo "make proto   regenerate services/api/src/shop/v1 from proto/"
 	@echo "make lock    re-pin every dependency into requirements.lock (uv)"

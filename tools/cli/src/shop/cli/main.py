@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "up", "load", "demo", "lab", "bench", "env", "serve", "health", "token", "keys",
 )  # fmt: skip
 FROM_LAB = frozenset({"up", "demo", "lab", "bench"})
+FROM_LAB_HINT = "it comes with the grpc-shop-lab distribution (pip install ./tools/lab)"
 
 
 # gRPC core logs at INFO to stderr otherwise (e.g. about fork() when a command that
@@ -35,7 +36,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name in (only,) if only else SUBCOMMANDS:
         if not installed(name):
             # Listed in the help, so a reader of the image's `shop --help` learns it exists.
-            subparsers.add_parser(name, help=f"(not installed: {_missing_reason(name)})")
+            subparsers.add_parser(name, help=f"(not installed: {FROM_LAB_HINT})")
             continue
         importlib.import_module(f"shop.cli.{name}").add_parser(subparsers)
     return parser
@@ -46,15 +47,11 @@ def installed(name: str) -> bool:
     return name not in FROM_LAB or importlib.util.find_spec(f"shop.cli.{name}") is not None
 
 
-def _missing_reason(name: str) -> str:
-    return "it comes with the grpc-shop-lab distribution (pip install ./tools/lab)"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command = words[0] if words and words[0] in SUBCOMMANDS else None
     if command is not None and not installed(command):
-        print(f"shop {command}: not installed here: {_missing_reason(command)}", file=sys.stderr)
+        print(f"shop {command}: not installed here: {FROM_LAB_HINT}", file=sys.stderr)
         return 2
     args = build_parser(only=command).parse_args(words)
     try:
