@@ -9,11 +9,16 @@ import time
 from shop.lab.load import LoadReport
 from shop.lab.results import (
     Bucket,
+    CpuSample,
+    CpuTimeline,
     Event,
+    FixedRate,
     LabResults,
     Machine,
     ModeResult,
+    OfferedRate,
     PhaseCalls,
+    PodCpu,
     ScaleUp,
     SteadyState,
     Timeline,
@@ -45,7 +50,31 @@ def _results() -> LabResults:
             cpu_s_per_1000_calls=None,
             failures=0,
             status_counts={"OK": 1000},
+            pods=(PodCpu("inventory-0", 0.25, 0.2, 0.125, 0.5),),
         ),
+        fixed_rate=FixedRate(
+            rate=60.0,
+            objective_ms=250.0,
+            calls=600,
+            dropped=1,
+            p50_ms=12.5,
+            p99_ms=80.0,
+            within_objective=0.99,
+            goodput_per_s=59.4,
+            timeouts=2,
+            failures=3,
+            status_counts={"OK": 597, "DEADLINE_EXCEEDED": 2, "UNAVAILABLE": 1},
+            pods=(
+                PodCpu("inventory-0", 0.25, 0.25, 0.5, 1.25),
+                PodCpu("orders-0", None, 0.1, 0, 0),
+            ),
+        ),
+        cpu_timeline=CpuTimeline(
+            interval_s=0.5,
+            pods={"inventory-0": (CpuSample(0.0, 0.25, 0.4), CpuSample(0.5, 0.1, 0.0))},
+            limits={"inventory-0": 0.25},
+        ),
+        retries={"inventory": 3},
         scale_up=ScaleUp(start=2, end=3, first_traffic_s=None, fair_share_s=0.75, window_s=15.0),
         rollout=PhaseCalls(calls=12, failures=2),
         scale_down=PhaseCalls(calls=0, failures=0),
@@ -56,7 +85,15 @@ def _results() -> LabResults:
         control_plane={"dns_queries": 7},
     )
     machine = Machine(cpus=2, python="3.11.9", grpcio="1.76.0", platform="Linux")
-    return LabResults(modes=(mode,), settings={"steady_s": 10.0}, machine=machine)
+    offered = OfferedRate(
+        rate=60.0,
+        load_factor=0.6,
+        capacity_per_s=100.0,
+        bottleneck="orders",
+        cpu_ms_per_call={"orders": 5.0},
+        measured_in="clusterip",
+    )
+    return LabResults(modes=(mode,), settings={"steady_s": 10.0}, machine=machine, offered=offered)
 
 
 def test_results_read_back_from_their_json() -> None:
@@ -68,16 +105,28 @@ def test_results_read_back_from_their_json() -> None:
 
 def test_the_json_keeps_the_keys_scripts_read() -> None:
     document = json.loads(json.dumps(_results().to_json()))
-    assert set(document) == {"settings", "machine", "modes"}
+    assert set(document) == {"settings", "machine", "offered", "modes"}
+    assert document["offered"]["rate"] == 60.0
     mode = document["modes"]["headless-no-maxage"]
     assert set(mode) == {
-        "description", "steady", "scale_up", "rollout", "scale_down", "failures_total",
-        "status_counts", "timeline", "events", "control_plane",
+        "description", "steady", "fixed_rate", "scale_up", "rollout", "scale_down",
+        "failures_total", "status_counts", "timeline", "events", "control_plane",
+        "cpu_timeline", "retries",
     }  # fmt: skip
     assert set(mode["steady"]) == {
         "calls", "calls_per_s", "p50_ms", "p99_ms", "shares", "imbalance",
-        "cpu_s_per_1000_calls", "failures", "status_counts",
+        "cpu_s_per_1000_calls", "failures", "status_counts", "pods",
     }  # fmt: skip
+    assert mode["steady"]["pods"][0] == {
+        "pod": "inventory-0", "limit_cores": 0.25, "cores": 0.2, "throttled_share": 0.125,
+        "throttled_s": 0.5,
+    }  # fmt: skip
+    assert set(mode["fixed_rate"]) == {
+        "rate", "objective_ms", "calls", "dropped", "p50_ms", "p99_ms", "within_objective",
+        "goodput_per_s", "timeouts", "failures", "status_counts", "pods",
+    }  # fmt: skip
+    assert mode["cpu_timeline"]["pods"]["inventory-0"][0] == [0.0, 0.25, 0.4]
+    assert mode["retries"] == {"inventory": 3}
     assert mode["scale_up"] == {
         "from": 2, "to": 3, "first_traffic_s": None, "fair_share_s": 0.75, "window_s": 15.0,
     }  # fmt: skip

@@ -80,8 +80,10 @@ async def start_echo() -> AsyncIterator[StartEcho]:
         await server.stop(None)
 
 
-def echo_options(target: str, plan: LoadPlan) -> LoadOptions:
-    return LoadOptions(target=target, plan=plan, workload="echo", timeout_s=5.0)
+def echo_options(target: str, plan: LoadPlan, objective_ms: float | None = None) -> LoadOptions:
+    return LoadOptions(
+        target=target, plan=plan, workload="echo", timeout_s=5.0, objective_ms=objective_ms
+    )
 
 
 async def test_bare_echo_server_has_no_route(start_echo: StartEcho) -> None:
@@ -108,17 +110,25 @@ async def test_stalled_server_shows_in_open_loop_latency(
     """Coordinated omission, side by side: the same stall barely moves a closed
     loop's p90 (its one worker waits politely) but inflates the open loop's, because
     calls keep arriving on schedule during the stall."""
+    objective_ms = 100.0
     open_server = await start_echo(stall=True)
-    opened = await run_load(echo_options(open_server.target, LoadPlan(duration_s=1.5, rps=100)))
+    opened = await run_load(
+        echo_options(open_server.target, LoadPlan(duration_s=1.5, rps=100), objective_ms)
+    )
     closed_server = await start_echo(stall=True)
     closed = await run_load(
-        echo_options(closed_server.target, LoadPlan(duration_s=1.5, concurrency=1))
+        echo_options(closed_server.target, LoadPlan(duration_s=1.5, concurrency=1), objective_ms)
     )
     assert opened.failures == 0 and closed.failures == 0
     # ~50 of ~150 open-loop calls arrived during the 0.5 s stall.
     assert opened.latency_ms["p90"] >= 200
     assert closed.latency_ms["max"] >= STALL_S * 1000 * 0.9  # the one call that waited
     assert closed.latency_ms["p90"] < opened.latency_ms["p90"] / 2
+    # Judged per call against the objective: the open loop sees most of the ~50 calls
+    # the stall held up miss it; the closed loop, which sent one call then, sees one.
+    assert opened.within_objective is not None and closed.within_objective is not None
+    assert opened.within_objective < 0.9
+    assert closed.within_objective > 0.97
 
 
 async def test_unreachable_target_raises_connect_error() -> None:

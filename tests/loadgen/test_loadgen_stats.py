@@ -22,6 +22,7 @@ JSON_KEYS = {
     "workload", "mode", "target", "lb_policy", "channels", "concurrency", "rps",
     "duration_s", "warmup_s", "calls", "calls_per_s", "latency_ms", "status_counts",
     "method_counts", "per_hop", "imbalance", "errors", "failures", "dropped",
+    "timeouts", "objective_ms", "within_objective", "goodput_per_s",
 }  # fmt: skip
 
 
@@ -111,3 +112,30 @@ def test_errors_failures_and_json_shape() -> None:
     assert doc["dropped"] == 1
     assert doc["status_counts"] == {"OK": 7, "FAILED_PRECONDITION": 2, "UNAVAILABLE": 1}
     assert set(doc["latency_ms"]) == {"p50", "p90", "p99", "max"}
+
+
+def test_objective_counts_each_call_and_every_miss() -> None:
+    """A call meets the objective only if it ended with an expected status in time:
+    a fast failure, a slow success and a dropped call are all misses."""
+    stats = Stats(objective_s=0.100)
+    for _ in range(6):
+        stats.record(CallResult("PlaceOrder", "OK"), 0.050)
+    stats.record(CallResult("PlaceOrder", "FAILED_PRECONDITION"), 0.020)  # out of stock: met
+    stats.record(CallResult("PlaceOrder", "OK"), 0.150)  # too slow
+    stats.record(CallResult("PlaceOrder", "UNAVAILABLE"), 0.001)  # fast, but failed
+    stats.record(CallResult("PlaceOrder", "DEADLINE_EXCEEDED"), 5.0)
+    stats.record_dropped()
+    doc = stats.summarize(INFO).to_json()
+    assert doc["objective_ms"] == 100.0
+    assert doc["within_objective"] == pytest.approx(7 / 11, abs=1e-4)
+    assert doc["goodput_per_s"] == 3.5  # 7 good calls in the 2 s window
+    assert doc["timeouts"] == 1
+
+
+def test_without_an_objective_goodput_is_every_expected_outcome() -> None:
+    stats = Stats()
+    stats.record(CallResult("PlaceOrder", "OK"), 9.0)
+    stats.record(CallResult("PlaceOrder", "UNAVAILABLE"), 0.001)
+    doc = stats.summarize(INFO).to_json()
+    assert doc["within_objective"] is None and doc["objective_ms"] is None
+    assert doc["goodput_per_s"] == 0.5

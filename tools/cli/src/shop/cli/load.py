@@ -105,6 +105,14 @@ def add_load_arguments(
         default="pick_first",
         help="client load-balancing policy (default pick_first, like a naive client)",
     )
+    parser.add_argument(
+        "--objective-ms",
+        type=positive_float,
+        default=None,
+        metavar="MS",
+        help="a latency objective: report the share of calls that ended OK (or out of "
+        "stock) within it, and that goodput per second",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -208,6 +216,7 @@ def load_options(
         progress=progress_wanted(args.no_progress),
         timeline_s=args.timeline,
         tokens=tokens_from_args(args),
+        objective_ms=args.objective_ms,
     )
 
 

@@ -47,6 +47,15 @@ def overview_table(summary: Summary) -> Table:
     table.add_row("errors", f"[red]{errors}[/red]" if summary.failures else errors)
     if info.mode == "open":
         table.add_row("dropped", f"{summary.dropped} (in-flight cap reached)")
+    if summary.timeouts:
+        table.add_row("timeouts", f"[red]{summary.timeouts}[/red] (DEADLINE_EXCEEDED)")
+    within = summary.within_objective
+    if within is not None:
+        table.add_row(
+            "objective",
+            f"{100.0 * within:.1f}% of calls OK within {summary.objective_ms:g} ms "
+            f"({summary.goodput_per_s:,.1f} good calls/s)",
+        )
     return table
 
 

@@ -39,6 +39,8 @@ class LoadOptions:
     timeline_s: float = 0.0
     # How the workload's customers authenticate to the gateway.
     tokens: CustomerTokens | None = None
+    # A latency objective each call is judged against (None: none).
+    objective_ms: float | None = None
 
     def run_info(self) -> RunInfo:
         plan = self.plan
@@ -67,7 +69,8 @@ async def run_load(options: LoadOptions) -> Summary:
         workload = WORKLOADS[options.workload](channels, options.timeout_s, tokens=options.tokens)
         await workload.prepare()
         timeline = Timeline(options.timeline_s, time.time()) if options.timeline_s > 0 else None
-        runner = Runner(options.plan, workload.next_call, Stats(timeline))
+        objective_s = None if options.objective_ms is None else options.objective_ms / 1000.0
+        runner = Runner(options.plan, workload.next_call, Stats(timeline, objective_s))
         async with live_progress(runner, options.progress, options.workload):
             stats = await runner.run()
         return stats.summarize(options.run_info(), options.expected_pods)

@@ -33,11 +33,20 @@ JSON schema of :meth:`Summary.to_json` (stable: benchmarks parse it)::
       "errors": int,              # calls with a status other than OK
       "failures": int,            # errors other than the expected business outcomes
       "dropped": int,             # open loop: scheduled calls not sent (in-flight cap)
+      "timeouts": int,            # calls that ended DEADLINE_EXCEEDED (also in status_counts)
+      "objective_ms": float | null,       # the latency objective (--objective-ms), if any
+      "within_objective": float | null,   # share of calls (dropped ones included) that
+                                          # ended OK or FAILED_PRECONDITION within it
+      "goodput_per_s": float,     # such calls per second (with no objective: every
+                                  # call with an expected status)
       "timeline": {...}           # only with --timeline: see shop.loadgen.timeline
     }
 
 Latency covers every completed call whatever its status: in closed loop from send to
 completion, in open loop from the *intended* send time (see ``shop.loadgen.runner``).
+The objective is judged per call, not on a percentile: "97% of calls within 250 ms"
+is what a service-level objective states, and it counts a failed or dropped call as a
+miss however fast it failed.
 ``per_hop`` counts the calls that came back with a route, i.e. successful calls of a
 server on the shop runtime; it is empty for a bare server that sends no route.
 """
@@ -126,6 +135,10 @@ class Summary:
     expected_pods: dict[str, int] = field(default_factory=dict)
     dropped: int = 0
     timeline: dict[str, Any] | None = None
+    objective_ms: float | None = None
+    # Calls that ended with an expected status within the objective (every call with
+    # an expected status when there is no objective).
+    good: int = 0
 
     @property
     def calls_per_s(self) -> float:
@@ -138,6 +151,22 @@ class Summary:
     @property
     def failures(self) -> int:
         return sum(n for code, n in self.status_counts.items() if code not in EXPECTED_CODES)
+
+    @property
+    def timeouts(self) -> int:
+        return self.status_counts.get("DEADLINE_EXCEEDED", 0)
+
+    @property
+    def within_objective(self) -> float | None:
+        """Share of the calls asked for (sent or dropped) that met the objective."""
+        asked = self.calls + self.dropped
+        if self.objective_ms is None or asked == 0:
+            return None
+        return self.good / asked
+
+    @property
+    def goodput_per_s(self) -> float:
+        return self.good / self.info.duration_s if self.info.duration_s > 0 else 0.0
 
     def imbalance(self) -> dict[str, float]:
         return {
@@ -167,6 +196,12 @@ class Summary:
             "errors": self.errors,
             "failures": self.failures,
             "dropped": self.dropped,
+            "timeouts": self.timeouts,
+            "objective_ms": self.objective_ms,
+            "within_objective": (
+                None if self.within_objective is None else round(self.within_objective, 4)
+            ),
+            "goodput_per_s": round(self.goodput_per_s, 1),
             **({"timeline": self.timeline} if self.timeline is not None else {}),
         }
 
@@ -174,8 +209,10 @@ class Summary:
 class Stats:
     """Accumulates the calls of the measured window (the runner skips warm-up calls)."""
 
-    def __init__(self, timeline: Timeline | None = None) -> None:
+    def __init__(self, timeline: Timeline | None = None, objective_s: float | None = None) -> None:
         self.timeline = timeline
+        self.objective_s = objective_s
+        self.good = 0
         self._histogram = HdrHistogram(_MIN_US, _MAX_US, _SIGNIFICANT_DIGITS)
         self._max_s = 0.0
         self.status_counts: Counter[str] = Counter()
@@ -196,6 +233,10 @@ class Stats:
         self._histogram.record_value(micros)
         self._max_s = max(self._max_s, latency_s)
         self.status_counts[result.code] += 1
+        if result.code in EXPECTED_CODES and (
+            self.objective_s is None or latency_s <= self.objective_s
+        ):
+            self.good += 1
         self.method_counts[result.method] += 1
         if result.route:
             for service, pod in parse_route(result.route).items():
@@ -230,6 +271,8 @@ class Stats:
             expected_pods=dict(expected_pods or {}),
             dropped=self.dropped,
             timeline=self.timeline.to_json() if self.timeline is not None else None,
+            objective_ms=None if self.objective_s is None else self.objective_s * 1000.0,
+            good=self.good,
         )
 
 

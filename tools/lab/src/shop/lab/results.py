@@ -10,14 +10,26 @@ the same::
          "description": str,
          "steady": {"calls", "calls_per_s", "p50_ms", "p99_ms",
                     "shares": {hop: {pod: share}}, "imbalance": {hop: float},
-                    "cpu_s_per_1000_calls": float | null, "failures", "status_counts"},
+                    "cpu_s_per_1000_calls": float | null, "failures", "status_counts",
+                    "pods": [PodCpu]},
+         "fixed_rate": {"rate", "objective_ms", "calls", "dropped", "p50_ms", "p99_ms",
+                        "within_objective", "goodput_per_s", "timeouts", "failures",
+                        "status_counts", "pods": [PodCpu]} | null,
          "scale_up": {"from", "to", "first_traffic_s": float | null,
                       "fair_share_s": float | null, "window_s"},
          "rollout": {"calls", "failures"}, "scale_down": {"calls", "failures"},
          "failures_total": int, "status_counts": {code: int},
          "timeline": {"start_unix", "bucket_s", "buckets": [...]},  # shop.loadgen.timeline
          "events": [{"t", "kind", "detail"}],
-         "control_plane": {"dns_queries" | "xds_pushes": int}}}}
+         "control_plane": {"dns_queries" | "xds_pushes": int},
+         "cpu_timeline": {"interval_s", "pods": {pod: [[t, cores, throttled_share]]},
+                          "limits": {pod: cores}} | null,
+         "retries": {service: int}}},
+     "offered": {"rate", "load_factor", "capacity_per_s", "bottleneck",
+                 "cpu_ms_per_call": {service: ms}, "measured_in"}}
+
+    PodCpu = {"pod", "limit_cores": float | null, "cores", "throttled_share",
+              "throttled_s"}
 
 ``from_json`` reads back what ``to_json`` wrote (``from_json(x.to_json()) == x``).
 """
@@ -125,6 +137,181 @@ class Timeline:
 
 
 @dataclass(frozen=True)
+class PodCpu:
+    """One pod's CPU over a measured window, read from its cgroup (``cpu.stat``)."""
+
+    pod: str
+    limit_cores: float | None  # the pod's CPU limit; None: none
+    cores: float  # CPU seconds used / seconds of the window
+    throttled_share: float  # CFS periods in which the quota ran out / periods with work
+    throttled_s: float  # time the pod's threads waited for the next period
+
+    def to_json(self) -> Json:
+        return {
+            "pod": self.pod,
+            "limit_cores": self.limit_cores,
+            "cores": self.cores,
+            "throttled_share": self.throttled_share,
+            "throttled_s": self.throttled_s,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PodCpu:
+        return cls(
+            pod=str(raw["pod"]),
+            limit_cores=_optional_float(raw["limit_cores"]),
+            cores=float(raw["cores"]),
+            throttled_share=float(raw["throttled_share"]),
+            throttled_s=float(raw["throttled_s"]),
+        )
+
+
+def pods_from_json(raw: Sequence[Mapping[str, Any]]) -> tuple[PodCpu, ...]:
+    return tuple(PodCpu.from_json(p) for p in raw)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """One pod's CPU in one interval of the events run."""
+
+    t: float  # interval start, seconds after the load timeline's start
+    cores: float
+    throttled_share: float
+
+    def to_json(self) -> list[float]:
+        return [self.t, self.cores, self.throttled_share]
+
+    @classmethod
+    def from_json(cls, raw: Sequence[Any]) -> CpuSample:
+        t, cores, throttled = raw
+        return cls(float(t), float(cores), float(throttled))
+
+
+@dataclass(frozen=True)
+class CpuTimeline:
+    """Per-pod CPU and throttling over the events run, on the load timeline's axis."""
+
+    interval_s: float
+    pods: dict[str, tuple[CpuSample, ...]] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)  # pod -> limit, cores
+
+    def to_json(self) -> Json:
+        return {
+            "interval_s": self.interval_s,
+            "pods": {pod: [x.to_json() for x in xs] for pod, xs in self.pods.items()},
+            "limits": dict(self.limits),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> CpuTimeline:
+        return cls(
+            interval_s=float(raw["interval_s"]),
+            pods={
+                str(pod): tuple(CpuSample.from_json(x) for x in xs)
+                for pod, xs in raw["pods"].items()
+            },
+            limits=floats_from_json(raw.get("limits", {})),
+        )
+
+
+@dataclass(frozen=True)
+class FixedRate:
+    """The open-loop run: the same offered rate in every mode, judged by an objective.
+
+    Latency counts from each call's intended send time, so a pod that stalls cannot
+    hide behind the calls it kept from being sent."""
+
+    rate: float  # calls/s offered
+    objective_ms: float
+    calls: int
+    dropped: int  # not sent: the loader's in-flight cap was reached
+    p50_ms: float
+    p99_ms: float
+    within_objective: float  # share of the calls asked for that ended well within it
+    goodput_per_s: float  # such calls per second
+    timeouts: int  # DEADLINE_EXCEEDED
+    failures: int  # calls with any status other than OK or FAILED_PRECONDITION
+    status_counts: dict[str, int]
+    pods: tuple[PodCpu, ...] = ()
+
+    def busiest(self, service: str) -> PodCpu | None:
+        """The pod of ``service`` that used the most CPU."""
+        mine = [p for p in self.pods if p.pod.rpartition("-")[0] == service]
+        return max(mine, key=lambda p: p.cores, default=None)
+
+    def to_json(self) -> Json:
+        return {
+            "rate": self.rate,
+            "objective_ms": self.objective_ms,
+            "calls": self.calls,
+            "dropped": self.dropped,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "within_objective": self.within_objective,
+            "goodput_per_s": self.goodput_per_s,
+            "timeouts": self.timeouts,
+            "failures": self.failures,
+            "status_counts": dict(self.status_counts),
+            "pods": [p.to_json() for p in self.pods],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> FixedRate:
+        return cls(
+            rate=float(raw["rate"]),
+            objective_ms=float(raw["objective_ms"]),
+            calls=int(raw["calls"]),
+            dropped=int(raw["dropped"]),
+            p50_ms=float(raw["p50_ms"]),
+            p99_ms=float(raw["p99_ms"]),
+            within_objective=float(raw["within_objective"]),
+            goodput_per_s=float(raw["goodput_per_s"]),
+            timeouts=int(raw["timeouts"]),
+            failures=int(raw["failures"]),
+            status_counts=counts_from_json(raw["status_counts"]),
+            pods=pods_from_json(raw.get("pods", [])),
+        )
+
+
+@dataclass(frozen=True)
+class OfferedRate:
+    """How the fixed rate was chosen: a share of what the replicas can take together.
+
+    Capacity is derived, not guessed: each service's CPU per call (measured in the
+    first mode's closed-loop run, from the pods' cgroups) against the CPU its
+    replicas may use (their limits); the service that runs out first bounds it."""
+
+    rate: float  # calls/s offered in every mode
+    load_factor: float  # rate / capacity (None-free: 1.0 when --rate was given)
+    capacity_per_s: float | None  # None: --rate was given, nothing derived
+    bottleneck: str | None  # the service that bounds the capacity
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)  # service -> ms
+    measured_in: str | None = None  # the mode whose run measured the CPU per call
+
+    def to_json(self) -> Json:
+        return {
+            "rate": self.rate,
+            "load_factor": self.load_factor,
+            "capacity_per_s": self.capacity_per_s,
+            "bottleneck": self.bottleneck,
+            "cpu_ms_per_call": dict(self.cpu_ms_per_call),
+            "measured_in": self.measured_in,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> OfferedRate:
+        bottleneck, measured_in = raw.get("bottleneck"), raw.get("measured_in")
+        return cls(
+            rate=float(raw["rate"]),
+            load_factor=float(raw["load_factor"]),
+            capacity_per_s=_optional_float(raw.get("capacity_per_s")),
+            bottleneck=None if bottleneck is None else str(bottleneck),
+            cpu_ms_per_call=floats_from_json(raw.get("cpu_ms_per_call", {})),
+            measured_in=None if measured_in is None else str(measured_in),
+        )
+
+
+@dataclass(frozen=True)
 class SteadyState:
     """The balanced phase before any scaling."""
 
@@ -137,6 +324,7 @@ class SteadyState:
     cpu_s_per_1000_calls: float | None  # None: no calls to divide by
     failures: int
     status_counts: dict[str, int] = field(default_factory=dict)
+    pods: tuple[PodCpu, ...] = ()  # per-pod CPU from the cgroups; empty without limits
 
     def to_json(self) -> Json:
         return {
@@ -149,6 +337,7 @@ class SteadyState:
             "cpu_s_per_1000_calls": self.cpu_s_per_1000_calls,
             "failures": self.failures,
             "status_counts": dict(self.status_counts),
+            "pods": [p.to_json() for p in self.pods],
         }
 
     @classmethod
@@ -163,6 +352,7 @@ class SteadyState:
             cpu_s_per_1000_calls=_optional_float(raw["cpu_s_per_1000_calls"]),
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw.get("status_counts", {})),
+            pods=pods_from_json(raw.get("pods", [])),
         )
 
 
@@ -226,11 +416,17 @@ class ModeResult:
     timeline: Timeline  # of the events run
     events: Sequence[Event] = ()
     control_plane: dict[str, int] = field(default_factory=dict)
+    fixed_rate: FixedRate | None = None
+    cpu_timeline: CpuTimeline | None = None  # None: the pods had no cgroups
+    # Attempts the servers saw arrive as retries (grpc_server_retried_total), per
+    # service, over the events run: the failures a retry hid from the caller.
+    retries: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> Json:
         return {
             "description": self.description,
             "steady": self.steady.to_json(),
+            "fixed_rate": None if self.fixed_rate is None else self.fixed_rate.to_json(),
             "scale_up": self.scale_up.to_json(),
             "rollout": self.rollout.to_json(),
             "scale_down": self.scale_down.to_json(),
@@ -239,10 +435,13 @@ class ModeResult:
             "timeline": self.timeline.to_json(),
             "events": [e.to_json() for e in self.events],
             "control_plane": dict(self.control_plane),
+            "cpu_timeline": None if self.cpu_timeline is None else self.cpu_timeline.to_json(),
+            "retries": dict(self.retries),
         }
 
     @classmethod
     def from_json(cls, name: str, raw: Mapping[str, Any]) -> ModeResult:
+        fixed_rate, cpu_timeline = raw.get("fixed_rate"), raw.get("cpu_timeline")
         return cls(
             name=name,
             description=str(raw.get("description", "")),
@@ -255,6 +454,9 @@ class ModeResult:
             timeline=Timeline.from_json(raw["timeline"]),
             events=tuple(Event.from_json(e) for e in raw.get("events", [])),
             control_plane=counts_from_json(raw.get("control_plane", {})),
+            fixed_rate=None if fixed_rate is None else FixedRate.from_json(fixed_rate),
+            cpu_timeline=None if cpu_timeline is None else CpuTimeline.from_json(cpu_timeline),
+            retries=counts_from_json(raw.get("retries", {})),
         )
 
 
@@ -294,6 +496,7 @@ class LabResults:
     # The settings as recorded (LabSettings.to_json()); any JSON values, shown as they are.
     settings: dict[str, Any] = field(default_factory=dict)
     machine: Machine | None = None
+    offered: OfferedRate | None = None  # how the fixed rate was chosen
 
     def mode(self, name: str) -> ModeResult:
         (found,) = [m for m in self.modes if m.name == name]
@@ -303,14 +506,16 @@ class LabResults:
         return {
             "settings": dict(self.settings),
             **({"machine": self.machine.to_json()} if self.machine is not None else {}),
+            **({"offered": self.offered.to_json()} if self.offered is not None else {}),
             "modes": {m.name: m.to_json() for m in self.modes},
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> LabResults:
-        machine = raw.get("machine")
+        machine, offered = raw.get("machine"), raw.get("offered")
         return cls(
             modes=tuple(ModeResult.from_json(name, m) for name, m in raw["modes"].items()),
             settings=dict(raw.get("settings") or {}),
             machine=None if machine is None else Machine.from_json(machine),
+            offered=None if offered is None else OfferedRate.from_json(offered),
         )
