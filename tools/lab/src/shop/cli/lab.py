@@ -21,13 +21,20 @@ import grpc
 from rich.console import Console
 
 from shop.cli.interrupts import stop_signals_interrupt
-from shop.cli.options import bounded_int, non_negative_float, positive_float
+from shop.cli.options import bounded_float, bounded_int, non_negative_float, positive_float
+from shop.cli.up import cpu_limit
 from shop.lab.modes import MODE_NAMES, MODES
 from shop.lab.page import write_page
 from shop.lab.report import print_table
 from shop.lab.results import LabResults, Machine
-from shop.lab.runner import LabSettings, run_mode
+from shop.lab.runner import Lab, LabSettings
 from shop.loadgen.session import run_async
+from shop.local.cgroups import CHART_LIMITS, CgroupsUnavailable, PodCgroups, PodLimits
+from shop.local.postgres import PostgresUnavailable, find_binary
+
+
+def chart_cpu_limits() -> str:
+    return ", ".join(f"{service} {limit.cpu_millis}m" for service, limit in CHART_LIMITS.items())
 
 
 def _modes_help() -> str:
@@ -87,6 +94,67 @@ def add_parser(subparsers: Any) -> None:
         help="rollout: a restarted pod counts as available this long after it is ready, "
         "like a Deployment's minReadySeconds (default: the chart's, %(default)s)",
     )
+    pods = parser.add_argument_group(
+        "pods and database",
+        "By default every pod runs in a cgroup with the chart's CPU and memory limits "
+        "(needs root: cgroup v1 cpu, cpuacct and memory, or cgroup2 with cpu and memory), "
+        "and the shop runs on a PostgreSQL server the lab starts, as the chart deploys it.",
+    )
+    pods.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="pods without CPU or memory limits (no root needed; one busy pod may then use "
+        "the whole machine, so pinning costs nothing visible)",
+    )
+    pods.add_argument(
+        "--cpu-limit",
+        type=cpu_limit,
+        action="append",
+        default=[],
+        metavar="SERVICE=QUANTITY",
+        help="this CPU limit for a service instead of the chart's ("
+        + chart_cpu_limits()
+        + "), e.g. orders=500m; repeatable",
+    )
+    pods.add_argument(
+        "--database",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="postgres: a database per mode on one server (default); sqlite: a file per "
+        "service shared by its replicas, the embedded default of shop up",
+    )
+    rate = parser.add_argument_group(
+        "fixed rate",
+        "Besides the closed loop, every mode is offered the same calls/s, open loop (latency "
+        "from each call's intended send time), and each call is judged by an objective.",
+    )
+    rate.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        help="calls/s offered in every mode (default: --load-factor of the capacity derived "
+        "from the pods' CPU limits and the CPU per call measured in the first mode)",
+    )
+    rate.add_argument(
+        "--load-factor",
+        type=bounded_float(0.05, 2.0),
+        default=LabSettings.load_factor,
+        help="with no --rate, the share of the derived capacity offered (default %(default)s)",
+    )
+    rate.add_argument(
+        "--objective-ms",
+        type=positive_float,
+        default=LabSettings.objective_ms,
+        metavar="MS",
+        help="latency objective: a call meets it if it ends OK within this (default %(default)s)",
+    )
+    rate.add_argument(
+        "--deadline",
+        type=positive_float,
+        default=LabSettings.deadline_s,
+        metavar="SECONDS",
+        help="each fixed-rate call's deadline, as a caller sets one (default %(default)s)",
+    )
     parser.add_argument("--out", default="results/lab", help="where lab.json and lab.html go")
     parser.add_argument("--json", action="store_true", help="print the results JSON to stdout")
     parser.set_defaults(run=run, parser=parser)
@@ -102,9 +170,41 @@ def _machine() -> Machine:
 
 
 async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> LabResults:
+    def progress(step: str) -> None:
+        status.update(step)
+        # The rate chosen for every mode is a result in itself: keep it on screen.
+        if "calls/s offered" in step:
+            console.print(step, highlight=False)
+
     with console.status("") as status:
-        measured = [await run_mode(name, settings, status.update) for name in modes]
-    return LabResults(modes=measured, settings=settings.to_json(), machine=_machine())
+        return await Lab(settings, progress).run(modes, _machine())
+
+
+def limits_from_args(args: argparse.Namespace) -> dict[str, PodLimits] | None:
+    if args.no_limits:
+        if args.cpu_limit:
+            args.parser.error("argument --cpu-limit: not allowed with --no-limits")
+        return None
+    overrides: dict[str, int] = dict(args.cpu_limit)
+    return {
+        service: PodLimits(overrides.get(service, chart.cpu_millis), chart.memory_mib)
+        for service, chart in CHART_LIMITS.items()
+    }
+
+
+def preflight(settings: LabSettings) -> str | None:
+    """What the run needs and this machine lacks, said before anything starts."""
+    if settings.limits is not None:
+        try:
+            PodCgroups.create("lab-check").close()
+        except CgroupsUnavailable as error:
+            return f"{error} (or pass --no-limits)"
+    if settings.database == "postgres":
+        try:
+            find_binary("initdb")
+        except PostgresUnavailable as error:
+            return f"{error} (or pass --database sqlite)"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,7 +233,18 @@ def run(args: argparse.Namespace) -> int:
         workload=args.workload,
         bucket_s=args.bucket,
         min_ready_s=args.min_ready,
+        database=args.database,
+        limits=limits_from_args(args),
+        rate=args.rate,
+        load_factor=args.load_factor,
+        objective_ms=args.objective_ms,
+        deadline_s=args.deadline,
     )
+    problem = preflight(settings)
+    if problem is not None:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"shop lab: {problem}", file=sys.stderr)
+        return 1
     console = Console(stderr=True)
     # SIGTERM (e.g. from a CI runner) and SIGHUP stop the lab the way Ctrl-C does:
     # every replica, proxy and server it started is stopped on the way out.

@@ -32,6 +32,10 @@ class LoadReport:
     failures: int
     status_counts: dict[str, int]
     timeline: Timeline | None
+    dropped: int = 0
+    timeouts: int = 0
+    within_objective: float | None = None
+    goodput_per_s: float = 0.0
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> LoadReport:
@@ -46,6 +50,12 @@ class LoadReport:
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw["status_counts"]),
             timeline=None if timeline is None else Timeline.from_json(timeline),
+            dropped=int(raw.get("dropped", 0)),
+            timeouts=int(raw.get("timeouts", 0)),
+            within_objective=(
+                None if raw.get("within_objective") is None else float(raw["within_objective"])
+            ),
+            goodput_per_s=float(raw.get("goodput_per_s", 0.0)),
         )
 
 
@@ -60,14 +70,43 @@ class LoadSpec:
     token_key: Path  # the demo issuer's key the loader mints its customers' tokens with
 
 
-class LoadProcess:
-    """``shop load --json --timeline`` in its own process (its CPU is not counted)."""
+@dataclass(frozen=True)
+class FixedRateSpec:
+    """The open loop: calls sent on a schedule whatever happens to earlier ones."""
 
-    def __init__(self, spec: LoadSpec, duration_s: float, expect: Mapping[str, int]) -> None:
+    rate: float  # calls/s
+    objective_ms: float
+    deadline_s: float  # each call's deadline, as a real caller sets one
+    # Calls in flight at most; past it a scheduled call is dropped (and misses the
+    # objective). A pinned pod's queue grows by the overload every second.
+    max_in_flight: int = 2000
+
+
+class LoadProcess:
+    """``shop load --json --timeline`` in its own process (its CPU is not counted).
+
+    Closed loop (the spec's concurrency, a 10 s deadline) unless ``fixed_rate`` is
+    given."""
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        duration_s: float,
+        expect: Mapping[str, int],
+        fixed_rate: FixedRateSpec | None = None,
+    ) -> None:
+        if fixed_rate is None:
+            shape = ["--concurrency", str(spec.concurrency), "--timeout", "10"]
+        else:
+            shape = [
+                "--rps", str(fixed_rate.rate), "--timeout", str(fixed_rate.deadline_s),
+                "--objective-ms", str(fixed_rate.objective_ms),
+                "--max-in-flight", str(fixed_rate.max_in_flight),
+            ]  # fmt: skip
         self.command = [
             sys.executable, "-m", "shop.cli.main", "load", "--target", spec.target,
-            "--workload", spec.workload, "--concurrency", str(spec.concurrency),
-            "--duration", str(duration_s), "--warmup", "0", "--timeout", "10",
+            "--workload", spec.workload, *shape,
+            "--duration", str(duration_s), "--warmup", "0",
             "--json", "--no-progress", "--timeline", str(spec.bucket_s),
             *[f"--expect={service}={n}" for service, n in expect.items()],
             "--token-key", str(spec.token_key),

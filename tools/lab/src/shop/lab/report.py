@@ -12,7 +12,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from shop.lab.results import LabResults, ModeResult, PhaseCalls
+from shop.lab import capacity
+from shop.lab.results import FixedRate, LabResults, ModeResult, PhaseCalls
 
 
 def _seconds(value: float | None) -> str:
@@ -31,18 +32,43 @@ def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _fixed(read: Callable[[FixedRate], str]) -> Callable[[ModeResult], str]:
+    """A fixed-rate figure, "-" for a result without that run."""
+    return lambda m: "-" if m.fixed_rate is None else read(m.fixed_rate)
+
+
+def _busiest(fixed: FixedRate, service: str) -> str:
+    """The busiest pod's CPU against its limit, and how often it was throttled."""
+    pod = fixed.busiest(service)
+    if pod is None:
+        return "-"
+    limit = "" if pod.limit_cores is None else f"/{pod.limit_cores:.2f}"
+    return f"{pod.cores:.2f}{limit} {pod.throttled_share:.0%}"
+
+
+def _retries(m: ModeResult) -> str:
+    return str(sum(m.retries.values()))
+
+
 # (row label, how to read it from one mode's results)
 ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
     ("orders share %", lambda m: _shares(m.steady.shares["orders"])),
     ("inventory share %", lambda m: _shares(m.steady.shares["inventory"])),
     ("imbalance (inv)", lambda m: f"{m.steady.imbalance['inventory']:.2f}"),
-    ("calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
-    ("p50 / p99 ms", lambda m: f"{m.steady.p50_ms:.0f} / {m.steady.p99_ms:.0f}"),
+    ("closed: calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
+    ("closed: p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f} / {m.steady.p99_ms:.0f}"),
     ("CPU s / 1k calls", lambda m: _cpu(m.steady.cpu_s_per_1000_calls)),
+    ("fixed: p50/p99 ms", _fixed(lambda f: f"{f.p50_ms:.0f} / {f.p99_ms:.0f}")),
+    ("fixed: in objective", _fixed(lambda f: f"{f.within_objective:.1%}")),
+    ("fixed: goodput/s", _fixed(lambda f: f"{f.goodput_per_s:.0f}")),
+    ("fixed: failed", _fixed(lambda f: f"{f.failures} ({f.timeouts} t/o)")),
+    ("busiest orders CPU", _fixed(lambda f: _busiest(f, "orders"))),
+    ("busiest inv. CPU", _fixed(lambda f: _busiest(f, "inventory"))),
     ("scale-up 1st call", lambda m: _seconds(m.scale_up.first_traffic_s)),
     ("scale-up 80%", lambda m: _seconds(m.scale_up.fair_share_s)),
     ("rollout failed", lambda m: _failed(m.rollout)),
     ("scale-down failed", lambda m: _failed(m.scale_down)),
+    ("retried attempts", _retries),
 )
 
 
@@ -60,9 +86,18 @@ def print_table(results: LabResults, console: Console) -> None:
     for label, read in ROWS:
         table.add_row(label, *(read(mode) for mode in results.modes))
     console.print(table)
+    if results.offered is not None:
+        objective = float(results.settings.get("objective_ms", 0.0))
+        console.print(
+            "fixed rate: " + capacity.describe(results.offered, objective), highlight=False
+        )
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "
-        "(1.00 even); scale-up: from the new pods being ready, to the timeline's bucket; "
-        "failed: failed calls / calls in that phase.",
+        "(1.00 even); closed: closed loop; fixed: open loop at the fixed rate, latency from "
+        "the intended send time, failed (timeouts); busiest CPU: cores used / limit, and "
+        "the share of CFS periods it was throttled; scale-up: from the new pods being "
+        "ready, to the timeline's bucket; failed: failed calls / calls in that phase; "
+        "retried attempts: attempts the servers saw arrive as retries in the events run "
+        "(failures a retry hid from the caller).",
         highlight=False,
     )

@@ -2,11 +2,16 @@
 
 For a mode: start its infrastructure, start the replicas (inventory, then orders,
 then the gateway, each only once the previous service's endpoints are published),
-then two load runs from a separate ``shop load`` process:
+each in a cgroup with the chart's CPU and memory limits, on a PostgreSQL database of
+its own, then three load runs from a separate ``shop load`` process:
 
-1. steady state: per-pod shares, throughput, latency, CPU per 1,000 calls;
-2. events, on one timeline: inventory scales up (2 -> 4 by default), then every
-   inventory replica is restarted one at a time (a rollout), then one is removed.
+1. steady state, closed loop: per-pod shares, throughput, latency, CPU per 1,000
+   calls, per-pod CPU and throttling;
+2. fixed rate, open loop: the same offered rate in every mode (see
+   ``shop.lab.capacity``), judged by a latency objective, with per-pod CPU;
+3. events, on one timeline: inventory scales up (2 -> 4 by default), then every
+   inventory replica is restarted one at a time (a rollout), then one is removed;
+   per-pod CPU over time, and the retries the servers saw.
 
 Everything started is stopped at the end, also after a failure or Ctrl-C.
 """
@@ -17,20 +22,34 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shop.lab import analysis
+from shop.lab import analysis, capacity
 from shop.lab.endpoints import Endpoint, ReadinessTracker
-from shop.lab.load import LoadProcess, LoadSpec
+from shop.lab.load import FixedRateSpec, LoadProcess, LoadReport, LoadSpec
 from shop.lab.modes import LabCluster, create_mode
-from shop.lab.results import Event, ModeResult, ScaleUp, SteadyState
+from shop.lab.podcpu import PodCpuSampler
+from shop.lab.results import (
+    Event,
+    FixedRate,
+    LabResults,
+    Machine,
+    ModeResult,
+    OfferedRate,
+    PodCpu,
+    ScaleUp,
+    SteadyState,
+)
+from shop.lab.retries import RetryTally, scrape_retried
 from shop.loadgen.stats import shares
 from shop.local.addresses import AddressPlan, free_net
+from shop.local.cgroups import CHART_LIMITS, PodCgroup, PodLimits
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
 from shop.local.cpu import live_cpu_s
+from shop.local.postgres import PostgresServer, start_postgres
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +76,19 @@ class LabSettings:
     # shop.runtime.channels); taking the next pod away before that leaves a client whose
     # only other backend just left with none ready.
     min_ready_s: float = 2.0
+    # "postgres": a PostgreSQL server for the whole run, a database per mode, as the
+    # chart deploys (more replicas, more capacity); "sqlite": a file per service that
+    # its replicas share (embedded: replicas contend for its one writer).
+    database: str = "postgres"
+    # Per-service pod limits, enforced with cgroups; None: no limits (no root needed,
+    # but then one busy pod can use the whole machine and pinning looks free).
+    limits: Mapping[str, PodLimits] | None = field(default_factory=lambda: dict(CHART_LIMITS))
+    # The fixed-rate run: calls/s offered (None: load_factor of the derived capacity),
+    # the latency objective each call is judged by, and each call's deadline.
+    rate: float | None = None
+    load_factor: float = 0.6
+    objective_ms: float = 250.0
+    deadline_s: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,20 +103,35 @@ class LabSettings:
             "drain_delay_s": self.drain_delay_s,
             "shutdown_grace_s": self.shutdown_grace_s,
             "min_ready_s": self.min_ready_s,
+            "database": self.database,
+            "limits": (
+                None
+                if self.limits is None
+                else {service: limit.describe() for service, limit in self.limits.items()}
+            ),
+            "rate": self.rate,
+            "load_factor": self.load_factor,
+            "objective_ms": self.objective_ms,
+            "deadline_s": self.deadline_s,
         }
 
 
 class ModeRun:
-    def __init__(self, name: str, settings: LabSettings, progress: Progress) -> None:
+    def __init__(
+        self, name: str, settings: LabSettings, progress: Progress, database_url: str = ""
+    ) -> None:
         self.name = name
         self.settings = settings
         self.progress = progress
+        self.database_url = database_url
         self.plan = AddressPlan(net=free_net())
         self.work_dir = settings.data_dir / name
         client_pods = [("gateway", 0), *[("orders", i) for i in range(settings.orders)]]
         self.mode = create_mode(name, LabCluster(self.plan, self.work_dir, client_pods))
         self.tracker: ReadinessTracker | None = None
         self.cluster: LocalCluster | None = None
+        self.sampler = PodCpuSampler(self.pod_cgroups, settings.bucket_s)
+        self.retries = RetryTally()
 
     # --- set-up -----------------------------------------------------------------------
 
@@ -100,6 +147,8 @@ class ModeRun:
             replicas={"gateway": 1, "orders": s.orders, "inventory": s.inventory_start},
             plan=self.plan,
             data_dir=self.work_dir,
+            database_url=self.database_url,
+            limits=s.limits,
             drain_delay_s=s.drain_delay_s,
             shutdown_grace_s=s.shutdown_grace_s,
             extra_env=env.common,
@@ -115,6 +164,7 @@ class ModeRun:
         ):
             for index in range(count):
                 await self.start_replica(service, index)
+        self.sampler.start()
 
     async def start_replica(self, service: str, index: int) -> Replica:
         assert self.cluster is not None and self.tracker is not None
@@ -131,11 +181,16 @@ class ModeRun:
     async def stop_replica(self, service: str, index: int) -> None:
         assert self.cluster is not None
         replica = next(r for r in self.cluster.replicas_of(service) if r.index == index)
+        # The process's retry count is lost with it: read it first.
+        self.retries.process_ends(
+            replica.pod, await asyncio.to_thread(scrape_retried, replica.metrics_addr)
+        )
         self.cluster.signal_replica(replica)
         budget = self.settings.drain_delay_s + self.settings.shutdown_grace_s + 10
         await asyncio.to_thread(self.cluster.wait_exit, replica, budget)
 
     async def close(self) -> None:
+        await self.sampler.stop()
         if self.cluster is not None:
             await asyncio.to_thread(self.cluster.stop)
         if self.tracker is not None:
@@ -143,6 +198,23 @@ class ModeRun:
         await self.mode.close()
 
     # --- measurements -----------------------------------------------------------------
+
+    def pod_cgroups(self) -> dict[str, PodCgroup]:
+        """The cgroup of every pod started so far (none without limits)."""
+        if self.cluster is None:
+            return {}
+        found = ((r.pod, self.cluster.cgroup(r.pod)) for r in self.cluster.replicas)
+        return {pod: cgroup for pod, cgroup in found if cgroup is not None}
+
+    def live_replicas(self) -> Iterator[Replica]:
+        assert self.cluster is not None
+        return (r for r in self.cluster.replicas if r.alive() and not r.stop_requested)
+
+    async def retry_counts(self) -> dict[str, int | None]:
+        counts = {}
+        for replica in self.live_replicas():
+            counts[replica.pod] = await asyncio.to_thread(scrape_retried, replica.metrics_addr)
+        return counts
 
     def pids(self) -> list[int]:
         assert self.cluster is not None
@@ -155,7 +227,12 @@ class ModeRun:
         xDS servers: proxy-based modes pay for their proxies, the others for those."""
         return live_cpu_s(pids) + time.process_time()
 
-    def load(self, duration_s: float, expect: dict[str, int]) -> LoadProcess:
+    def load(
+        self,
+        duration_s: float,
+        expect: dict[str, int],
+        fixed_rate: FixedRateSpec | None = None,
+    ) -> LoadProcess:
         assert self.cluster is not None
         spec = LoadSpec(
             target=self.plan.grpc_addr("gateway", 0),
@@ -164,7 +241,15 @@ class ModeRun:
             bucket_s=self.settings.bucket_s,
             token_key=self.cluster.credentials.issuer_key,
         )
-        return LoadProcess(spec, duration_s, expect)
+        return LoadProcess(spec, duration_s, expect, fixed_rate)
+
+    def window_cpu(self, report: LoadReport, duration_s: float) -> tuple[PodCpu, ...]:
+        """Per-pod CPU over the loader's measured window (it measures from its
+        timeline's start, with no warm-up)."""
+        if report.timeline is None:
+            return ()
+        start = report.timeline.start_unix
+        return self.sampler.window(start, start + duration_s)
 
     async def steady(self) -> SteadyState:
         s = self.settings
@@ -201,11 +286,38 @@ class ModeRun:
             cpu_s_per_1000_calls=(round(cpu_s / report.calls * 1000, 3) if report.calls else None),
             failures=report.failures,
             status_counts=report.status_counts,
+            pods=self.window_cpu(report, s.steady_s),
         )
 
-    async def events(self, steady: SteadyState) -> ModeResult:
-        """The events run (scale-up, rollout, scale-down); with ``steady``, the mode's
-        whole result."""
+    async def fixed_rate(self, rate: float) -> FixedRate:
+        """The open-loop run at ``rate`` calls/s, judged by the objective."""
+        s = self.settings
+        self.progress(
+            f"{self.name}: fixed rate, {rate:g} calls/s for {s.steady_s:.0f} s "
+            f"(objective {s.objective_ms:g} ms)"
+        )
+        spec = FixedRateSpec(rate=rate, objective_ms=s.objective_ms, deadline_s=s.deadline_s)
+        load = self.load(s.steady_s, {"orders": s.orders, "inventory": s.inventory_start}, spec)
+        await load.start()
+        report = await load.result()
+        return FixedRate(
+            rate=rate,
+            objective_ms=s.objective_ms,
+            calls=report.calls,
+            dropped=report.dropped,
+            p50_ms=report.p50_ms,
+            p99_ms=report.p99_ms,
+            within_objective=report.within_objective or 0.0,
+            goodput_per_s=report.goodput_per_s,
+            timeouts=report.timeouts,
+            failures=report.failures,
+            status_counts=report.status_counts,
+            pods=self.window_cpu(report, s.steady_s),
+        )
+
+    async def events(self, steady: SteadyState, fixed_rate: FixedRate | None) -> ModeResult:
+        """The events run (scale-up, rollout, scale-down); with the steady runs, the
+        mode's whole result."""
         s = self.settings
         restart_budget = s.drain_delay_s + s.min_ready_s + 4.0
         duration = (
@@ -213,6 +325,7 @@ class ModeRun:
             + s.settle_s + s.settle_s * 2
         )  # fmt: skip
         load = self.load(duration, {"orders": s.orders, "inventory": s.inventory_scaled})
+        self.retries.begin(await self.retry_counts())
         started = time.time()
         await load.start()
         events: list[tuple[float, str, str]] = []
@@ -253,6 +366,8 @@ class ModeRun:
             assert self.tracker is not None
             await self.tracker.forget(self.endpoint("inventory", last))
             report = await load.result()
+            for pod, count in (await self.retry_counts()).items():
+                self.retries.process_ends(pod, count)
         finally:
             await load.kill()
         if report.timeline is None:
@@ -291,6 +406,13 @@ class ModeRun:
             # Rounded as the JSON holds them, so a result read back equals this one.
             events=tuple(Event(round(at(t), 3), kind, detail) for t, kind, detail in events),
             control_plane=self.mode.counters(),
+            fixed_rate=fixed_rate,
+            cpu_timeline=(
+                self.sampler.timeline(timeline.start_unix, started, time.time())
+                if s.limits is not None
+                else None
+            ),
+            retries=self.retries.totals(),
         )
 
 
@@ -298,14 +420,66 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+class Lab:
+    """A whole lab run: the database server the modes share, the offered rate (fixed
+    by the first mode unless given), and each mode in turn."""
+
+    def __init__(self, settings: LabSettings, progress: Progress) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.offered: OfferedRate | None = (
+            None if settings.rate is None else capacity.given(settings.rate)
+        )
+        self.postgres: PostgresServer | None = None
+
+    async def run(self, modes: list[str], machine: Machine | None = None) -> LabResults:
+        try:
+            measured = [await self.run_mode(name) for name in modes]
+        finally:
+            if self.postgres is not None:
+                await asyncio.to_thread(self.postgres.stop)
+        return LabResults(
+            modes=measured, settings=self.settings.to_json(), machine=machine, offered=self.offered
+        )
+
+    async def database_url(self, mode: str) -> str:
+        """A fresh database for ``mode``; "" (each service's SQLite file) for sqlite."""
+        if self.settings.database != "postgres":
+            return ""
+        if self.postgres is None:
+            self.progress("starting PostgreSQL")
+            self.postgres = await asyncio.to_thread(start_postgres)
+        name = "lab_" + mode.replace("-", "_")
+        return await asyncio.to_thread(self.postgres.create_database, name)
+
+    def offer(self, mode: str, steady: SteadyState) -> OfferedRate:
+        if self.offered is None:
+            s = self.settings
+            replicas = {"gateway": 1, "orders": s.orders, "inventory": s.inventory_start}
+            limits = {
+                service: limit.cpu_millis / 1000.0 for service, limit in (s.limits or {}).items()
+            }
+            self.offered = capacity.derive(
+                steady, s.steady_s, replicas, limits, s.load_factor, mode
+            )
+            self.progress(capacity.describe(self.offered, s.objective_ms))
+        return self.offered
+
+    async def run_mode(self, name: str) -> ModeResult:
+        """Everything the lab measures for one mode; every process stopped afterwards."""
+        run = ModeRun(name, self.settings, self.progress, await self.database_url(name))
+        try:
+            self.progress(f"{name}: starting ({run.mode.description})")
+            await run.start()
+            steady = await run.steady()
+            fixed = await run.fixed_rate(self.offer(name, steady).rate)
+            return await run.events(steady, fixed)
+        finally:
+            with contextlib.suppress(Exception):
+                await run.close()
+
+
 async def run_mode(name: str, settings: LabSettings, progress: Progress) -> ModeResult:
-    """Everything the lab measures for one mode; every process stopped afterwards."""
-    run = ModeRun(name, settings, progress)
-    try:
-        progress(f"{name}: starting ({run.mode.description})")
-        await run.start()
-        steady = await run.steady()
-        return await run.events(steady)
-    finally:
-        with contextlib.suppress(Exception):
-            await run.close()
+    """One mode on its own (its own database server, the rate derived from itself)."""
+    results = await Lab(settings, progress).run([name])
+    return results.modes[0]
