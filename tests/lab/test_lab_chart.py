@@ -11,9 +11,7 @@ can inject markup.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,19 @@ import pytest
 from shop.lab.page import render_html, write_page
 from shop.lab.results import LabResults
 
+from .page_probe import (
+    Structure,
+    baseline,
+    points,
+    rows_by_mode,
+    structure_of,
+    svgs_of,
+    y_ticks,
+)
+
 BUCKET_S = 0.5
 SCALE_UP_T = 2.0  # seconds; the new pod's first calls land in the bucket at 3.0
 NEW_POD = "inventory-2"
-VOID = {"meta", "link", "br", "hr", "img", "input"}
 
 
 def _bucket(t: float, inventory: dict[str, int], failures: int = 0) -> dict[str, Any]:
@@ -125,7 +132,7 @@ def page(results: LabResults) -> str:
 
 @pytest.fixture(scope="module")
 def svgs(page: str) -> list[ET.Element]:
-    return [ET.fromstring(s) for s in re.findall(r"<svg\b.*?</svg>", page, flags=re.S)]
+    return svgs_of(page)
 
 
 def _chart(svgs: list[ET.Element], mode: str, hop: str) -> ET.Element:
@@ -133,78 +140,18 @@ def _chart(svgs: list[ET.Element], mode: str, hop: str) -> ET.Element:
     return found
 
 
-def _points(polyline: ET.Element) -> list[tuple[float, float]]:
-    pairs = (p.split(",") for p in (polyline.get("points") or "").split())
-    return [(float(x), float(y)) for x, y in pairs]
-
-
 def _polyline(svg: ET.Element, pod: str) -> ET.Element:
     (found,) = [p for p in svg.iter("polyline") if p.get("data-pod") == pod]
     return found
 
 
-def _y_ticks(svg: ET.Element) -> dict[str, float]:
-    """Tick label -> y of the y-axis labels (right-aligned texts left of the plot)."""
-    return {
-        t.text or "": float(t.get("y") or "nan")
-        for t in svg.iter("text")
-        if t.get("text-anchor") == "end" and t.get("dy") == "4"
-    }
-
-
-def _baseline(svg: ET.Element) -> float:
-    (line,) = [e for e in svg.iter("line") if e.get("class") == "baseline"]
-    return float(line.get("y1") or "nan")
-
-
-class _Structure(HTMLParser):
-    """Records mismatched tags and the text of every table cell."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.stack: list[str] = []
-        self.errors: list[str] = []
-        self.rows: list[list[str]] = []
-        self.texts: list[str] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in VOID:
-            return
-        self.stack.append(tag)
-        if tag == "tr":
-            self.rows.append([])
-        if tag in ("td", "th"):
-            self._cell = []
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        pass
-
-    def handle_endtag(self, tag: str) -> None:
-        if not self.stack or self.stack[-1] != tag:
-            self.errors.append(f"</{tag}> closes {self.stack[-1:]}")
-            return
-        self.stack.pop()
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        self.texts.append(data)
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 @pytest.fixture(scope="module")
-def structure(page: str) -> _Structure:
-    parser = _Structure()
-    parser.feed(page)
-    parser.close()
-    return parser
+def structure(page: str) -> Structure:
+    return structure_of(page)
 
 
 def test_page_is_well_formed_html_with_one_chart_per_mode_and_hop(
-    page: str, structure: _Structure, svgs: list[ET.Element]
+    page: str, structure: Structure, svgs: list[ET.Element]
 ) -> None:
     assert page.startswith("<!DOCTYPE html>")
     assert structure.errors == []
@@ -227,11 +174,11 @@ def test_every_mode_and_pod_is_named(page: str, svgs: list[ET.Element]) -> None:
 
 
 def test_summary_table_has_a_row_per_mode_and_never_for_no_traffic(
-    structure: _Structure,
+    structure: Structure,
 ) -> None:
-    header, *rows = structure.rows
-    assert header[0] == "mode"
-    by_mode = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    (table,) = structure.tables  # no fixed-rate run in these results: no table of it
+    assert table[0][0] == "mode"
+    by_mode = rows_by_mode(table)
     assert list(by_mode) == ["headless", "clusterip"]
     clusterip = by_mode["clusterip"]
     assert clusterip["scale-up: first call on a new pod"] == "never"
@@ -248,13 +195,13 @@ def test_a_pod_without_calls_before_the_scale_up_starts_on_the_baseline(
     svgs: list[ET.Element],
 ) -> None:
     chart = _chart(svgs, "headless", "inventory")
-    baseline = _baseline(chart)
-    points = _points(_polyline(chart, NEW_POD))
-    assert len(points) == 12
+    floor = baseline(chart)
+    line = points(_polyline(chart, NEW_POD))
+    assert len(line) == 12
     first_served = int((SCALE_UP_T + 1.0) / BUCKET_S)
-    assert [y for _, y in points[:first_served]] == [baseline] * first_served
-    assert all(y < baseline for _, y in points[first_served:])
-    xs = [x for x, _ in points]
+    assert [y for _, y in line[:first_served]] == [floor] * first_served
+    assert all(y < floor for _, y in line[first_served:])
+    xs = [x for x, _ in line]
     assert xs == sorted(xs)
 
 
@@ -262,16 +209,16 @@ def test_lines_are_calls_per_second_on_a_y_scale_shared_by_the_modes(
     svgs: list[ET.Element],
 ) -> None:
     inventory = [_chart(svgs, m, "inventory") for m in ("headless", "clusterip")]
-    scales = [_y_ticks(svg) for svg in inventory]
+    scales = [y_ticks(svg) for svg in inventory]
     assert scales[0] == scales[1]
     # The busiest pod: 30 calls per 0.5 s bucket in clusterip, i.e. 60 calls/s.
     assert list(scales[0]) == ["0", "20", "40", "60"]
     y_0, y_60 = scales[0]["0"], scales[0]["60"]
-    assert _baseline(inventory[1]) == y_0
-    busiest = _points(_polyline(inventory[1], "inventory-0"))
+    assert baseline(inventory[1]) == y_0
+    busiest = points(_polyline(inventory[1], "inventory-0"))
     assert {y for _, y in busiest} == {y_60}
     per_s_40 = y_0 + (y_60 - y_0) * 40 / 60  # 20 calls per 0.5 s bucket
-    assert _points(_polyline(inventory[0], "inventory-0"))[0][1] == pytest.approx(per_s_40, abs=0.1)
+    assert points(_polyline(inventory[0], "inventory-0"))[0][1] == pytest.approx(per_s_40, abs=0.1)
 
 
 def test_a_pod_has_one_color_in_every_chart(svgs: list[ET.Element]) -> None:
@@ -304,11 +251,11 @@ def test_events_are_marked_and_labelled(svgs: list[ET.Element]) -> None:
                 assert label.text == kind
                 (line,) = group.iter("line")
                 assert line.get("stroke-dasharray")
-                assert float(line.get("y2") or "nan") == _baseline(chart)
+                assert float(line.get("y2") or "nan") == baseline(chart)
     # The scale-up line sits between the buckets at 1.5 s and 2.5 s (points at mid-bucket).
     chart = _chart(svgs, "headless", "inventory")
     (line,) = [e for e in chart.iter("line") if e.get("data-t") == "2"]
-    xs = [x for x, _ in _points(_polyline(chart, "inventory-0"))]
+    xs = [x for x, _ in points(_polyline(chart, "inventory-0"))]
     assert xs[3] < float(line.get("x1") or "nan") < xs[5]
 
 
@@ -316,20 +263,20 @@ def test_failures_are_drawn_only_where_calls_failed(svgs: list[ET.Element]) -> N
     failing = _chart(svgs, "clusterip", "inventory")
     bars = [r for g in failing.iter("g") if g.get("class") == "failures" for r in g.iter("rect")]
     assert len(bars) == 2
-    scale = _y_ticks(failing)
+    scale = y_ticks(failing)
     # 6 failures per 0.5 s bucket: 12 failures/s.
     expected_top = scale["0"] + (scale["60"] - scale["0"]) * 12 / 60
     assert [float(r.get("y") or "nan") for r in bars] == pytest.approx([expected_top] * 2, abs=0.1)
     # Each bar spans its bucket: centred on the lines' points for 2.5 s and 3.0 s.
     centres = [float(r.get("x") or "nan") + float(r.get("width") or "nan") / 2 for r in bars]
-    xs = [x for x, _ in _points(_polyline(failing, "inventory-0"))]
+    xs = [x for x, _ in points(_polyline(failing, "inventory-0"))]
     assert centres == pytest.approx([xs[5], xs[6]], abs=0.1)
     assert "failures/s (all calls)" in {t.text for t in failing.iter("text")}
     calm = _chart(svgs, "headless", "inventory")
     assert not [g for g in calm.iter("g") if g.get("class") == "failures"]
 
 
-def test_page_is_self_contained_and_escapes_text(page: str, structure: _Structure) -> None:
+def test_page_is_self_contained_and_escapes_text(page: str, structure: Structure) -> None:
     assert "http://" not in page
     assert "https://" not in page
     assert "<script" not in page.lower()
@@ -351,7 +298,7 @@ def test_a_mode_without_timeline_still_renders() -> None:
     empty["timeline"]["buckets"] = []
     empty["events"] = []
     page = render_html(LabResults.from_json({"settings": {}, "modes": {"empty": empty}}))
-    root = ET.fromstring(re.findall(r"<svg\b.*?</svg>", page, flags=re.S)[0])
+    root = svgs_of(page)[0]
     assert "no timeline recorded" in {t.text for t in root.iter("text")}
 
 

@@ -10,10 +10,15 @@ import pytest
 from shop.lab.svg import (
     NO_SWATCH,
     PALETTE,
+    RULE_DASH,
+    Axes,
     Legend,
     LegendEntry,
+    Linear,
     escape,
+    horizontal_rule,
     nice_step,
+    path,
     series_styles,
     ticks,
 )
@@ -52,3 +57,28 @@ def test_a_legend_wraps_onto_a_new_row_at_the_right_edge() -> None:
     text_only = Legend.flow([LegendEntry("+1 <quiet>", "#777", NO_SWATCH)], 0, 0, 500)
     svg = ET.fromstring("<svg>" + "".join(text_only.svg()) + "</svg>")
     assert [t.text for t in svg.iter("text")] == ["+1 <quiet>"]
+
+
+def test_a_path_leaves_gaps_between_runs_and_dots_a_lone_point() -> None:
+    line = ET.fromstring(path([[(0, 10), (5, 20)], [], [(9, 4)]], "#123456", "", "p <1>"))
+    assert line.get("d") == "M0.0,10.0 L5.0,20.0 M9.0,4.0 h0"
+    assert line.get("stroke-linecap") == "round"  # what makes the lone point's dot show
+    assert line.findtext("title") == "p <1>"
+
+
+def test_a_horizontal_rule_is_dashed_at_one_level() -> None:
+    rule = ET.fromstring(horizontal_rule(10, 90, 42.25, "#444", "limit", ' data-limit="1"'))
+    assert (rule.get("y1"), rule.get("y2")) == ("42.2", "42.2")
+    assert (rule.get("x1"), rule.get("x2")) == ("10.0", "90.0")
+    assert rule.get("stroke-dasharray") == RULE_DASH
+    assert rule.get("data-limit") == "1"
+
+
+def test_axes_over_a_shared_x_axis_leave_its_labels_to_the_panel_below() -> None:
+    x, y = Linear(0, 10, 50, 550), Linear(0, 1, 200, 20)
+    full = Axes(x, y, [0, 5, 10], [0, 1], "seconds", "cores")
+    stacked = Axes(x, y, [0, 5, 10], [0, 1], "seconds", "cores", x_labels=False)
+    texts = [ET.fromstring("<g>" + "".join(a.svg()) + "</g>").iter("text") for a in (full, stacked)]
+    labels = [{t.text for t in found} for found in texts]
+    assert {"5", "10", "seconds"} <= labels[0]
+    assert labels[1] == {"0", "1", "cores"}  # the y-axis's own, still

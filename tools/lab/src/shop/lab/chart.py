@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shop.lab import svg
-from shop.lab.results import Event, ModeResult
+from shop.lab.results import CpuSample, Event, ModeResult
 from shop.lab.svg import Legend, LegendEntry, Linear
 
 # The hop the lab scales up, rolls out and scales down.
@@ -45,11 +45,26 @@ def pods(mode: ModeResult, hop: str) -> set[str]:
     return found
 
 
+def service_of(pod: str) -> str:
+    """``inventory`` for ``inventory-2``: pods are named after their service."""
+    return pod.rpartition("-")[0]
+
+
+def cpu_samples(mode: ModeResult, service: str) -> dict[str, tuple[CpuSample, ...]]:
+    """The CPU samples of a service's pods; none when the pods had no cgroups."""
+    if mode.cpu_timeline is None:
+        return {}
+    return {pod: xs for pod, xs in mode.cpu_timeline.pods.items() if service_of(pod) == service}
+
+
 def end_s(mode: ModeResult) -> float:
-    """Where the mode's x-axis must reach: its last bucket's end or last event."""
+    """Where the mode's x-axis must reach: its last bucket's end, last event or last CPU
+    sample's end (the CPU charts share the calls/s charts' x-axis)."""
     buckets, size = mode.timeline.buckets, mode.timeline.bucket_s
     last = buckets[-1].t + size if buckets else 0.0
-    return max([last, *(event.t for event in mode.events)])
+    cpu = mode.cpu_timeline
+    ends = [xs[-1].t + cpu.interval_s for xs in cpu.pods.values() if xs] if cpu else []
+    return max([last, *ends, *(event.t for event in mode.events)])
 
 
 def sorted_events(mode: ModeResult) -> list[Event]:
@@ -105,7 +120,11 @@ def frame_for(
         x_end=x_end,
         y_ticks=svg.ticks(max(peak_rate(modes, hop, show_failures), 1.0)),
         x_ticks=[t for t in svg.ticks(x_end, 10) if t <= x_end + 1e-9],
-        styles=svg.series_styles(pod for mode in modes for pod in pods(mode, hop)),
+        # Pods with CPU samples too, so a pod has one color in its hop's calls/s and
+        # CPU charts even if it never served a call.
+        styles=svg.series_styles(
+            pod for mode in modes for pod in pods(mode, hop) | set(cpu_samples(mode, hop))
+        ),
         show_failures=show_failures,
     )
 
@@ -161,7 +180,19 @@ def _marker_rows(found: Sequence[Marker], x: Linear) -> list[int]:
     return rows
 
 
-def _events_svg(events: Sequence[Event], x: Linear, top: float, bottom: float) -> list[str]:
+def event_rows(events: Sequence[Event], x: Linear) -> int:
+    """Rows of event labels above a plot."""
+    return max(_marker_rows(markers(events, x), x), default=-1) + 1
+
+
+def plot_top(legend: Legend, events: Sequence[Event], x: Linear) -> float:
+    """Where a plot starts: below the title's legend rows and the event labels' rows."""
+    return legend.rows * svg.LEGEND_ROW + event_rows(events, x) * EVENT_ROW + 14
+
+
+def events_svg(events: Sequence[Event], x: Linear, top: float, bottom: float) -> list[str]:
+    """Each event (sorted by time) a dashed rule from ``top`` to ``bottom``, labelled
+    above ``top``."""
     out = ['<g class="events">']
     found = markers(events, x)
     for marker, row in zip(found, _marker_rows(found, x), strict=True):
@@ -216,6 +247,21 @@ def _silent_pods(mode: ModeResult, hop: str) -> int:
     return max(0, mode.scale_up.end - len(pods(mode, hop)))
 
 
+def legend_start(title: str) -> float:
+    """Where legend entries start: after the chart's title, on its row."""
+    return MARGIN_LEFT + svg.text_width(title, svg.FONT + 1) + 24
+
+
+def title_svg(title: str) -> str:
+    return svg.text(MARGIN_LEFT, 14, title, svg.FONT + 1, ' font-weight="600"')
+
+
+def centred_note(x: Linear, top: float, bottom: float, message: str) -> str:
+    """A note in the middle of an empty plot, saying why it is empty."""
+    centre = ((x.r0 + x.r1) / 2, (top + bottom) / 2)
+    return svg.text(*centre, message, svg.FONT, ' text-anchor="middle"')
+
+
 def _legend(mode: ModeResult, frame: Frame, title: str, failures: bool) -> Legend:
     entries = [
         LegendEntry(pod, *frame.styles[pod])
@@ -228,8 +274,7 @@ def _legend(mode: ModeResult, frame: Frame, title: str, failures: bool) -> Legen
         label = f"+{silent} scaled-up pod(s) with no calls"
         entries.append(LegendEntry(label, MUTED_COLOR, svg.NO_SWATCH))
     # Entries flow after the chart title and wrap onto more rows when needed.
-    start = MARGIN_LEFT + svg.text_width(title, svg.FONT + 1) + 24
-    return Legend.flow(entries, start, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    return Legend.flow(entries, legend_start(title), MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
 
 
 def chart_svg(mode: ModeResult, frame: Frame) -> str:
@@ -240,8 +285,7 @@ def chart_svg(mode: ModeResult, frame: Frame) -> str:
     legend = _legend(mode, frame, title, failures)
     events = sorted_events(mode)
     x = Linear(0.0, frame.x_end, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
-    event_rows = max(_marker_rows(markers(events, x), x), default=-1) + 1
-    top = legend.rows * svg.LEGEND_ROW + event_rows * EVENT_ROW + 14
+    top = plot_top(legend, events, x)
     bottom = top + frame.plot_height
     height = bottom + MARGIN_BOTTOM
     y = Linear(0.0, frame.y_ticks[-1], bottom, top)
@@ -257,16 +301,14 @@ def chart_svg(mode: ModeResult, frame: Frame) -> str:
         f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
         f'role="img" data-mode="{svg.escape(mode.name)}" data-hop="{svg.escape(frame.hop)}">',
         f"<title>{svg.escape(f'{mode.name}: {title}')}</title>",
-        svg.text(MARGIN_LEFT, 14, title, svg.FONT + 1, ' font-weight="600"'),
+        title_svg(title),
         *legend.svg(),
         *axes.svg(),
         *(_failures_svg(mode, x, y) if failures else []),
         *_series_svg(mode, frame, x, y),
-        *_events_svg(events, x, top, bottom),
+        *events_svg(events, x, top, bottom),
     ]
     if not buckets:
-        middle = ' text-anchor="middle"'
-        centre = ((x.r0 + x.r1) / 2, (top + bottom) / 2)
-        parts.append(svg.text(*centre, "no timeline recorded", svg.FONT, middle))
+        parts.append(centred_note(x, top, bottom, "no timeline recorded"))
     parts.append("</svg>")
     return "\n".join(parts)

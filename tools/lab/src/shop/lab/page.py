@@ -1,8 +1,12 @@
 """The balancing lab's results as one self-contained HTML page: a table and charts.
 
 ``shop lab`` runs one workload in each balancing mode and records, per time bucket,
-the calls every pod served. The page puts a summary table of every mode first, then
-a section per mode with its charts (``shop.lab.chart``).
+the calls every pod served, and per interval the CPU each pod used. The page puts a
+summary table of every mode first, then the fixed-rate run's table with how its rate
+was chosen (``shop.lab.rate_table``), then a section per mode with its charts: calls/s
+per pod of each hop (``shop.lab.chart``), each followed by the CPU and throttling of
+the same pods (``shop.lab.cpu_chart``). A run without cgroups or an older
+``lab.json`` has no CPU or fixed-rate figures, and the page leaves them out.
 
 The page is one file with inline CSS and inline SVG, built with the standard library
 only: no server to run, no JavaScript (neither a charting library nor a CDN link), no
@@ -18,7 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shop.lab.cells import Cell, amount, num, table
 from shop.lab.chart import Frame, chart_svg, frame_for
+from shop.lab.cpu_chart import CpuFrame, cpu_chart_svg, cpu_frame_for
+from shop.lab.rate_table import NOTES as RATE_NOTES
+from shop.lab.rate_table import rate_sentence, rate_table
 from shop.lab.results import LabResults, ModeResult, PhaseCalls
 from shop.lab.svg import escape
 
@@ -38,6 +46,8 @@ main { max-width: 1080px; margin: 0 auto; padding: 24px 20px 48px; }
 h1 { font-size: 24px; margin: 0 0 4px; }
 h2 { font-size: 19px; margin: 0 0 2px; }
 .lede { margin: 0 0 12px; color: #444; }
+.offered { margin: 0 0 12px; color: #333; }
+.caption { margin: 0 0 6px; font-weight: 600; }
 .settings { margin: 0 0 16px; color: #666; font-size: 12px; }
 .settings code { background: #eee; padding: 1px 4px; border-radius: 3px; margin-right: 4px;
   display: inline-block; margin-bottom: 3px; }
@@ -60,12 +70,6 @@ svg { display: block; width: 100%; height: auto; }
 svg text { font-family: system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial,
   sans-serif; fill: #333; }
 """
-
-
-def _num(value: float | None, digits: int) -> str:
-    if value is None:
-        return "-"
-    return f"{float(value):,.{digits}f}"
 
 
 def _seconds(value: float | None) -> tuple[str, str]:
@@ -92,10 +96,24 @@ SUMMARY_COLUMNS = (
     "scale-up: 80% fair share",
     "rollout failed / calls",
     "scale-down failed / calls",
+    "retries (events run)",
+)
+RETRIES_TIP = (
+    "attempts that reached the servers as retries during the events run: failures a "
+    "retry hid from the caller"
 )
 
 
-def _summary_cells(index: int, mode: ModeResult) -> list[tuple[str, str, str]]:
+def _retries(mode: ModeResult) -> Cell:
+    """Retries per service, ``inventory 3 · orders 0``; "-" when not counted (an older
+    lab.json)."""
+    if not mode.retries:
+        return "-", "", RETRIES_TIP
+    text = " · ".join(f"{service} {n:,}" for service, n in sorted(mode.retries.items()))
+    return escape(text), "", RETRIES_TIP
+
+
+def _summary_cells(index: int, mode: ModeResult) -> list[Cell]:
     """(html, class, tooltip) per column of one mode's row."""
     steady, scale_up = mode.steady, mode.scale_up
     scaled = f"inventory {scale_up.start} → {scale_up.end} pods, "
@@ -106,34 +124,22 @@ def _summary_cells(index: int, mode: ModeResult) -> list[tuple[str, str, str]]:
     down, down_class = _failed_of(mode.scale_down)
     return [
         (f'<a href="#mode-{index}">{escape(mode.name)}</a>', "", mode.description),
-        (_num(steady.calls_per_s, 0), "", ""),
-        (_num(steady.p50_ms, 2), "", ""),
-        (_num(steady.p99_ms, 2), "", ""),
-        (_num(steady.imbalance["inventory"], 2), "", "busiest pod's share / mean share"),
-        (_num(steady.cpu_s_per_1000_calls, 2), "", ""),
+        (num(steady.calls_per_s, 0), "", ""),
+        (num(steady.p50_ms, 2), "", ""),
+        (num(steady.p99_ms, 2), "", ""),
+        (num(steady.imbalance["inventory"], 2), "", "busiest pod's share / mean share"),
+        (num(steady.cpu_s_per_1000_calls, 2), "", ""),
         (escape(first), first_class, scaled + window),
         (escape(fair), fair_class, scaled + window),
         (escape(rollout), rollout_class, ""),
         (escape(down), down_class, ""),
+        _retries(mode),
     ]
-
-
-def _cell(content: str, css_class: str, tooltip: str) -> str:
-    attrs = f' class="{css_class}"' if css_class else ""
-    attrs += f' title="{escape(tooltip)}"' if tooltip else ""
-    return f"<td{attrs}>{content}</td>"
 
 
 def summary_table(modes: Sequence[ModeResult]) -> str:
-    head = "".join(f'<th scope="col">{escape(c)}</th>' for c in SUMMARY_COLUMNS)
-    rows = [
-        "<tr>" + "".join(_cell(*cell) for cell in _summary_cells(i, mode)) + "</tr>"
-        for i, mode in enumerate(modes)
-    ]
-    return (
-        f'<table class="summary"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
+    rows = [_summary_cells(i, mode) for i, mode in enumerate(modes)]
+    return table(SUMMARY_COLUMNS, rows, "summary")
 
 
 NOTES = (
@@ -141,8 +147,25 @@ NOTES = (
     "pod's share of calls / the mean share (1.00 is even). Scale-up: seconds from the "
     "scale-up until a new pod served its first call, and until the new pods got 80% of "
     "a fair share; never: not within the window watched. Rollout and scale-down: calls "
-    "that failed while pods were restarted or removed, of all calls in that phase."
+    "that failed while pods were restarted or removed, of all calls in that phase. "
+    "Retries: attempts the servers saw arrive as retries over the events run."
 )
+
+
+def _rates(modes: Sequence[ModeResult]) -> str:
+    """The fixed-rate table and its notes; nothing when no mode ran at a fixed rate."""
+    found = rate_table(modes)
+    if found is None:
+        return ""
+    return (
+        f'<p class="caption">At a fixed rate</p>\n{found}\n'
+        f'<p class="notes">{escape(RATE_NOTES)}</p>\n'
+    )
+
+
+def _offered(results: LabResults) -> str:
+    sentence = rate_sentence(results)
+    return "" if sentence is None else f'<p class="offered">{sentence}</p>\n'
 
 
 def _settings(settings: Mapping[str, Any]) -> str:
@@ -163,18 +186,47 @@ def _facts(mode: ModeResult) -> str:
     first, _ = _seconds(scale_up.first_traffic_s)
     fair, _ = _seconds(scale_up.fair_share_s)
     facts = (
-        f"<b>steady</b> {_num(steady.calls_per_s, 0)} calls/s, "
-        f"p99 {_num(steady.p99_ms, 2)} ms, {steady.failures:,} failed · "
+        f"<b>steady</b> {num(steady.calls_per_s, 0)} calls/s, "
+        f"p99 {num(steady.p99_ms, 2)} ms, {steady.failures:,} failed · "
         f"<b>scale-up {escape(scale_up.start)} → {escape(scale_up.end)}</b> "
         f"first call {escape(first)}, 80% fair share {escape(fair)} · "
         f"<b>rollout</b> {escape(_failed_of(mode.rollout)[0])} failed · "
         f"<b>scale-down</b> {escape(_failed_of(mode.scale_down)[0])} failed"
     )
+    run = mode.fixed_rate
+    if run is not None:
+        facts += (
+            f" · <b>fixed rate</b> {amount(run.rate)} calls/s, p99 {num(run.p99_ms, 2)} ms, "
+            f"{run.within_objective:.1%} within {run.objective_ms:g} ms"
+        )
     return f'<p class="facts">{facts}</p>'
 
 
-def mode_section(index: int, mode: ModeResult, frames: Sequence[Frame]) -> str:
-    charts = "\n".join(f"<figure>{chart_svg(mode, frame)}</figure>" for frame in frames)
+NO_CPU = "No per-pod CPU was recorded in this mode: its pods ran without cgroups."
+
+
+def _figures(mode: ModeResult, frame: Frame, cpu: CpuFrame | None) -> list[str]:
+    """The hop's calls/s chart, then the CPU of the same pods right under it."""
+    figures = [chart_svg(mode, frame)]
+    if cpu is not None and mode.cpu_timeline is not None:
+        figures.append(cpu_chart_svg(mode, cpu))
+    return [f"<figure>{figure}</figure>" for figure in figures]
+
+
+def mode_section(
+    index: int,
+    mode: ModeResult,
+    frames: Sequence[Frame],
+    cpu_frames: Sequence[CpuFrame | None],
+) -> str:
+    """A mode's heading, facts and charts; ``cpu_frames`` pairs with ``frames`` (None:
+    no mode sampled that hop's pods)."""
+    pairs = zip(frames, cpu_frames, strict=True)
+    figures = [figure for frame, cpu in pairs for figure in _figures(mode, frame, cpu)]
+    # Other modes have CPU charts and this one has none: say why, not leave a hole.
+    if any(cpu_frames) and mode.cpu_timeline is None:
+        figures.append(f'<p class="notes">{escape(NO_CPU)}</p>')
+    charts = "\n".join(figures)
     description = (
         f'<p class="description">{escape(mode.description)}</p>' if mode.description else ""
     )
@@ -194,15 +246,18 @@ def render_html(results: LabResults) -> str:
         frame_for(modes, hop, height, show_failures=(i == 0))
         for i, (hop, height) in enumerate(HOPS)
     ]
-    sections = "\n".join(mode_section(i, mode, frames) for i, mode in enumerate(modes))
+    cpu_frames = [cpu_frame_for(modes, frame) for frame in frames]
+    sections = "\n".join(mode_section(i, mode, frames, cpu_frames) for i, mode in enumerate(modes))
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{escape(TITLE)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
         f'<h1>{escape(TITLE)}</h1>\n<p class="lede">{escape(LEDE)}</p>\n'
+        f"{_offered(results)}"
         f"{_settings(results.settings)}\n"
         f"{summary_table(modes)}\n"
         f'<p class="notes">{escape(NOTES)}</p>\n'
+        f"{_rates(modes)}"
         f"{sections}\n</main>\n</body>\n</html>\n"
     )
 

@@ -34,6 +34,8 @@ GRID_COLOR = "#e6e6e6"
 FONT = 12
 SMALL_FONT = 11
 LEGEND_ROW = 20
+# Dashes of a rule (an event's moment, a limit's level), unlike any series' pattern.
+RULE_DASH = "5 4"
 # Rough advance of one character of the sans-serif font, per unit of font size.
 CHAR_WIDTH = 0.6
 
@@ -140,11 +142,47 @@ def bar(left: float, right: float, top: float, bottom: float, color: str, title:
     )
 
 
+def path(
+    runs: Iterable[Sequence[tuple[float, float]]],
+    color: str,
+    dash: str,
+    title: str,
+    data: str = "",
+) -> str:
+    """One series as runs of points (pixels), with gaps between the runs where it has
+    no data: a polyline would join across a gap and draw values nobody measured. A run
+    of one point shows as a dot (a zero-length stroke with round caps)."""
+    commands: list[str] = []
+    for run in runs:
+        if not run:
+            continue
+        (x0, y0), *rest = run
+        commands.append(f"M{coord(x0)},{coord(y0)}")
+        commands.extend(f"L{coord(x)},{coord(y)}" for x, y in rest)
+        if not rest:
+            commands.append("h0")
+    return (
+        f'<path{data} d="{" ".join(commands)}" stroke="{color}" stroke-linecap="round"'
+        f"{dash_attr(dash)}><title>{escape(title)}</title></path>"
+    )
+
+
+def horizontal_rule(
+    left: float, right: float, y: float, color: str, title: str, data: str = ""
+) -> str:
+    """A dashed horizontal line marking a level, e.g. a limit."""
+    return (
+        f'<line{data} x1="{coord(left)}" y1="{coord(y)}" x2="{coord(right)}" y2="{coord(y)}" '
+        f'stroke="{color}" stroke-dasharray="{RULE_DASH}" stroke-width="1.2">'
+        f"<title>{escape(title)}</title></line>"
+    )
+
+
 def vertical_rule(x: float, top: float, bottom: float, color: str, title: str, data: str) -> str:
     """A dashed vertical line marking a moment."""
     return (
         f'<line{data} x1="{coord(x)}" y1="{coord(top)}" x2="{coord(x)}" y2="{coord(bottom)}" '
-        f'stroke="{color}" stroke-dasharray="5 4" stroke-width="1.2">'
+        f'stroke="{color}" stroke-dasharray="{RULE_DASH}" stroke-width="1.2">'
         f"<title>{escape(title)}</title></line>"
     )
 
@@ -166,6 +204,9 @@ class Axes:
     y_ticks: Sequence[float]
     x_title: str
     y_title: str
+    # False for a panel stacked over another that shares its x-axis: tick marks only,
+    # the labels and title once, under the lowest panel.
+    x_labels: bool = True
 
     def svg(self) -> list[str]:
         left, right = self.x.r0, self.x.r1
@@ -188,8 +229,10 @@ class Axes:
                 f'<line x1="{px}" y1="{coord(bottom)}" x2="{px}" y2="{coord(bottom + 4)}" '
                 f'stroke="{AXIS_COLOR}"/>'
             )
-            label = tick_label(value)
-            out.append(text(self.x(value), bottom + 17, label, SMALL_FONT, ' text-anchor="middle"'))
+            if self.x_labels:
+                label = tick_label(value)
+                middle = ' text-anchor="middle"'
+                out.append(text(self.x(value), bottom + 17, label, SMALL_FONT, middle))
         out.append(
             f'<line class="baseline" x1="{coord(left)}" y1="{coord(bottom)}" '
             f'x2="{coord(right)}" y2="{coord(bottom)}" stroke="{AXIS_COLOR}"/>'
@@ -203,7 +246,8 @@ class Axes:
             f'<text x="16" y="{middle}" font-size="{SMALL_FONT}" text-anchor="middle" '
             f'transform="rotate(-90 16 {middle})">{escape(self.y_title)}</text>'
         )
-        out.append(text(right, bottom + 33, self.x_title, SMALL_FONT, ' text-anchor="end"'))
+        if self.x_labels:
+            out.append(text(right, bottom + 33, self.x_title, SMALL_FONT, ' text-anchor="end"'))
         out.append("</g>")
         return out
 
