@@ -17,11 +17,22 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from shop.lab.results import CpuSample, CpuTimeline, PodCpu
-from shop.local.cgroups import CpuStat, PodCgroup
+from shop.local.cgroups import CpuStat, PodLimits
 
-PodCgroups = Callable[[], Mapping[str, PodCgroup]]
+
+class CpuCounters(Protocol):
+    """What the sampler reads of a pod's cgroup (``shop.local.cgroups.PodCgroup``)."""
+
+    @property
+    def limits(self) -> PodLimits: ...
+
+    def cpu_stat(self) -> CpuStat: ...
+
+
+PodCgroups = Callable[[], Mapping[str, CpuCounters]]
 
 
 @dataclass(frozen=True)
