@@ -5,6 +5,9 @@ same address, after a back-off that doubles with each restart (CrashLoopBackOff)
 Ctrl-C (or SIGTERM) stops the shop once: one SIGTERM to each replica, front first,
 each drains and exits 0. A second Ctrl-C during the drain is passed on, and the
 replicas then exit at once without draining.
+
+With ``--limits`` each pod runs in a cgroup with the chart's CPU and memory limits
+(``--cpu-limit`` changes a service's CPU), enforced as the kubelet enforces them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import queue
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,6 +29,7 @@ from rich.table import Table
 from shop.cli.interrupts import STOP_SIGNALS, signals_handled_by
 from shop.cli.options import add_cluster_arguments, positive_float
 from shop.local.addresses import AddressPlan
+from shop.local.cgroups import CHART_LIMITS, CgroupsUnavailable, PodLimits
 from shop.local.cluster import ClusterError, ClusterSpec, LocalCluster, Replica, health_serving
 from shop.local.prometheus import PrometheusServer, PrometheusUnavailable, start_prometheus
 from shop.local.supervisor import Backoff, ReplicaExited, ReplicaRestarted, SupervisorEvent
@@ -53,6 +57,29 @@ def add_parser(subparsers: Any) -> None:
         metavar="DIR",
         help="the Prometheus rule files (*.yaml) to load with --prometheus: the chart's, "
         "relative to the repository root by default (default: %(default)s)",
+    )
+    limits = parser.add_argument_group(
+        "limits",
+        "Pods with the chart's resources.limits, enforced with a cgroup per pod as the "
+        "kubelet does: a pod over its CPU quota is throttled until the next 100 ms "
+        "period, one over its memory limit is OOM-killed (and restarted). Needs root "
+        "(cgroup v1 cpu, cpuacct and memory, or cgroup2 with cpu and memory).",
+    )
+    limits.add_argument(
+        "--limits",
+        action="store_true",
+        help="run each pod with the chart's CPU and memory limits ("
+        + "; ".join(f"{service} {limit.describe()}" for service, limit in CHART_LIMITS.items())
+        + ")",
+    )
+    limits.add_argument(
+        "--cpu-limit",
+        type=cpu_limit,
+        action="append",
+        default=[],
+        metavar="SERVICE=QUANTITY",
+        help="this CPU limit for a service instead of the chart's, e.g. orders=500m or "
+        "gateway=1; repeatable; implies --limits",
     )
     restarts = parser.add_argument_group(
         "restarts",
@@ -91,6 +118,30 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def cpu_limit(raw: str) -> tuple[str, int]:
+    """``--cpu-limit SERVICE=QUANTITY`` -> (service, millicores)."""
+    service, equals, quantity = raw.partition("=")
+    if not equals or service not in CHART_LIMITS:
+        raise argparse.ArgumentTypeError(
+            f"expected SERVICE=QUANTITY with SERVICE one of {', '.join(CHART_LIMITS)}, got {raw!r}"
+        )
+    try:
+        return service, PodLimits.parse_cpu(quantity)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def limits_from_args(args: argparse.Namespace) -> Mapping[str, PodLimits] | None:
+    """The chart's limits with ``--cpu-limit`` applied; None without either flag."""
+    overrides: dict[str, int] = dict(args.cpu_limit)
+    if not args.limits and not overrides:
+        return None
+    return {
+        service: PodLimits(overrides.get(service, chart.cpu_millis), chart.memory_mib)
+        for service, chart in CHART_LIMITS.items()
+    }
+
+
 def rule_files(rules_dir: Path) -> list[Path]:
     """The rule files in ``--rules``; an installed command cannot know where a checkout
     is, so a directory without any is an error naming the flag, not an empty Prometheus."""
@@ -116,6 +167,7 @@ def spec_from_args(args: argparse.Namespace) -> ClusterSpec:
         ),
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
+        limits=limits_from_args(args),
     )
 
 
@@ -127,17 +179,22 @@ def backoff_from_args(args: argparse.Namespace) -> Backoff | None:
 
 def print_replicas(console: Console, cluster: LocalCluster) -> None:
     table = Table(title="grpc-shop replicas")
-    for column in ("pod", "gRPC", "metrics", "pid", "restarts"):
+    limits = cluster.spec.limits
+    for column in ("pod", "gRPC", "metrics", "pid", "restarts", *(["limits"] if limits else [])):
         table.add_column(column)
     for replica in cluster.replicas:
         pid = str(replica.process.pid) if replica.process else "-"
-        table.add_row(
+        row = [
             replica.pod,
             replica.grpc_addr,
             f"http://{replica.metrics_addr}/metrics",
             pid,
             str(replica.restarts),
-        )
+        ]
+        if limits:
+            limit = limits.get(replica.service)
+            row.append(limit.describe() if limit else "none")
+        table.add_row(*row)
     console.print(table)
 
 
@@ -268,6 +325,9 @@ def run_until_stopped(
     except (ClusterError, PrometheusUnavailable) as error:
         print(f"shop up: {error}", file=sys.stderr)
         return 1
+    except CgroupsUnavailable as error:
+        print(f"shop up: --limits: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
@@ -279,4 +339,5 @@ def run_until_stopped(
             down = {r.pod for r in cluster.replicas if not r.alive()}
             with console.status("stopping (drain, then graceful stop)..."):
                 codes = cluster.stop()
-        report_stop(console, codes, down)
+        if codes:  # nothing to report when nothing started (a failed preflight)
+            report_stop(console, codes, down)

@@ -8,6 +8,9 @@ Each replica runs in its own session, as a container does: a terminal's Ctrl-C
 reaches only the command that owns the cluster, which then stops the replicas with
 one SIGTERM each, in order. On request (``restart=``) replicas that exit unasked
 are restarted with back-off (see ``shop.local.supervisor``).
+
+With ``ClusterSpec.limits`` each pod runs in a cgroup of its own with the chart's CPU
+and memory limits, as the kubelet runs it (see ``shop.local.cgroups``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shop.credentials import LocalCredentials, ensure_credentials
 from shop.local.addresses import AddressPlan, address_in_use
+from shop.local.cgroups import PodCgroup, PodCgroups, PodLimits
 from shop.local.lifecycle import StartStop
 from shop.local.logs import log_tail
 from shop.local.supervisor import Backoff, Supervisor, SupervisorEvent
@@ -111,6 +115,10 @@ class ClusterSpec:
     # Per-replica overrides, last: (service, index) -> env, e.g. a target pointing at
     # the replica's own sidecar proxy.
     replica_env: Callable[[str, int], Mapping[str, str]] | None = None
+    # Per-service CPU and memory limits, enforced with a cgroup per pod (e.g. the
+    # chart's, shop.local.cgroups.CHART_LIMITS); a service not named runs unlimited.
+    # None: no cgroups at all, and no need for root.
+    limits: Mapping[str, PodLimits] | None = None
 
 
 class LocalCluster(StartStop):
@@ -131,6 +139,8 @@ class LocalCluster(StartStop):
         # supervisor never acts on a replica half-way through a caller's change.
         self.lock = threading.RLock()
         self.supervisor = None if restart is None else Supervisor(self, restart, on_restart)
+        # Made at the first replica start with limits, removed by stop().
+        self.pod_cgroups: PodCgroups | None = None
 
     # --- addresses ---------------------------------------------------------------------
 
@@ -223,6 +233,9 @@ class LocalCluster(StartStop):
     def start_replica(self, service: str, index: int) -> Replica:
         plan = self.spec.plan
         with self.lock:
+            # Before the process: a pod that cannot get its limits must not run
+            # without them (CgroupsUnavailable, at the first replica).
+            cgroup = self._pod_cgroup(service, index)
             existing = next(
                 (r for r in self.replicas if r.service == service and r.index == index), None
             )
@@ -238,7 +251,22 @@ class LocalCluster(StartStop):
             )
             if existing is None:
                 self.replicas.append(replica)
+            if cgroup is not None:
+                place_in(cgroup, replica)
             return replica
+
+    def _pod_cgroup(self, service: str, index: int) -> PodCgroup | None:
+        limits = self.spec.limits
+        if limits is None or service not in limits:
+            return None
+        if self.pod_cgroups is None:
+            self.pod_cgroups = PodCgroups.create("shop")
+        # The same group for a restarted replica: its counters go on, as a pod's do.
+        return self.pod_cgroups.pod(f"{service}-{index}", limits[service])
+
+    def cgroup(self, pod: str) -> PodCgroup | None:
+        """The pod's cgroup (CPU and memory counters), None without limits."""
+        return None if self.pod_cgroups is None else self.pod_cgroups.get(pod)
 
     def wait_ready(
         self, timeout_s: float = 60.0, service: str | None = None, replica: Replica | None = None
@@ -273,11 +301,43 @@ class LocalCluster(StartStop):
     def stop(self, timeout_s: float | None = None) -> dict[str, int | None]:
         """SIGTERM to everyone (front first), then SIGKILL whoever outlives the grace."""
         budget = timeout_s or (self.spec.drain_delay_s + self.spec.shutdown_grace_s + 10)
-        if self.supervisor is not None:
-            self.supervisor.close()  # first: a stopped replica must stay stopped
-        with self.lock:
-            front_first = [r for service in reversed(SERVICES) for r in self.replicas_of(service)]
-        return stop_replicas(front_first, budget)
+        try:
+            if self.supervisor is not None:
+                self.supervisor.close()  # first: a stopped replica must stay stopped
+            with self.lock:
+                front_first = [
+                    r for service in reversed(SERVICES) for r in self.replicas_of(service)
+                ]
+            return stop_replicas(front_first, budget)
+        finally:
+            # Last, whatever happened above: the replicas are gone (or are killed
+            # now, with anything they started), and the groups are removed.
+            with self.lock:
+                if self.pod_cgroups is not None:
+                    self.pod_cgroups.close()
+                    self.pod_cgroups = None
+
+
+def place_in(cgroup: PodCgroup, replica: Replica) -> None:
+    """Moves a just-spawned replica into its pod's cgroup.
+
+    Right after the spawn: Python's start-up has barely begun, and writing the pid to
+    cgroup.procs moves the whole process (every thread, and any child it starts
+    later). The few pages it touched before stay charged to our own memory group; all
+    it allocates from here on counts against the pod's limit. A replica the group
+    cannot take is killed, and the OSError raised: it must not run without its limits
+    (the supervisor counts that as a failed start, as it does a failed spawn)."""
+    assert replica.process is not None
+    try:
+        cgroup.add(replica.process.pid)
+    except ProcessLookupError:
+        if replica.process.poll() is None:
+            raise
+        # Exited already: the supervisor or wait_serving reports it with its log.
+    except OSError:
+        replica.process.kill()
+        replica.process.wait()
+        raise
 
 
 def stop_replicas(replicas: list[Replica], timeout_s: float) -> dict[str, int | None]:
