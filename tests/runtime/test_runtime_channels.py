@@ -39,7 +39,7 @@ def test_round_robin_with_health_check_and_retries() -> None:
         "initialBackoff": "0.05s",
         "maxBackoff": "1s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
+        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
     }
     # gRFC A6 throttling: in an outage retries stop once most attempts fail.
     assert document["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
@@ -77,7 +77,10 @@ def test_xds_target_leaves_balancing_to_the_control_plane(lb_policy: str) -> Non
     assert "loadBalancingConfig" not in document
     assert "healthCheckConfig" not in document
     # Retries still apply: they are per method, not part of balancing.
-    assert document["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert document["methodConfig"][0]["retryPolicy"]["retryableStatusCodes"] == [
+        "UNAVAILABLE",
+        "CANCELLED",
+    ]
 
 
 def test_channel_options() -> None:

@@ -3,12 +3,14 @@
 The service config carries the load-balancing policy, client-side health checking
 (round_robin then skips a backend as soon as its health service says NOT_SERVING,
 which is what lets a draining replica leave without failed calls) and a retry
-policy for UNAVAILABLE. Retries are safe because every mutating call in the shop is
-idempotent (reservation ids, idempotency keys).
+policy for UNAVAILABLE and CANCELLED (:data:`RETRYABLE_STATUS_CODES` says why
+CANCELLED). Retries are safe because every mutating call in the shop is idempotent
+(reservation ids, idempotency keys).
 
 Retries happen at one hop only: the channel that met the failure retries it, and a
-server passing a downstream UNAVAILABLE up sends ``grpc-retry-pushback-ms: -1``
-(``shop.runtime.errors.abort_with``) so the channel above does not retry it again.
+server passing a downstream UNAVAILABLE or CANCELLED up sends
+``grpc-retry-pushback-ms: -1`` (``shop.runtime.errors.abort_with``) so the channel
+above does not retry it again.
 Retry throttling (gRFC A6) stops retries altogether while most attempts to a target
 fail, so an outage costs each call one attempt, not ``maxAttempts``.
 """
@@ -23,10 +25,41 @@ import grpc
 from opentelemetry import trace
 
 from shop.runtime.config import ChannelConfig
+from shop.runtime.errors import RETRYABLE_CODES
 from shop.runtime.interceptors import StreamClientInterceptor, UnaryClientInterceptor
 from shop.runtime.metrics import RpcMetrics
 
 RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
+
+# The retry policy's codes, ``shop.runtime.errors.RETRYABLE_CODES``:
+#
+# UNAVAILABLE: the callee could not be reached or had no healthy replica.
+#
+# CANCELLED: a replica that stops answers CANCELLED to the calls that had reached it
+# but not yet a handler. grpc.aio takes calls off gRPC core's pending queue one at a
+# time on the event loop, so a busy replica has some waiting there, and
+# ``server.stop()`` kills that queue before it sends GOAWAY
+# (https://github.com/grpc/grpc/issues/41785). The drain cannot prevent it for every
+# client: a pick_first channel through an L4 proxy (a ClusterIP Service) has no
+# health checking and keeps sending to the draining replica until that very GOAWAY,
+# and grpc.aio offers no GOAWAY without the stop. So the channel retries, and a
+# retried CANCELLED is safe here:
+# - gRPC retries only a status the server (or a proxy) sent. A call this process
+#   cancels itself (``call.cancel()``, a cancelled task, a closed channel) is never
+#   retried, and a deadline ends the call as DEADLINE_EXCEEDED, which is not retried:
+#   the overall deadline bounds every attempt.
+# - A CANCELLED from a stopping replica means no handler ran (the pending queue) or a
+#   handler was cut after the stop's grace; every shop method is idempotent, so the
+#   next attempt cannot apply anything twice.
+# - A shop server never answers CANCELLED for its own reasons; one passing a
+#   downstream CANCELLED up forbids retries above (``errors.abort_with``), so a call
+#   is retried at the hop that met the failure only.
+# Istio's default retry policy retries ``cancelled`` too. RETRY_THROTTLING bounds it
+# like any retry: each failed attempt spends a token and retrying stops at half of
+# maxTokens, so a stop that kills five or more of one channel's calls at once leaves
+# the fifth and later ones unretried. (``xds:///`` channels ignore this policy and
+# take the route's from the control plane, which must list ``cancelled`` as well.)
+RETRYABLE_STATUS_CODES = [code.name for code in RETRYABLE_CODES]
 
 
 def service_config(config: ChannelConfig, target: str, health_service: str) -> dict[str, Any]:
@@ -40,7 +73,7 @@ def service_config(config: ChannelConfig, target: str, health_service: str) -> d
             "initialBackoff": "0.05s",
             "maxBackoff": "1s",
             "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
+            "retryableStatusCodes": list(RETRYABLE_STATUS_CODES),
         }
     document: dict[str, Any] = {"methodConfig": [method]}
     if "retryPolicy" in method:

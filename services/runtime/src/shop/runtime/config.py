@@ -253,7 +253,7 @@ RETRY_MAX_ATTEMPTS = Setting(
     "4",
     positive_int,
     "an integer from 1 to 5",
-    "attempts per downstream call on UNAVAILABLE (retries are idempotent by design)",
+    "attempts per downstream call on UNAVAILABLE or CANCELLED (calls are idempotent by design)",
 )
 UVLOOP = Setting("SHOP_UVLOOP", "true", _boolean, "true or false", "run on uvloop")
 

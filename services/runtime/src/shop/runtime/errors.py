@@ -23,6 +23,10 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 # client accepts (RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT): the first ones
 # tell the client what is wrong.
 MAX_REPORTED_VIOLATIONS = 20
+# The codes every shop channel retries (why CANCELLED is safe to retry: the comment in
+# ``shop.runtime.channels``). Passed up from a downstream call, they were retried at
+# that hop already, so they carry the pushback that stops retries above.
+RETRYABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class ShopError(Exception):
@@ -215,7 +219,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
         passed: tuple[tuple[str, str | bytes], ...] = tuple(
             (k, v) for k, v in (error.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY
         )
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
+        if error.code() in RETRYABLE_CODES:
             # Our channel already retried the hop that failed; a retry by our caller
             # would repeat all of that (attempts multiply with every hop).
             passed = (*passed, (RETRY_PUSHBACK_KEY, "-1"))

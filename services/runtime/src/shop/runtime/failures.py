@@ -7,9 +7,10 @@
   dependency, never the driver's text (hosts, ports, SQL, bound parameters). The
   caller's channel may retry it.
 - A downstream call's status passes up with its code and details. An UNAVAILABLE
-  passed up tells our caller not to retry (``grpc-retry-pushback-ms: -1``): the
-  channel that met the outage already retried it, and a retry at every hop would
-  multiply attempts (4 x 4 x ...).
+  or CANCELLED (a replica that stopped before its handler took the call) passed up
+  tells our caller not to retry (``grpc-retry-pushback-ms: -1``): the channel that
+  met it already retried it, and a retry at every hop would multiply attempts
+  (4 x 4 x ...).
 - Anything else is a bug: INTERNAL with a generic message carrying the trace id and
   an error id, logged with its stack under that error id.
 
@@ -228,7 +229,8 @@ class Failures:
                 extra={"method": method, "error": (error.details() or "")[:300]},
             )
             return Unavailable(dependency, no_retry=True)
-        return error  # abort_with passes it up as it is (and stops retries of UNAVAILABLE)
+        # abort_with passes it up as it is (and stops retries of UNAVAILABLE and CANCELLED).
+        return error
 
     def _internal(self, error: Exception, method: str, downstream: str | None = None) -> Internal:
         span = trace.get_current_span()

@@ -100,6 +100,14 @@ async def drain_and_stop(
     await asyncio.sleep(drain_delay_s)
     # Health Watch streams and the services' own streams end together, with OK.
     callbacks.run()
+    # Calls that reached us but no handler yet (grpc.aio takes them one at a time on
+    # this loop; a busy loop leaves some queued in gRPC core) end CANCELLED here: the
+    # stop kills that queue before it sends GOAWAY
+    # (https://github.com/grpc/grpc/issues/41785). Clients that watch health left
+    # during the drain delay; a pick_first client behind an L4 proxy sends until this
+    # GOAWAY, and grpc.aio has no GOAWAY without the stop, so nothing here can empty
+    # the queue first. The callers' channels retry those calls on another replica
+    # (shop.runtime.channels, RETRYABLE_STATUS_CODES).
     await server.stop(shutdown_grace_s)
     log.info("server stopped", extra={"shutdown_s": round(time.monotonic() - started, 3)})
 
