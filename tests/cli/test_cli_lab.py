@@ -32,6 +32,50 @@ def test_unknown_mode_is_refused_with_the_choices() -> None:
     assert "--mode" in result.stderr and "proxyless" in result.stderr
 
 
+def test_a_bad_cpu_limit_names_the_flag() -> None:
+    result = _shop("lab", "--cpu-limit", "orders=lots")
+    assert result.returncode == 2
+    assert "--cpu-limit" in result.stderr and "lots" in result.stderr
+
+
+def test_cpu_limits_and_no_limits_contradict() -> None:
+    result = _shop("lab", "--cpu-limit", "orders=500m", "--no-limits")
+    assert result.returncode == 2
+    assert "--cpu-limit" in result.stderr and "--no-limits" in result.stderr
+
+
+def test_load_factor_is_bounded() -> None:
+    result = _shop("lab", "--load-factor", "5")
+    assert result.returncode == 2
+    assert "--load-factor" in result.stderr
+
+
+def _postgres_pids() -> set[int]:
+    return {
+        int(p.parent.name)
+        for p in Path("/proc").glob("[0-9]*/cmdline")
+        if _readable(p) and b"shop-pg-" in p.read_bytes() and b"postgres" in p.read_bytes()
+    }
+
+
+def _readable(path: Path) -> bool:
+    try:
+        path.read_bytes()
+    except OSError:
+        return False
+    return True
+
+
+def _lab_cgroups(pid: int) -> list[Path]:
+    """Cgroup folders the lab process ``pid`` made (they are named after it)."""
+    return [
+        group
+        for hierarchy in ("cpu", "cpuacct", "memory")
+        for group in Path(f"/sys/fs/cgroup/{hierarchy}").rglob(f"*-{pid}")
+        if group.is_dir()
+    ]
+
+
 def _descendants(pid: int) -> set[int]:
     found: set[int] = set()
     pending = [pid]
@@ -60,6 +104,7 @@ def _alive(pid: int) -> bool:
 
 def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
     stderr_path = tmp_path / "lab.stderr"
+    postgres_before = _postgres_pids()
     with stderr_path.open("w") as stderr:
         lab = subprocess.Popen(
             [sys.executable, "-m", "shop.cli.main", "lab", "--mode", "istio", "--steady", "60",
@@ -88,6 +133,13 @@ def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
         while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not [pid for pid in children if _alive(pid)]
+        # pg_ctl starts PostgreSQL as a daemon, outside the lab's process tree: the lab
+        # must stop it itself. And every pod cgroup it made is gone.
+        deadline = time.monotonic() + 30
+        while _postgres_pids() - postgres_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _postgres_pids() - postgres_before
+        assert not _lab_cgroups(lab.pid)
     finally:
         if lab.poll() is None:
             lab.kill()
