@@ -54,6 +54,7 @@ async def _run(mode: str, tmp_path: Path) -> ModeResult:
     result = await run_mode(mode, _settings(tmp_path), steps.append)
     assert any("scale-up" in step for step in steps)
     assert any("calls/s offered" in step for step in steps)
+    assert "starting PostgreSQL" in steps  # the chart's database, one per run
     # What the lab writes to lab.json reads back as the same result.
     assert ModeResult.from_json(mode, json.loads(json.dumps(result.to_json()))) == result
     return result
