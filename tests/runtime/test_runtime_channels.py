@@ -42,7 +42,7 @@ def test_round_robin_with_health_check_and_retries() -> None:
         "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
     }
     # gRFC A6 throttling: in an outage retries stop once most attempts fail.
-    assert document["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+    assert document["retryThrottling"] == {"maxTokens": 100, "tokenRatio": 0.1}
 
 
 def test_retry_attempts_follow_config() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from grpc_status import rpc_status
 
 from shop.local.addresses import free_port
 from shop.runtime import Runtime
-from shop.runtime.channels import build_channel
+from shop.runtime.channels import RETRY_THROTTLING, build_channel
 from shop.runtime.config import ChannelConfig
 from shop.runtime.metrics import RpcMetrics
 from shop.v1 import common_pb2, orders_pb2
@@ -280,17 +281,23 @@ async def test_grpc_client_honours_a_negative_retry_pushback(start_server: Start
 async def test_retry_throttling_bounds_attempts_during_an_outage(
     start_server: StartServer,
 ) -> None:
-    """maxTokens 10, tokenRatio 0.1: the first call makes its 4 attempts (10 -> 6
-    tokens), then at 5 tokens or fewer nothing is retried: one attempt per call."""
+    """maxTokens 100, tokenRatio 0.1: calls make all their attempts until 50 have
+    failed (100 -> 50 tokens), then at 50 tokens or fewer nothing is retried: one
+    attempt per call."""
     runtimes: list[Runtime] = []
     server = await start_server("failing", _failing_setup(runtimes=runtimes))
     (runtime,) = runtimes
-    calls = 20
+    retried_through = int(RETRY_THROTTLING["maxTokens"]) // 2
+    calls = 30
     async with _retrying_channel(server) as channel:
         for _ in range(calls):
             await _fail(channel, "Refused")
     attempts = _started(runtime, "Refused")
-    assert attempts == ATTEMPTS + calls - 1, f"{attempts} attempts for {calls} calls"
+    # 50 attempts spend the calls that had retries (12 with 4, the 13th with 2); every
+    # later call has one.
+    calls_with_retries = math.ceil(retried_through / ATTEMPTS)
+    expected = retried_through + calls - calls_with_retries
+    assert attempts == expected, f"{attempts} attempts for {calls} calls"
 
 
 # --- bodies that do not parse -----------------------------------------------------------

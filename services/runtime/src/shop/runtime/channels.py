@@ -29,7 +29,14 @@ from shop.runtime.errors import RETRYABLE_CODES
 from shop.runtime.interceptors import StreamClientInterceptor, UnaryClientInterceptor
 from shop.runtime.metrics import RpcMetrics
 
-RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
+# gRFC A6 throttling, per channel: each failed attempt takes a token, each success gives
+# back 0.1, and nothing is retried while half of maxTokens or fewer remain. The bucket
+# is sized for the burst a rollout causes, not only for outages: a stopping replica can
+# cut every call one channel has queued at it at once (see below), and each must be
+# retried, so maxTokens / 2 must exceed the calls a channel has in flight at one replica
+# (the lab's: 16). 100 retries up to 50 failed attempts in a row; then, in an outage,
+# each call gets one attempt until successes refill the bucket.
+RETRY_THROTTLING = {"maxTokens": 100, "tokenRatio": 0.1}
 
 # The retry policy's codes, ``shop.runtime.errors.RETRYABLE_CODES``:
 #
@@ -55,10 +62,10 @@ RETRY_THROTTLING = {"maxTokens": 10, "tokenRatio": 0.1}
 #   downstream CANCELLED up forbids retries above (``errors.abort_with``), so a call
 #   is retried at the hop that met the failure only.
 # Istio's default retry policy retries ``cancelled`` too. RETRY_THROTTLING bounds it
-# like any retry: each failed attempt spends a token and retrying stops at half of
-# maxTokens, so a stop that kills five or more of one channel's calls at once leaves
-# the fifth and later ones unretried. (``xds:///`` channels ignore this policy and
-# take the route's from the control plane, which must list ``cancelled`` as well.)
+# like any retry, and is sized so that the calls one stop cuts at once are all
+# retried (with gRFC A6's example of 10 tokens, the fifth and later were not: the lab's
+# clusterip rollout lost 6 calls that way). ``xds:///`` channels ignore this policy and
+# take the route's from the control plane, which lists ``cancelled`` as well.
 RETRYABLE_STATUS_CODES = [code.name for code in RETRYABLE_CODES]
 
 
@@ -77,8 +84,6 @@ def service_config(config: ChannelConfig, target: str, health_service: str) -> d
         }
     document: dict[str, Any] = {"methodConfig": [method]}
     if "retryPolicy" in method:
-        # Each failed attempt takes a token, each success gives back 0.1; below half
-        # of maxTokens nothing is retried until successes refill the bucket.
         document["retryThrottling"] = dict(RETRY_THROTTLING)
     if not target.startswith("xds:"):
         # With xds:/// targets the control plane chooses the policy.

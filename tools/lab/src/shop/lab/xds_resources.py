@@ -153,10 +153,11 @@ def load_assignment(host: str, port: int, endpoints: Sequence[Endpoint]) -> Any:
 
 
 def _retry_policy() -> Any:
-    """The runtime's retries on UNAVAILABLE, restated for xDS: an ``xds:///`` channel uses
-    the service config its resolver builds, so the one the runtime passes is ignored."""
+    """The runtime's retries on UNAVAILABLE and CANCELLED (``shop.runtime.channels``),
+    restated for xDS: an ``xds:///`` channel uses the service config its resolver builds,
+    so the one the runtime passes is ignored."""
     return route_components_pb2.RetryPolicy(
-        retry_on="unavailable",
+        retry_on="unavailable,cancelled",
         num_retries=_uint32(RETRY_ATTEMPTS - 1),
         retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
             base_interval=duration_pb2.Duration(nanos=50_000_000),
