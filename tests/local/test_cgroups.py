@@ -26,6 +26,7 @@ from shop.local.cgroups import (
     PodCgroup,
     PodCgroups,
     PodLimits,
+    chart_limits,
 )
 
 from ..support.cgroups import pod_cgroups
@@ -344,3 +345,12 @@ def test_groups_of_a_dead_owner_are_removed(groups: PodCgroups) -> None:
                 (folder / "orders-0").rmdir()
             if folder.exists():
                 folder.rmdir()
+
+
+def test_a_cpu_override_changes_only_that_service() -> None:
+    limits = chart_limits({"orders": 500})
+    assert limits["orders"] == PodLimits(500, CHART_LIMITS["orders"].memory_mib)
+    assert {s: limits[s] for s in ("gateway", "inventory")} == {
+        s: CHART_LIMITS[s] for s in ("gateway", "inventory")
+    }
+    assert chart_limits() == dict(CHART_LIMITS)

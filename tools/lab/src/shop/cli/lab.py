@@ -29,7 +29,13 @@ from shop.lab.report import print_table
 from shop.lab.results import LabResults, Machine
 from shop.lab.runner import Lab, LabSettings
 from shop.loadgen.session import run_async
-from shop.local.cgroups import CHART_LIMITS, CgroupsUnavailable, PodCgroups, PodLimits
+from shop.local.cgroups import (
+    CHART_LIMITS,
+    CgroupsUnavailable,
+    PodCgroups,
+    PodLimits,
+    chart_limits,
+)
 from shop.local.postgres import PostgresUnavailable, find_binary
 
 
@@ -185,11 +191,7 @@ def limits_from_args(args: argparse.Namespace) -> dict[str, PodLimits] | None:
         if args.cpu_limit:
             args.parser.error("argument --cpu-limit: not allowed with --no-limits")
         return None
-    overrides: dict[str, int] = dict(args.cpu_limit)
-    return {
-        service: PodLimits(overrides.get(service, chart.cpu_millis), chart.memory_mib)
-        for service, chart in CHART_LIMITS.items()
-    }
+    return chart_limits(dict(args.cpu_limit))
 
 
 def preflight(settings: LabSettings) -> str | None:

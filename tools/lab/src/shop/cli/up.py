@@ -29,7 +29,7 @@ from rich.table import Table
 from shop.cli.interrupts import STOP_SIGNALS, signals_handled_by
 from shop.cli.options import add_cluster_arguments, positive_float
 from shop.local.addresses import AddressPlan
-from shop.local.cgroups import CHART_LIMITS, CgroupsUnavailable, PodLimits
+from shop.local.cgroups import CHART_LIMITS, CgroupsUnavailable, PodLimits, chart_limits
 from shop.local.cluster import ClusterError, ClusterSpec, LocalCluster, Replica, health_serving
 from shop.local.prometheus import PrometheusServer, PrometheusUnavailable, start_prometheus
 from shop.local.supervisor import Backoff, ReplicaExited, ReplicaRestarted, SupervisorEvent
@@ -133,13 +133,9 @@ def cpu_limit(raw: str) -> tuple[str, int]:
 
 def limits_from_args(args: argparse.Namespace) -> Mapping[str, PodLimits] | None:
     """The chart's limits with ``--cpu-limit`` applied; None without either flag."""
-    overrides: dict[str, int] = dict(args.cpu_limit)
-    if not args.limits and not overrides:
+    if not args.limits and not args.cpu_limit:
         return None
-    return {
-        service: PodLimits(overrides.get(service, chart.cpu_millis), chart.memory_mib)
-        for service, chart in CHART_LIMITS.items()
-    }
+    return chart_limits(dict(args.cpu_limit))
 
 
 def rule_files(rules_dir: Path) -> list[Path]:

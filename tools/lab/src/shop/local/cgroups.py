@@ -121,6 +121,15 @@ CHART_LIMITS: Mapping[str, PodLimits] = MappingProxyType(
 )
 
 
+def chart_limits(cpu_millis: Mapping[str, int] | None = None) -> dict[str, PodLimits]:
+    """The chart's limits, with the CPU of some services replaced (``--cpu-limit``)."""
+    overrides = cpu_millis or {}
+    return {
+        service: PodLimits(overrides.get(service, chart.cpu_millis), chart.memory_mib)
+        for service, chart in CHART_LIMITS.items()
+    }
+
+
 @dataclass(frozen=True)
 class CpuStat:
     """Cumulative CPU counters of one pod cgroup (subtract two samples for a window)."""
