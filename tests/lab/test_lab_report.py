@@ -8,7 +8,36 @@ from rich.console import Console
 
 from shop.lab.modes import MODE_NAMES
 from shop.lab.report import ROWS, print_table
-from shop.lab.results import LabResults, ModeResult, PhaseCalls, ScaleUp, SteadyState, Timeline
+from shop.lab.results import (
+    FixedRate,
+    LabResults,
+    ModeResult,
+    PhaseCalls,
+    PodCpu,
+    ScaleUp,
+    SteadyState,
+    Timeline,
+)
+
+# The widest figures a lab run prints (an overloaded clusterip's), for the width check.
+PINNED = FixedRate(
+    rate=93.0,
+    objective_ms=250.0,
+    calls=930,
+    dropped=0,
+    p50_ms=1002.0,
+    p99_ms=1011.0,
+    within_objective=0.107,
+    goodput_per_s=10.0,
+    timeouts=526,
+    failures=526,
+    status_counts={"OK": 404, "DEADLINE_EXCEEDED": 526},
+    pods=(
+        PodCpu("orders-0", 0.25, 0.2475, 0.99, 8.1),
+        PodCpu("orders-1", 0.25, 0.001, 0.0, 0.0),
+        PodCpu("inventory-1", 0.25, 0.1475, 0.04, 0.2),
+    ),
+)
 
 
 def _mode(name: str, first_call: float | None) -> ModeResult:
@@ -36,6 +65,8 @@ def _mode(name: str, first_call: float | None) -> ModeResult:
         failures_total=1,
         status_counts={},
         timeline=Timeline(start_unix=0.0, bucket_s=0.5),
+        fixed_rate=PINNED,
+        retries={"inventory": 12},
     )
 
 
@@ -52,4 +83,11 @@ def test_every_mode_and_figure_fits_in_80_columns() -> None:
     for label, _ in ROWS:
         assert label in text
     assert "never" in text and "0.2 s" in text
-    assert "100 0" in text and "1 / 2385" in text and "85 / 215" in text
+    assert "100 0" in text and "1 / 2385" in text and "85/215" in text
+    # No figure wraps onto a second line: each row holds all five modes' values.
+    rows = {" ".join(line.split()[:2]): line for line in text.splitlines() if len(line.split()) > 2}
+    assert rows["fixed p50/p99"].count("1002/1011") == len(MODE_NAMES)
+    assert rows["fixed failed"].count("526 (526)") == len(MODE_NAMES)
+    assert rows["busiest orders"].count("99%·99%") == len(MODE_NAMES)
+    assert rows["fixed in"].count("10.7%") == len(MODE_NAMES)
+    assert rows["retried attempts"].count("12") == len(MODE_NAMES)

@@ -38,12 +38,13 @@ def _fixed(read: Callable[[FixedRate], str]) -> Callable[[ModeResult], str]:
 
 
 def _busiest(fixed: FixedRate, service: str) -> str:
-    """The busiest pod's CPU against its limit, and how often it was throttled."""
+    """The busiest pod's CPU as a share of its limit, and how often it was throttled
+    (kept short: five modes must fit an 80-column terminal)."""
     pod = fixed.busiest(service)
     if pod is None:
         return "-"
-    limit = "" if pod.limit_cores is None else f"/{pod.limit_cores:.2f}"
-    return f"{pod.cores:.2f}{limit} {pod.throttled_share:.0%}"
+    used = f"{pod.cores:.2f}" if pod.limit_cores is None else f"{pod.cores / pod.limit_cores:.0%}"
+    return f"{used}·{pod.throttled_share:.0%}"
 
 
 def _retries(m: ModeResult) -> str:
@@ -55,15 +56,15 @@ ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
     ("orders share %", lambda m: _shares(m.steady.shares["orders"])),
     ("inventory share %", lambda m: _shares(m.steady.shares["inventory"])),
     ("imbalance (inv)", lambda m: f"{m.steady.imbalance['inventory']:.2f}"),
-    ("closed: calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
-    ("closed: p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f} / {m.steady.p99_ms:.0f}"),
+    ("closed calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
+    ("closed p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
     ("CPU s / 1k calls", lambda m: _cpu(m.steady.cpu_s_per_1000_calls)),
-    ("fixed: p50/p99 ms", _fixed(lambda f: f"{f.p50_ms:.0f} / {f.p99_ms:.0f}")),
-    ("fixed: in objective", _fixed(lambda f: f"{f.within_objective:.1%}")),
-    ("fixed: goodput/s", _fixed(lambda f: f"{f.goodput_per_s:.0f}")),
-    ("fixed: failed", _fixed(lambda f: f"{f.failures} ({f.timeouts} t/o)")),
-    ("busiest orders CPU", _fixed(lambda f: _busiest(f, "orders"))),
-    ("busiest inv. CPU", _fixed(lambda f: _busiest(f, "inventory"))),
+    ("fixed p50/p99 ms", _fixed(lambda f: f"{f.p50_ms:.0f}/{f.p99_ms:.0f}")),
+    ("fixed in objective", _fixed(lambda f: f"{f.within_objective:.1%}")),
+    ("fixed goodput/s", _fixed(lambda f: f"{f.goodput_per_s:.0f}")),
+    ("fixed failed (t/o)", _fixed(lambda f: f"{f.failures} ({f.timeouts})")),
+    ("busiest orders pod", _fixed(lambda f: _busiest(f, "orders"))),
+    ("busiest inv. pod", _fixed(lambda f: _busiest(f, "inventory"))),
     ("scale-up 1st call", lambda m: _seconds(m.scale_up.first_traffic_s)),
     ("scale-up 80%", lambda m: _seconds(m.scale_up.fair_share_s)),
     ("rollout failed", lambda m: _failed(m.rollout)),
@@ -93,9 +94,10 @@ def print_table(results: LabResults, console: Console) -> None:
         )
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "
-        "(1.00 even); closed: closed loop; fixed: open loop at the fixed rate, latency from "
-        "the intended send time, failed (timeouts); busiest CPU: cores used / limit, and "
-        "the share of CFS periods it was throttled; scale-up: from the new pods being "
+        "(1.00 even); closed: the closed loop; fixed: the open loop at the fixed rate, latency from "
+        "the intended send time, failed calls (of which timeouts); busiest pod: at the "
+        "fixed rate, its CPU as a share of its limit · the share of CFS periods in which "
+        "it was throttled; scale-up: from the new pods being "
         "ready, to the timeline's bucket; failed: failed calls / calls in that phase; "
         "retried attempts: attempts the servers saw arrive as retries in the events run "
         "(failures a retry hid from the caller).",
