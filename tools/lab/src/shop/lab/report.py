@@ -95,11 +95,11 @@ def print_table(results: LabResults, console: Console) -> None:
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "
         "(1.00 even); closed: the closed loop; fixed: the open loop at the fixed rate, "
-        "latency from the intended send time, failed calls (of which timeouts); busiest pod: at the "
-        "fixed rate, its CPU as a share of its limit · the share of CFS periods in which "
-        "it was throttled; scale-up: from the new pods being "
-        "ready, to the timeline's bucket; failed: failed calls / calls in that phase; "
-        "retried attempts: attempts the servers saw arrive as retries in the events run "
-        "(failures a retry hid from the caller).",
+        "latency from the intended send time, failed calls (of which timeouts); busiest "
+        "pod: at the fixed rate, its CPU as a share of its limit · the share of CFS periods "
+        "in which it was throttled; scale-up: from the new pods being ready, to the "
+        "timeline's bucket; failed: failed calls / calls in that phase; retried attempts: "
+        "attempts the servers saw arrive as retries in the events run (failures a retry "
+        "hid from the caller).",
         highlight=False,
     )
