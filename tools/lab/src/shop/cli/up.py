@@ -155,7 +155,11 @@ def start_scraper(cluster: LocalCluster, workdir: Path, rules: list[Path]) -> Pr
     return start_prometheus(workdir, cluster.metrics_targets(), rules)
 
 
-def spec_from_args(args: argparse.Namespace) -> ClusterSpec:
+def spec_from_args(
+    args: argparse.Namespace, limits: Mapping[str, PodLimits] | None = None
+) -> ClusterSpec:
+    """The cluster the shared cluster flags describe (``shop up`` and ``shop demo``);
+    ``limits`` from ``shop up``'s own flags (the demo's pods have none)."""
     return ClusterSpec(
         replicas={"gateway": args.gateway, "orders": args.orders, "inventory": args.inventory},
         plan=AddressPlan(
@@ -163,7 +167,7 @@ def spec_from_args(args: argparse.Namespace) -> ClusterSpec:
         ),
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
-        limits=limits_from_args(args),
+        limits=limits,
     )
 
 
@@ -288,7 +292,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(event, ReplicaRestarted):
             restarted.put(event.replica)
 
-    cluster = LocalCluster(spec_from_args(args), restart=backoff, on_restart=on_restart)
+    cluster = LocalCluster(
+        spec_from_args(args, limits_from_args(args)), restart=backoff, on_restart=on_restart
+    )
     stop = threading.Event()
     # SIGHUP too: the replicas are in sessions of their own, so a closed terminal's
     # hangup reaches only this process, which must then stop them rather than die.
