@@ -9,6 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import shop.cli.lab
+from shop.cli.main import main
+from shop.local.cgroups import CgroupsUnavailable, PodCgroups
+from shop.local.postgres import PostgresUnavailable
+
 
 def _shop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -48,6 +55,34 @@ def test_load_factor_is_bounded() -> None:
     result = _shop("lab", "--load-factor", "5")
     assert result.returncode == 2
     assert "--load-factor" in result.stderr
+
+
+def test_missing_cgroups_stop_the_lab_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unavailable(owner: str) -> PodCgroups:
+        raise CgroupsUnavailable("no cgroup v1 memory controller mounted")
+
+    monkeypatch.setattr(PodCgroups, "create", unavailable)
+    assert main(["lab", "--mode", "clusterip", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["shop lab: no cgroup v1 memory controller mounted (or pass --no-limits)"]
+    assert not (tmp_path / "lab.json").exists()
+
+
+def test_missing_postgres_names_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing(name: str) -> str:
+        raise PostgresUnavailable(f"{name} not found: install PostgreSQL server binaries")
+
+    monkeypatch.setattr(shop.cli.lab, "find_binary", missing)
+    argv = ["lab", "--mode", "clusterip", "--no-limits", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "shop lab: initdb not found: install PostgreSQL server binaries (or pass --database sqlite)"
+    ]
 
 
 def _postgres_pids() -> set[int]:
