@@ -61,6 +61,9 @@ def test_bench_measures_every_configuration_and_ratio(tmp_path: Path) -> None:
         else:
             # The server's own count includes the warm-up, so it is never below the loader's.
             assert measured["handled_calls"] >= measured["calls"], key
+    # The chart's sampling exports about one call in ten (never all of them).
+    sampled = report["configs"]["echo-sampled"]
+    assert 0 < sampled["spans"] < 0.3 * sampled["calls"], sampled
     # Every hop of the chain exported spans: tracing ran end to end.
     assert all(n > 0 for n in report["configs"]["chain-traced"]["spans_by_service"].values())
     assert set(report["configs"]["chain-traced"]["spans_by_service"]) == {

@@ -1,8 +1,10 @@
-"""What the benchmark compares: five configurations and the three ratios between them.
+"""What the benchmark compares: six configurations and the ratios between them.
 
 Each pair in a ratio differs in one thing only, so the ratio is the price of that
 thing: the runtime kit (interceptors + Prometheus metrics, which are always on in
-the runtime), then tracing on one hop, then tracing on the whole shop.
+the runtime), then tracing on one hop (every call, and the chart's 10% sampling),
+then tracing on the whole shop. One more ratio sets the whole PlaceOrder chain
+against one bare hop: what the shop's own work costs beyond gRPC's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class BenchConfig:
     title: str
     system: System
     tracing: bool
+    # With tracing: the share of calls sampled (parentbased_traceidratio, the chart's
+    # sampler); None: every call (parentbased_always_on, the SDK's default).
+    sampling: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,13 @@ CONFIGS: tuple[BenchConfig, ...] = (
     BenchConfig("echo-bare", "echo, bare grpc.aio", System.ECHO_BARE, tracing=False),
     BenchConfig("echo-runtime", "echo, runtime", System.ECHO_RUNTIME, tracing=False),
     BenchConfig("echo-traced", "echo, runtime+trace", System.ECHO_RUNTIME, tracing=True),
+    BenchConfig(
+        "echo-sampled",
+        "echo, runtime+trace 10%",
+        System.ECHO_RUNTIME,
+        tracing=True,
+        sampling=0.1,
+    ),
     BenchConfig("chain", "chain", System.CHAIN, tracing=False),
     BenchConfig("chain-traced", "chain+trace", System.CHAIN, tracing=True),
 )
@@ -48,7 +60,9 @@ CONFIG_KEYS = tuple(config.key for config in CONFIGS)
 RATIOS: tuple[Ratio, ...] = (
     Ratio("echo_runtime_vs_bare", "echo runtime/bare", "echo-runtime", "echo-bare"),
     Ratio("echo_tracing_on_vs_off", "echo trace on/off", "echo-traced", "echo-runtime"),
+    Ratio("echo_sampled_vs_off", "echo trace 10%/off", "echo-sampled", "echo-runtime"),
     Ratio("chain_tracing_on_vs_off", "chain trace on/off", "chain-traced", "chain"),
+    Ratio("chain_vs_echo_bare", "chain/bare echo", "chain", "echo-bare"),
 )
 
 

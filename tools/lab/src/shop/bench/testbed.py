@@ -25,7 +25,6 @@ from shop.local.lifecycle import StartStop
 
 CHAIN_REPLICAS = {"gateway": 1, "orders": 1, "inventory": 1}
 CHAIN_SERVICES = ("gateway", "orders", "inventory")
-ECHO_SERVICES = ("echo",)
 
 TELEMETRY_OFF = {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none"}
 
@@ -62,8 +61,10 @@ class Target:
 
 
 def span_services(config: BenchConfig) -> tuple[str, ...]:
-    """The ``service.name`` values of the spans a configuration's servers export."""
-    return CHAIN_SERVICES if config.system is System.CHAIN else ECHO_SERVICES
+    """The ``service.name`` values of the spans a configuration's servers export: the
+    chain's services, or the echo configuration's own name (every traced echo server
+    exports to the same sink, so each needs a name of its own to be counted apart)."""
+    return CHAIN_SERVICES if config.system is System.CHAIN else (config.key,)
 
 
 class Testbed(StartStop):
@@ -83,7 +84,11 @@ class Testbed(StartStop):
     def _telemetry_env(self, config: BenchConfig) -> dict[str, str]:
         if config.tracing:
             assert self._otlp_endpoint is not None
-            return tracing_env(self._otlp_endpoint)
+            env = tracing_env(self._otlp_endpoint)
+            if config.sampling is not None:
+                env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+                env["OTEL_TRACES_SAMPLER_ARG"] = str(config.sampling)
+            return env
         return dict(TELEMETRY_OFF)
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -92,7 +97,7 @@ class Testbed(StartStop):
         echo_configs = [c for c in self._configs if c.system is not System.CHAIN]
         for index, config in enumerate(echo_configs):
             bare = config.system is System.ECHO_BARE
-            env = {} if bare else self._telemetry_env(config)
+            env = {} if bare else {**self._telemetry_env(config), "OTEL_SERVICE_NAME": config.key}
             self._echoes[config.key] = start_echo(plan, index, bare, logs, env)
         for replica in self._echoes.values():
             wait_serving(replica, timeout_s)

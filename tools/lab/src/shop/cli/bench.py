@@ -6,11 +6,13 @@ another, keeping --concurrency calls in flight on one channel):
   echo-bare      Echo on a plain grpc.aio server (``python -m shop.echo --bare``)
   echo-runtime   Echo on the shop runtime, tracing off (Prometheus metrics stay on)
   echo-traced    the same with every span exported over OTLP to a sink in this process
+  echo-sampled   the same with the chart's sampling: 10% of calls (parentbased_traceidratio)
   chain          gateway -> orders -> inventory (one replica each), tracing off
   chain-traced   the same with tracing on
 
-They run interleaved in rounds (A B C D E, A B C D E, ...) and the report gives the
-median of each and the ratios between them, so the figures hold on a shared machine.
+They run interleaved in rounds (A B C D E F, A B C D E F, ...) and the report gives the
+median of each and the ratios between them (the chain's against the bare hop's too),
+so the figures hold on a shared machine.
 """
 
 from __future__ import annotations
