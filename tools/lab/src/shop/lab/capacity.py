@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shop.lab.results import OfferedRate, PodCpu, SteadyState
-from shop.lab.retries import service_of
+from shop.lab.results import OfferedRate, PodCpu, SteadyState, service_of
 
 
 def cpu_ms_per_call(pods: tuple[PodCpu, ...], calls: int, window_s: float) -> dict[str, float]:

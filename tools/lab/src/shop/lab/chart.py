@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shop.lab import svg
-from shop.lab.results import CpuSample, Event, ModeResult
+from shop.lab.results import CpuSample, Event, ModeResult, service_of
 from shop.lab.svg import Legend, LegendEntry, Linear
 
 # The hop the lab scales up, rolls out and scales down.
@@ -43,11 +43,6 @@ def pods(mode: ModeResult, hop: str) -> set[str]:
     for bucket in mode.timeline.buckets:
         found.update(bucket.served(hop))
     return found
-
-
-def service_of(pod: str) -> str:
-    """``inventory`` for ``inventory-2``: pods are named after their service."""
-    return pod.rpartition("-")[0]
 
 
 def cpu_samples(mode: ModeResult, service: str) -> dict[str, tuple[CpuSample, ...]]:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from shop.lab.cells import Cell, amount, num, table
-from shop.lab.chart import service_of
-from shop.lab.results import FixedRate, LabResults, ModeResult, OfferedRate, PodCpu
+from shop.lab.results import FixedRate, LabResults, ModeResult, OfferedRate, PodCpu, service_of
 from shop.lab.svg import escape
 
 # Services whose busiest pod the table shows: the balanced hops.

@@ -58,6 +58,11 @@ def per_hop_from_json(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     return {str(hop): counts_from_json(pods) for hop, pods in raw.items()}
 
 
+def service_of(pod: str) -> str:
+    """``inventory`` for ``inventory-2``: pods are named after their service."""
+    return pod.rpartition("-")[0]
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -236,7 +241,7 @@ class FixedRate:
 
     def busiest(self, service: str) -> PodCpu | None:
         """The pod of ``service`` that used the most CPU."""
-        mine = [p for p in self.pods if p.pod.rpartition("-")[0] == service]
+        mine = [p for p in self.pods if service_of(p.pod) == service]
         return max(mine, key=lambda p: p.cores, default=None)
 
     def to_json(self) -> Json:

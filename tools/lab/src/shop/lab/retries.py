@@ -13,6 +13,8 @@ from __future__ import annotations
 import urllib.request
 from collections import Counter
 
+from shop.lab.results import service_of
+
 RETRIED_METRIC = "grpc_server_retried_total"
 
 
@@ -32,10 +34,6 @@ def scrape_retried(metrics_addr: str, timeout_s: float = 2.0) -> int | None:
             return parse_retried(reply.read().decode("utf-8", "replace"))
     except OSError:
         return None
-
-
-def service_of(pod: str) -> str:
-    return pod.rpartition("-")[0]
 
 
 class RetryTally:
