@@ -176,14 +176,11 @@ def _machine() -> Machine:
 
 
 async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> LabResults:
-    def progress(step: str) -> None:
-        status.update(step)
-        # The rate chosen for every mode is a result in itself: keep it on screen.
-        if "calls/s offered" in step:
-            console.print(step, highlight=False)
+    def announce(line: str) -> None:
+        console.print(line, highlight=False)
 
     with console.status("") as status:
-        return await Lab(settings, progress).run(modes, _machine())
+        return await Lab(settings, status.update, announce).run(modes, _machine())
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, PodLimits] | None:

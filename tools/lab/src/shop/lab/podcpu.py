@@ -76,7 +76,7 @@ class PodCpuSampler:
                 stats[pod] = cgroup.cpu_stat()
             except OSError:
                 continue  # a cgroup being removed: the pod is gone
-            self.limits[pod] = cgroup.limits.cpu_millis / 1000.0
+            self.limits[pod] = cgroup.limits.cpu_cores
         reading = Reading(time.time(), stats)
         self.readings.append(reading)
         return reading

@@ -90,6 +90,16 @@ class LabSettings:
     objective_ms: float = 250.0
     deadline_s: float = 1.0
 
+    @property
+    def steady_replicas(self) -> dict[str, int]:
+        """Replicas per service before the scale-up."""
+        return {"gateway": 1, "orders": self.orders, "inventory": self.inventory_start}
+
+    @property
+    def steady_callees(self) -> dict[str, int]:
+        """The same for the called services, whose per-pod share the loader reports."""
+        return {s: n for s, n in self.steady_replicas.items() if s in ("orders", "inventory")}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "orders": self.orders,
@@ -144,7 +154,7 @@ class ModeRun:
         env = await self.mode.start()
         self.tracker = ReadinessTracker(self.mode.publishers)
         spec = ClusterSpec(
-            replicas={"gateway": 1, "orders": s.orders, "inventory": s.inventory_start},
+            replicas=s.steady_replicas,
             plan=self.plan,
             data_dir=self.work_dir,
             database_url=self.database_url,
@@ -157,12 +167,10 @@ class ModeRun:
         )
         self.cluster = LocalCluster(spec)
         await asyncio.to_thread(self.cluster.preflight)
-        for service, count in (
-            ("inventory", s.inventory_start),
-            ("orders", s.orders),
-            ("gateway", 1),
-        ):
-            for index in range(count):
+        # Dependencies first: each service's endpoints are published before its callers
+        # start.
+        for service in ("inventory", "orders", "gateway"):
+            for index in range(s.steady_replicas[service]):
                 await self.start_replica(service, index)
         self.sampler.start()
 
@@ -260,7 +268,7 @@ class ModeRun:
         await warmup.result()
         pids = self.pids()
         cpu_before = self.cpu_s(pids)
-        started = {"orders": s.orders, "inventory": s.inventory_start}
+        started = s.steady_callees
         load = self.load(s.steady_s, started)
         await load.start()
         report = await load.result()
@@ -297,7 +305,7 @@ class ModeRun:
             f"(objective {s.objective_ms:g} ms)"
         )
         spec = FixedRateSpec(rate=rate, objective_ms=s.objective_ms, deadline_s=s.deadline_s)
-        load = self.load(s.steady_s, {"orders": s.orders, "inventory": s.inventory_start}, spec)
+        load = self.load(s.steady_s, s.steady_callees, spec)
         await load.start()
         report = await load.result()
         return FixedRate(
@@ -424,9 +432,14 @@ class Lab:
     """A whole lab run: the database server the modes share, the offered rate (fixed
     by the first mode unless given), and each mode in turn."""
 
-    def __init__(self, settings: LabSettings, progress: Progress) -> None:
+    def __init__(
+        self, settings: LabSettings, progress: Progress, announce: Progress | None = None
+    ) -> None:
         self.settings = settings
         self.progress = progress
+        # Where the offered rate is said once it is chosen (a result in itself, worth
+        # keeping on screen); with the progress steps when not given.
+        self.announce = announce or progress
         self.offered: OfferedRate | None = (
             None if settings.rate is None else capacity.given(settings.rate)
         )
@@ -455,14 +468,11 @@ class Lab:
     def offer(self, mode: str, steady: SteadyState) -> OfferedRate:
         if self.offered is None:
             s = self.settings
-            replicas = {"gateway": 1, "orders": s.orders, "inventory": s.inventory_start}
-            limits = {
-                service: limit.cpu_millis / 1000.0 for service, limit in (s.limits or {}).items()
-            }
+            limits = {service: limit.cpu_cores for service, limit in (s.limits or {}).items()}
             self.offered = capacity.derive(
-                steady, s.steady_s, replicas, limits, s.load_factor, mode
+                steady, s.steady_s, s.steady_replicas, limits, s.load_factor, mode
             )
-            self.progress(capacity.describe(self.offered, s.objective_ms))
+            self.announce(capacity.describe(self.offered, s.objective_ms))
         return self.offered
 
     async def run_mode(self, name: str) -> ModeResult:

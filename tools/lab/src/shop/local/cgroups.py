@@ -92,6 +92,10 @@ class PodLimits:
     def memory_bytes(self) -> int:
         return self.memory_mib * MIB
 
+    @property
+    def cpu_cores(self) -> float:
+        return self.cpu_millis / 1000.0
+
     def cfs_quota_us(self, period_us: int = CFS_PERIOD_US) -> int:
         """CPU time per period, as the kubelet computes it: millis * period / 1000."""
         return max(MIN_CFS_QUOTA_US, self.cpu_millis * period_us // 1000)
