@@ -13,8 +13,9 @@ import pytest
 
 import shop.cli.lab
 from shop.cli.main import main
-from shop.local.cgroups import CgroupsUnavailable, PodCgroups
 from shop.local.postgres import PostgresUnavailable
+
+from ..support.cgroups import make_cgroups_unavailable
 
 
 def _shop(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -60,10 +61,7 @@ def test_load_factor_is_bounded() -> None:
 def test_missing_cgroups_stop_the_lab_before_anything_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def unavailable(owner: str) -> PodCgroups:
-        raise CgroupsUnavailable("no cgroup v1 memory controller mounted")
-
-    monkeypatch.setattr(PodCgroups, "create", unavailable)
+    make_cgroups_unavailable(monkeypatch, "no cgroup v1 memory controller mounted")
     assert main(["lab", "--mode", "clusterip", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["shop lab: no cgroup v1 memory controller mounted (or pass --no-limits)"]

@@ -15,9 +15,8 @@ import pytest
 
 from shop.cli.main import main
 from shop.local.addresses import free_net
-from shop.local.cgroups import CgroupsUnavailable, PodCgroups
 
-from ..support.cgroups import require_cgroups
+from ..support.cgroups import make_cgroups_unavailable, require_cgroups
 from ..support.waiting import wait_until
 
 
@@ -34,10 +33,7 @@ def test_bad_cpu_limit_is_named(value: str, capsys: pytest.CaptureFixture[str]) 
 def test_missing_cgroups_is_one_line_naming_the_flag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def unavailable(owner: str) -> PodCgroups:
-        raise CgroupsUnavailable("no cgroup v1 memory controller mounted")
-
-    monkeypatch.setattr(PodCgroups, "create", unavailable)
+    make_cgroups_unavailable(monkeypatch, "no cgroup v1 memory controller mounted")
     argv = ["up", "--limits", "--net", str(free_net()), "--data-dir", str(tmp_path)]
     assert main(argv) == 1
     err = capsys.readouterr().err

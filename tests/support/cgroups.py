@@ -44,3 +44,13 @@ def pod_cgroups(owner: str = "test") -> Iterator[PodCgroups]:
         yield groups
     finally:
         groups.close()
+
+
+def make_cgroups_unavailable(monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """Every attempt to make pod cgroups fails with ``reason``, as on a machine
+    without them (or without root)."""
+
+    def unavailable(owner: str, *, root: object = None) -> PodCgroups:
+        raise CgroupsUnavailable(reason)
+
+    monkeypatch.setattr(PodCgroups, "create", unavailable)

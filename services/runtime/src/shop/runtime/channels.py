@@ -11,8 +11,9 @@ Retries happen at one hop only: the channel that met the failure retries it, and
 server passing a downstream UNAVAILABLE or CANCELLED up sends
 ``grpc-retry-pushback-ms: -1`` (``shop.runtime.errors.abort_with``) so the channel
 above does not retry it again.
-Retry throttling (gRFC A6) stops retries altogether while most attempts to a target
-fail, so an outage costs each call one attempt, not ``maxAttempts``.
+Retry throttling (gRFC A6) stops retries altogether once 50 attempts in a row to a
+target have failed, so an outage soon costs each call one attempt, not ``maxAttempts``
+(:data:`RETRY_THROTTLING`).
 """
 
 from __future__ import annotations
