@@ -39,12 +39,13 @@ def test_names_are_valid_shop_mode_labels() -> None:
 
 def test_an_unknown_mode_names_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="proxyless"):
-        create_mode("nodeport", LabCluster(AddressPlan(net=free_net()), tmp_path, CLIENT_PODS))
+        create_mode("nodeport", LabCluster(AddressPlan(net=free_net()), tmp_path))
 
 
-def test_the_istio_mode_says_what_stands_in_for_envoy() -> None:
-    description = MODES["istio"].description
-    assert "HAProxy" in description and "Envoy" in description
+def test_the_istio_mode_runs_envoy_not_a_stand_in() -> None:
+    istio = MODES["istio"]
+    assert "Envoy" in istio.description and "HAProxy" not in istio.description
+    assert istio.needs_envoy and not istio.needs_haproxy
 
 
 def test_the_readme_glossary_lists_every_mode() -> None:
@@ -60,7 +61,7 @@ Started = tuple[Mode, ModeEnv, LabCluster]
 
 @pytest.fixture(params=MODE_NAMES)
 async def started(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Started]:
-    cluster = LabCluster(AddressPlan(net=free_net()), tmp_path, CLIENT_PODS)
+    cluster = LabCluster(AddressPlan(net=free_net()), tmp_path)
     mode = create_mode(request.param, cluster)
     try:
         env = await mode.start()

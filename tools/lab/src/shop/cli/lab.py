@@ -209,15 +209,18 @@ def preflight(settings: LabSettings) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.scale_to <= args.inventory:
         args.parser.error("argument --scale-to: must be larger than --inventory")
+    from shop.lab.envoy import EnvoyError, envoy_binary
     from shop.lab.haproxy import HAProxyError, haproxy_binary
 
     modes = args.mode or list(MODE_NAMES)
-    if any(MODES[m].needs_haproxy for m in modes):
-        try:
+    try:
+        if any(MODES[m].needs_haproxy for m in modes):
             haproxy_binary()
-        except HAProxyError as error:
-            print(f"shop lab: {error}", file=sys.stderr)
-            return 1
+        if any(MODES[m].needs_envoy for m in modes):
+            envoy_binary()
+    except (HAProxyError, EnvoyError) as error:
+        print(f"shop lab: {error}", file=sys.stderr)
+        return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="shop-lab-"))

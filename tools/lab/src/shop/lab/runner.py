@@ -136,8 +136,7 @@ class ModeRun:
         self.database_url = database_url
         self.plan = AddressPlan(net=free_net())
         self.work_dir = settings.data_dir / name
-        client_pods = [("gateway", 0), *[("orders", i) for i in range(settings.orders)]]
-        self.mode = create_mode(name, LabCluster(self.plan, self.work_dir, client_pods))
+        self.mode = create_mode(name, LabCluster(self.plan, self.work_dir))
         self.tracker: ReadinessTracker | None = None
         self.cluster: LocalCluster | None = None
         self.sampler = PodCpuSampler(self.pod_cgroups, settings.bucket_s)
@@ -176,6 +175,7 @@ class ModeRun:
 
     async def start_replica(self, service: str, index: int) -> Replica:
         assert self.cluster is not None and self.tracker is not None
+        await self.mode.pod_starting(service, index)
         replica = await asyncio.to_thread(self.cluster.start_replica, service, index)
         if service != "gateway":
             self.tracker.watch(service, self.endpoint(service, index))
@@ -327,7 +327,10 @@ class ModeRun:
         """The events run (scale-up, rollout, scale-down); with the steady runs, the
         mode's whole result."""
         s = self.settings
-        restart_budget = s.drain_delay_s + s.min_ready_s + 4.0
+        # A restart: the drain delay, a new process starting inside its pod's CPU limit
+        # (5-10 s at 250m on a busy machine), then min_ready. Generous: a load that ends
+        # before the scale-down would measure no scale-down at all.
+        restart_budget = s.drain_delay_s + s.min_ready_s + 8.0
         duration = (
             s.settle_s + s.scale_window_s + s.inventory_scaled * restart_budget
             + s.settle_s + s.settle_s * 2

@@ -36,8 +36,11 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
+from shop.lab import sidecar_resources as sidecar
 from shop.lab import xds_resources as res
 from shop.lab.endpoints import Endpoint, service_host
+from shop.lab.mesh_ca import MeshCa
+from shop.lab.mesh_policy import CHART_MESH, MeshPolicy
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +66,28 @@ class _Stream:
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
 
+@dataclass(frozen=True)
+class _Sidecar:
+    pod: sidecar.SidecarPod
+    app_port: int
+
+
 class XdsControlPlane:
     """Serves LDS, CDS and EDS for every published service over ADS (an EndpointPublisher).
 
-    ``lb_policy`` is the clusters' policy: ``ROUND_ROBIN``, or ``LEAST_REQUEST``, which
-    Envoy and the Java and Go gRPC clients accept but gRPC's C core (Python, C++) NACKs.
+    Two data planes, told apart by the node id each stream sends, as istiod does:
+    proxyless gRPC clients, whose clusters use ``lb_policy`` (``ROUND_ROBIN``, or
+    ``LEAST_REQUEST``, which Envoy and the Java and Go gRPC clients accept but gRPC's C
+    core (Python, C++) NACKs), and Envoy sidecars registered with :meth:`add_sidecar`,
+    which get their pod's listeners, clusters and certificate (SDS) built from ``mesh``.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, lb_policy: str = "ROUND_ROBIN"
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        lb_policy: str = "ROUND_ROBIN",
+        mesh: MeshPolicy = CHART_MESH,
     ) -> None:
         if lb_policy not in res.LB_POLICIES:
             raise ValueError(f"lb_policy must be one of {sorted(res.LB_POLICIES)}: {lb_policy!r}")
@@ -84,6 +100,9 @@ class XdsControlPlane:
         self._streams: set[_Stream] = set()
         self._version = 0
         self._nonces = itertools.count(1)
+        self._mesh = mesh
+        self._sidecars: dict[str, _Sidecar] = {}  # by node id
+        self._ca: MeshCa | None = None
         self.pushes = 0
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -142,6 +161,17 @@ class XdsControlPlane:
         self._ports.setdefault(service, set()).add(port)
         return f"xds:///{service_host(service)}:{port}"
 
+    def add_sidecar(self, pod: sidecar.SidecarPod, app_port: int) -> None:
+        """Registers a pod's Envoy: its stream (by node id) gets that pod's resources."""
+        self._sidecars[pod.node_id] = _Sidecar(pod, app_port)
+
+    @property
+    def ca(self) -> MeshCa:
+        """The mesh's root, made on first use (key generation costs a few ms)."""
+        if self._ca is None:
+            self._ca = MeshCa()
+        return self._ca
+
     # --- publishing --------------------------------------------------------------------
 
     async def publish(self, service: str, endpoints: Sequence[Endpoint]) -> None:
@@ -152,7 +182,37 @@ class XdsControlPlane:
             for type_url in stream.subscriptions:
                 self._send(stream, type_url, only_if_changed=True)
 
-    def _resources(self, type_url: str, subscription: _Subscription) -> list[Any]:
+    def _resources(self, stream: _Stream, type_url: str, subscription: _Subscription) -> list[Any]:
+        node = self._sidecars.get(stream.node)
+        if node is not None:
+            return self._sidecar_resources(node, type_url, subscription)
+        return self._proxyless_resources(type_url, subscription)
+
+    def _sidecar_resources(
+        self, node: _Sidecar, type_url: str, subscription: _Subscription
+    ) -> list[Any]:
+        """A sidecar's resources: its own listeners and clusters (whatever it asks for,
+        Envoy subscribes to all of them), endpoints by cluster, secrets by name."""
+        if type_url == res.LISTENER:
+            return sidecar.listeners(node.pod, node.app_port, self._mesh)
+        if type_url == res.CLUSTER:
+            return sidecar.clusters(node.pod, node.app_port, self._mesh)
+        if type_url == sidecar.SECRET:
+            certificate = self.ca.issue(node.pod.service_account)
+            return [s for s in sidecar.secrets(certificate) if s.name in subscription.names]
+        found = []
+        if type_url == res.ENDPOINTS:
+            services = {service_host(s): s for s in sidecar.OUTBOUND_PORTS}
+            for name in sorted(subscription.names):
+                parsed = res.parse_name(type_url, name)
+                if parsed is None or parsed[0] not in services:
+                    continue
+                host, port = parsed
+                endpoints = self._endpoints.get(services[host], ())
+                found.append(sidecar.load_assignment(host, port, endpoints))
+        return found
+
+    def _proxyless_resources(self, type_url: str, subscription: _Subscription) -> list[Any]:
         services = {service_host(s): s for s in self._endpoints}
         names = set(subscription.names)
         if subscription.wildcard:
@@ -178,7 +238,7 @@ class XdsControlPlane:
 
     def _send(self, stream: _Stream, type_url: str, *, only_if_changed: bool) -> None:
         subscription = stream.subscriptions[type_url]
-        resources = self._resources(type_url, subscription)
+        resources = self._resources(stream, type_url, subscription)
         serialized = [r.SerializeToString(deterministic=True) for r in resources]
         if only_if_changed and serialized == subscription.sent:
             return
@@ -220,6 +280,11 @@ class XdsControlPlane:
         try:
             async for request in requests:
                 self._on_request(stream, request)
+        except Exception:
+            # A bug building resources must not end the stream unseen: the data plane
+            # would only time out waiting for them.
+            log.exception("xDS stream from %s (%s) failed", stream.node, stream.peer)
+            raise
         finally:
             stream.outbox.put_nowait(None)
 

@@ -49,3 +49,15 @@ def live_cpu_s(pids: Iterable[int]) -> float:
     proxies): the figure is still the best there is.
     """
     return sum(process_cpu_s(pid) or 0.0 for pid in pids)
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` now, or None where ``/proc`` cannot tell."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -10,7 +10,7 @@ are one module each beside this one; ``shop.lab.modes`` maps their names to them
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -40,12 +40,10 @@ class ModeEnv:
 
 @dataclass(frozen=True)
 class LabCluster:
-    """What a mode wires for: the cluster's addresses, a folder for its files, and the
-    pods that make calls (those a sidecar sits beside)."""
+    """What a mode wires for: the cluster's addresses and a folder for its files."""
 
     plan: AddressPlan
     work_dir: Path
-    client_pods: Sequence[tuple[str, int]]
 
 
 class Mode(ABC):
@@ -58,8 +56,9 @@ class Mode(ABC):
     description: ClassVar[str]
     # The Kubernetes set-up this mode stands for.
     kubernetes: ClassVar[str]
-    # Whether the mode runs HAProxy (checked before a lab starts).
+    # Whether the mode runs HAProxy or Envoy (checked before a lab starts).
     needs_haproxy: ClassVar[bool] = False
+    needs_envoy: ClassVar[bool] = False
 
     def __init__(self, cluster: LabCluster) -> None:
         self.cluster = cluster
@@ -77,6 +76,10 @@ class Mode(ABC):
     async def wire(self, env: ModeEnv) -> None:
         """Starts what the mode runs and adds the replicas' settings for it to ``env``."""
 
+    async def pod_starting(self, service: str, index: int) -> None:  # noqa: B027 (a hook)
+        """Called before a replica's process starts (again, on a restart): what the pod
+        needs beside it must be up by the time this returns (a sidecar)."""
+
     async def close(self) -> None:
         for proxy in self._proxies:
             await proxy.close()
@@ -84,6 +87,11 @@ class Mode(ABC):
     def proxy_pids(self) -> list[int]:
         """The proxies' processes, whose CPU the mode pays for."""
         return [p.pid for p in self._proxies if p.pid is not None]
+
+    async def mesh_requests(self) -> dict[str, dict[str, int]]:
+        """Requests per pod of each called service as the proxies counted them so far
+        (``{service: {pod: calls}}``); empty where the mode's proxies count none."""
+        return {}
 
     def counters(self) -> dict[str, int]:
         """Control-plane activity (DNS queries answered, xDS responses pushed)."""
