@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pytest
+import yaml
 
 from ..support.chart import ChartRenderer, EnvOf, Rendered
 
 SERVICES = ("gateway", "orders", "inventory")
 NS = "shop-ns"
+PROXY_CONFIG = "proxy.istio.io/config"
+# Envoy stat names (before tag extraction, which is what Envoy's stats matcher sees) of
+# the three stats the mode-comparison dashboard's mesh row reads, for outbound clusters
+# in Istio's form outbound|<port>|<subset>|<host>: mode=istio's sidecars must keep them.
+KEPT_STATS = [
+    f"cluster.{cluster}.{stat}"
+    for cluster in (
+        "outbound|50051||orders.shop.svc.cluster.local",
+        f"outbound|50051||shop-gateway.{NS}.svc.cluster.local",
+        f"outbound|50051||shop-inventory.{NS}.svc.cluster.local",
+        f"outbound|50051|v1|shop-orders.{NS}.svc.cluster.local",
+    )
+    for stat in ("upstream_rq_total", "upstream_rq_retry", "outlier_detection.ejections_active")
+]
+# ... and nothing else: other clusters (Istio's own, inbound), other stats of the same
+# clusters, and stats that merely end the same way.
+DROPPED_STATS = [
+    "cluster.xds-grpc.upstream_cx_total",
+    "cluster.xds-grpc.upstream_rq_total",
+    "cluster.inbound|50051||.upstream_rq_total",
+    "cluster.BlackHoleCluster.upstream_rq_total",
+    "cluster.PassthroughCluster.upstream_rq_retry",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.upstream_cx_total",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.upstream_rq_retry_success",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.upstream_rq_retry_overflow",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.upstream_rq_timeout",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.upstream_rq_200",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.outlier_detection.ejections_total",
+    "cluster.outbound|50051||orders.shop.svc.cluster.local.circuit_breakers.default.rq_open",
+    "cluster_manager.cluster_added",
+    "http.inbound_0.0.0.0_50051.downstream_rq_total",
+    "listener.0.0.0.0_15006.downstream_cx_total",
+    "server.live",
+]
 
 
 def _host(component: str) -> str:
@@ -103,6 +140,66 @@ def test_istio_mode_mesh_resources(render_chart: ChartRenderer) -> None:
     assert peer["spec"]["portLevelMtls"] == {"9464": {"mode": "PERMISSIVE"}}
     telemetry = rendered.get("Telemetry", "shop")
     assert telemetry["spec"]["tracing"][0]["providers"] == [{"name": "otel-tracing"}]
+
+
+def _proxy_configs(rendered: Rendered) -> dict[str, Any]:
+    """component -> its pods' proxy.istio.io/config, parsed as Istio does (YAML, of
+    which JSON is a part), for every pod template that carries one."""
+    found = {}
+    for kind in ("Deployment", "StatefulSet"):
+        for workload in rendered.of_kind(kind):
+            meta = workload["spec"]["template"]["metadata"]
+            if PROXY_CONFIG in meta.get("annotations", {}):
+                component = meta["labels"]["app.kubernetes.io/component"]
+                found[component] = yaml.safe_load(meta["annotations"][PROXY_CONFIG])
+    return found
+
+
+def test_istio_mode_keeps_envoys_cluster_stats(render_chart: ChartRenderer) -> None:
+    """Istio's default stats matcher drops Envoy's outbound cluster stats; the services'
+    and the load generator's sidecars ask for the three the dashboard reads."""
+    rendered = render_chart("istio", {"loadgen": {"enabled": True}})
+    configs = _proxy_configs(rendered)
+    assert configs.keys() == {*SERVICES, "loadgen"}
+    for component in configs:
+        text = _pod_template(rendered, component)["metadata"]["annotations"][PROXY_CONFIG]
+        assert json.loads(text) == configs[component], f"{component}: not plain JSON"
+    assert len({json.dumps(c, sort_keys=True) for c in configs.values()}) == 1
+    config = configs["gateway"]
+    assert config.keys() == {"proxyStatsMatcher"}, "nothing else of ProxyConfig changes"
+    assert config["proxyStatsMatcher"].keys() == {"inclusionRegexps"}
+    regexps = config["proxyStatsMatcher"]["inclusionRegexps"]
+    assert regexps and all(isinstance(r, str) for r in regexps)
+    for regex in regexps:
+        # Istio writes each into a JSON string of Envoy's bootstrap with Go's `js`
+        # escaping, which turns ' into \' (not JSON); Envoy compiles it with RE2, which
+        # has no lookaround or backreferences. Python's re reads this subset the same.
+        assert not set(regex) & set("\\'\""), regex
+        assert "(?" not in regex, regex
+    compiled = [re.compile(r) for r in regexps]
+
+    def kept(stat: str) -> bool:
+        # Envoy's safe_regex matches the whole stat name.
+        return any(r.fullmatch(stat) for r in compiled)
+
+    assert [s for s in KEPT_STATS if not kept(s)] == []
+    assert [s for s in DROPPED_STATS if kept(s)] == []
+
+
+@pytest.mark.parametrize("mode", ["clusterip", "headless", "proxyless"])
+def test_other_modes_leave_envoys_stats_alone(mode: str, render_chart: ChartRenderer) -> None:
+    rendered = render_chart(mode, {"loadgen": {"enabled": True}})
+    configs = _proxy_configs(rendered)
+    for config in configs.values():
+        assert "proxyStatsMatcher" not in config, mode
+    (test_pod,) = rendered.of_kind("Pod")
+    assert "proxyStatsMatcher" not in test_pod["metadata"]["annotations"].get(PROXY_CONFIG, "")
+    # Without a sidecar there is nothing to configure; proxyless keeps only its agent's.
+    if mode == "proxyless":
+        assert set(configs) == {*SERVICES, "loadgen"}
+        assert all(c == {"holdApplicationUntilProxyStarts": True} for c in configs.values())
+    else:
+        assert configs == {}
 
 
 def _grants(policy: dict[str, Any]) -> dict[tuple[str, str], set[str]]:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import yaml
 
-from ..support.chart import Manifest, Rendered
+from ..support.chart import ChartRenderer, Manifest, Rendered
 
 # --- The IstioOperator: facts from Istio 1.30.3 --------------------------------------
 #
@@ -137,11 +138,21 @@ EXTENSION_PROVIDER = Message(
     {"name": "string", "opentelemetry": OTEL_PROVIDER},
     oneofs=(EXTENSION_PROVIDER_KINDS,),
 )
+# proxy.proto, message ProxyConfig.ProxyStatsMatcher: every field (repeated string).
+PROXY_STATS_MATCHER_FIELDS = frozenset(
+    {"inclusionPrefixes", "inclusionSuffixes", "inclusionRegexps"}
+)
+PROXY_STATS_MATCHER = Message(
+    "ProxyStatsMatcher",
+    PROXY_STATS_MATCHER_FIELDS,
+    {name: ["string"] for name in PROXY_STATS_MATCHER_FIELDS},
+)
 PROXY_CONFIG = Message(
     "ProxyConfig",
     PROXY_CONFIG_FIELDS,
     {
         "holdApplicationUntilProxyStarts": "bool",
+        "proxyStatsMatcher": PROXY_STATS_MATCHER,
         "terminationDrainDuration": "duration",
         # proxy.proto enum ProxyConfig.TracingServiceName.
         "tracingServiceName": Enum(
@@ -287,6 +298,36 @@ def test_istio_operator_validation_rejects(
     node[path[-1]] = value
     with pytest.raises(AssertionError, match=re.escape(message)):
         validate_istio_operator(operator)
+
+
+def test_the_charts_proxy_config_annotations_are_valid(
+    mode: str, render_chart: ChartRenderer
+) -> None:
+    """The chart's pods carry ProxyConfig too (proxy.istio.io/config, which Istio merges
+    over meshConfig.defaultConfig): the same check as defaultConfig's, in every mode."""
+    rendered = render_chart(mode, {"loadgen": {"enabled": True}})
+    pods = [w["spec"]["template"] for w in rendered.of_kind("Deployment")]
+    pods += [w["spec"]["template"] for w in rendered.of_kind("StatefulSet")]
+    pods += rendered.of_kind("Pod")
+    problems: list[str] = []
+    for pod in pods:
+        text = pod["metadata"].get("annotations", {}).get("proxy.istio.io/config")
+        if text is not None:
+            where = f"{pod['metadata']['labels']['app.kubernetes.io/component']}: {text}"
+            problems += _check(yaml.safe_load(text), PROXY_CONFIG, where)
+    assert problems == []
+
+
+def test_proxy_config_validation_rejects_a_misspelt_stats_matcher() -> None:
+    config: dict[str, Any] = {"proxyStatsMatcher": {"inclusionRegexp": ["cluster[.].*"]}}
+    assert list(_check(config, PROXY_CONFIG, "pod")) == [
+        "pod.proxyStatsMatcher.inclusionRegexp: no field 'inclusionRegexp' in ProxyStatsMatcher"
+        f" (Istio {ISTIO_VERSION_CHECKED})"
+    ]
+    config = {"proxyStatsMatcher": {"inclusionRegexps": "cluster[.].*"}}
+    assert list(_check(config, PROXY_CONFIG, "pod")) == [
+        "pod.proxyStatsMatcher.inclusionRegexps: expected a list, got 'cluster[.].*'"
+    ]
 
 
 def test_istio_operator_validation_rejects_a_bad_provider(istio_manifests: Rendered) -> None:

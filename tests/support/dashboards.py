@@ -26,7 +26,9 @@ class Expression:
 
     @property
     def mesh_only(self) -> bool:
-        return "istio_" in self.expr
+        """On Envoy's metrics (istio_* from Istio's sidecars, envoy_* from any Envoy),
+        which no local shop without a proxy produces."""
+        return "istio_" in self.expr or "envoy_" in self.expr
 
     @property
     def name(self) -> str:

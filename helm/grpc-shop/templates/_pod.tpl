@@ -17,6 +17,25 @@ service.istio.io/canonical-revision: {{ .root.Chart.AppVersion | quote }}
 sidecar.istio.io/inject: {{ ternary "true" "false" (eq (include "shop.inMesh" .root) "true") | quote }}
 {{- end }}
 
+{{/*
+mode=istio, on the services' and the load generator's pods: each sidecar keeps three of
+Envoy's own stats of the clusters it calls, which Istio's default stats matcher drops
+(it keeps cluster_manager, server, cluster.xds-grpc and little more). The mesh row of
+dashboards/mode-comparison.json reads them as envoy_cluster_upstream_rq_total,
+envoy_cluster_upstream_rq_retry and envoy_cluster_outlier_detection_ejections_active,
+labelled cluster_name by Istio's bootstrap; upstream Envoy exposes the same stats, so
+those panels do not need Istio's istio_* metrics. Istio merges this ProxyConfig over
+the mesh's defaultConfig (istio/mesh.yaml), whose settings still apply.
+The regex is RE2 and matches a whole stat name, such as
+cluster.outbound|50051||shop-orders.shop.svc.cluster.local.upstream_rq_total. It says
+[.] and [|] rather than backslashes, which the JSON would need doubled. Only outbound
+clusters and only these three stats: each one more is a series per pod and per service
+in the mesh.
+*/}}
+{{- define "shop.pod.envoyStats" -}}
+proxy.istio.io/config: '{"proxyStatsMatcher": {"inclusionRegexps": ["cluster[.]outbound[|][0-9]+[|][^|]*[|][^|]+[.](upstream_rq_total|upstream_rq_retry|outlier_detection[.]ejections_active)"]}}'
+{{- end }}
+
 {{- define "shop.pod.serviceAnnotations" -}}
 {{- $v := .root.Values }}
 # With a sidecar beside it, `kubectl logs/exec` still pick the service.
@@ -27,6 +46,8 @@ kubectl.kubernetes.io/default-container: {{ .component }}
 inject.istio.io/templates: grpc-agent
 # The client's first xds:/// resolution needs the agent's bootstrap file.
 proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+{{- else if eq $v.mode "istio" }}
+{{ include "shop.pod.envoyStats" . }}
 {{- end }}
 {{- if not $v.serviceMonitor.enabled }}
 prometheus.io/scrape: "true"
@@ -45,6 +66,8 @@ sidecar.istio.io/inject: {{ ternary "true" "false" (eq (include "shop.inMesh" .r
 {{- if eq .root.Values.mode "proxyless" }}
 inject.istio.io/templates: grpc-agent
 proxy.istio.io/config: '{"holdApplicationUntilProxyStarts": true}'
+{{- else if eq .root.Values.mode "istio" }}
+{{ include "shop.pod.envoyStats" . }}
 {{- end }}
 {{- end }}
 
