@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from shop.lab.load import LoadReport
 from shop.lab.results import (
     Bucket,
@@ -15,6 +17,7 @@ from shop.lab.results import (
     FixedRate,
     LabResults,
     Machine,
+    ModeCost,
     ModeResult,
     OfferedRate,
     PhaseCalls,
@@ -51,6 +54,14 @@ def _results() -> LabResults:
             failures=0,
             status_counts={"OK": 1000},
             pods=(PodCpu("inventory-0", 0.25, 0.2, 0.125, 0.5),),
+            cost=ModeCost(
+                app_cpu_s_per_1000_calls=4.5,
+                proxy_cpu_s_per_1000_calls=2.0,
+                proxies=5,
+                proxy_rss_mib=40.5,
+                proxied_requests=1500,
+                proxy_shares={"inventory": {"inventory-0": 0.5, "inventory-1": 0.5}},
+            ),
         ),
         fixed_rate=FixedRate(
             rate=60.0,
@@ -115,7 +126,7 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     }  # fmt: skip
     assert set(mode["steady"]) == {
         "calls", "calls_per_s", "p50_ms", "p99_ms", "shares", "imbalance",
-        "cpu_s_per_1000_calls", "failures", "status_counts", "pods",
+        "cpu_s_per_1000_calls", "failures", "status_counts", "pods", "cost",
     }  # fmt: skip
     assert mode["steady"]["pods"][0] == {
         "pod": "inventory-0", "limit_cores": 0.25, "cores": 0.2, "throttled_share": 0.125,
@@ -159,3 +170,19 @@ def test_the_lab_reads_what_shop_load_reports() -> None:
     assert report.imbalance["inventory"] == 2.0  # one of two expected pods served
     assert report.status_counts == {"OK": 1, "UNAVAILABLE": 1}
     assert report.timeline is not None and report.timeline.start_unix == started
+
+
+def test_a_sidecars_cpu_is_put_in_istios_unit() -> None:
+    """vCPU per 1,000 requests/s through one sidecar: 1,000 calls cost the proxies 2 s,
+    1,500 requests were proxied, each through two sidecars: 2 / 3,000 s per pass."""
+    cost = _results().modes[0].steady.cost
+    assert cost is not None
+    assert cost.proxy_cpu_per_1000_rps(1000) == pytest.approx(2.0 / 3000 * 1000)
+    assert ModeCost(1.0, None, 0, None).proxy_cpu_per_1000_rps(1000) is None
+
+
+def test_added_latency_is_the_difference_at_the_same_rate() -> None:
+    results = _results()
+    assert results.added_latency("headless-no-maxage", "proxyless") is None
+    same = results.added_latency("headless-no-maxage", "headless-no-maxage")
+    assert same is not None and same.p50_ms == 0 and same.p99_ms == 0

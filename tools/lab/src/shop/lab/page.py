@@ -27,7 +27,7 @@ from shop.lab.chart import Frame, chart_svg, frame_for
 from shop.lab.cpu_chart import CpuFrame, cpu_chart_svg, cpu_frame_for
 from shop.lab.rate_table import NOTES as RATE_NOTES
 from shop.lab.rate_table import rate_sentence, rate_table
-from shop.lab.results import LabResults, ModeResult, PhaseCalls
+from shop.lab.results import LabResults, ModeCost, ModeResult, PhaseCalls
 from shop.lab.svg import escape
 
 TITLE = "shop lab: gRPC load balancing, mode by mode"
@@ -91,7 +91,9 @@ SUMMARY_COLUMNS = (
     "p50 ms",
     "p99 ms",
     "inventory imbalance",
-    "CPU s / 1000 calls",
+    "CPU s / 1000 calls: apps",
+    "CPU s / 1000 calls: proxies",
+    "proxy memory MiB",
     "scale-up: first call on a new pod",
     "scale-up: 80% fair share",
     "rollout failed / calls",
@@ -113,6 +115,18 @@ def _retries(mode: ModeResult) -> Cell:
     return escape(text), "", RETRIES_TIP
 
 
+def _cost_cells(cost: ModeCost | None) -> list[Cell]:
+    """App CPU, proxy CPU, memory per proxy (x proxies)."""
+    if cost is None:
+        return [("-", "", "")] * 3
+    memory = "-" if cost.proxy_rss_mib is None else f"{cost.proxy_rss_mib:.0f} x {cost.proxies}"
+    return [
+        (num(cost.app_cpu_s_per_1000_calls, 2), "", "the replicas' processes"),
+        (num(cost.proxy_cpu_s_per_1000_calls, 2), "", "the mode's proxies (L4 proxy, sidecars)"),
+        (escape(memory), "", "mean resident memory per proxy x proxies"),
+    ]
+
+
 def _summary_cells(index: int, mode: ModeResult) -> list[Cell]:
     """(html, class, tooltip) per column of one mode's row."""
     steady, scale_up = mode.steady, mode.scale_up
@@ -128,7 +142,7 @@ def _summary_cells(index: int, mode: ModeResult) -> list[Cell]:
         (num(steady.p50_ms, 2), "", ""),
         (num(steady.p99_ms, 2), "", ""),
         (num(steady.imbalance["inventory"], 2), "", "busiest pod's share / mean share"),
-        (num(steady.cpu_s_per_1000_calls, 2), "", ""),
+        *_cost_cells(steady.cost),
         (escape(first), first_class, scaled + window),
         (escape(fair), fair_class, scaled + window),
         (escape(rollout), rollout_class, ""),
@@ -148,6 +162,8 @@ NOTES = (
     "scale-up until a new pod served its first call, and until the new pods got 80% of "
     "a fair share; never: not within the window watched. Rollout and scale-down: calls "
     "that failed while pods were restarted or removed, of all calls in that phase. "
+    "CPU per 1000 calls: of the replicas' processes and, apart, of the mode's proxies "
+    "(the service proxy in clusterip, the Envoy sidecars in istio). "
     "Retries: attempts the servers saw arrive as retries over the events run."
 )
 
@@ -239,6 +255,21 @@ def mode_section(
 # --- the page -----------------------------------------------------------------------
 
 
+def _mesh(results: LabResults) -> str:
+    """The mesh's cost in a sentence or two: added latency and CPU per sidecar."""
+    found = [f"At the fixed rate, {added.describe()}." for added in results.mesh_latency()]
+    for mode in results.modes:
+        cost = mode.steady.cost
+        per_sidecar = None if cost is None else cost.proxy_cpu_per_1000_rps(mode.steady.calls)
+        if cost is not None and per_sidecar is not None:
+            found.append(
+                f"In {mode.name}, each sidecar used {per_sidecar:.2f} vCPU per 1,000 "
+                f"requests/s through it ({cost.proxied_requests:,} requests, each through "
+                f"two sidecars; mean memory {cost.proxy_rss_mib or 0:.0f} MiB per sidecar)."
+            )
+    return f'<p class="mesh">{escape(" ".join(found))}</p>\n' if found else ""
+
+
 def render_html(results: LabResults) -> str:
     """The whole page for a lab run: summary table, then charts per mode."""
     modes = results.modes
@@ -257,6 +288,7 @@ def render_html(results: LabResults) -> str:
         f"{_settings(results.settings)}\n"
         f"{summary_table(modes)}\n"
         f'<p class="notes">{escape(NOTES)}</p>\n'
+        f"{_mesh(results)}"
         f"{_rates(modes)}"
         f"{sections}\n</main>\n</body>\n</html>\n"
     )

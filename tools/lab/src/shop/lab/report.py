@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shop.lab import capacity
-from shop.lab.results import FixedRate, LabResults, ModeResult, PhaseCalls
+from shop.lab.results import FixedRate, LabResults, ModeCost, ModeResult, PhaseCalls
 
 
 def _seconds(value: float | None) -> str:
@@ -47,6 +47,18 @@ def _busiest(fixed: FixedRate, service: str) -> str:
     return f"{used}·{pod.throttled_share:.0%}"
 
 
+def _cost(read: Callable[[ModeCost], str]) -> Callable[[ModeResult], str]:
+    """A cost figure, "-" for a result without one (an older lab.json)."""
+    return lambda m: "-" if m.steady.cost is None else read(m.steady.cost)
+
+
+def _memory(cost: ModeCost) -> str:
+    """Mean resident memory per proxy and how many ran: ``76x5``."""
+    if cost.proxy_rss_mib is None:
+        return "-"
+    return f"{cost.proxy_rss_mib:.0f}x{cost.proxies}"
+
+
 def _retries(m: ModeResult) -> str:
     return str(sum(m.retries.values()))
 
@@ -58,7 +70,10 @@ ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
     ("imbalance (inv)", lambda m: f"{m.steady.imbalance['inventory']:.2f}"),
     ("closed calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
     ("closed p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
-    ("CPU s / 1k calls", lambda m: _cpu(m.steady.cpu_s_per_1000_calls)),
+    ("CPU s/1k: apps", _cost(lambda c: _cpu(c.app_cpu_s_per_1000_calls))),
+    ("CPU s/1k: proxies", _cost(lambda c: _cpu(c.proxy_cpu_s_per_1000_calls))),
+    ("proxy RSS MiB", _cost(_memory)),
+    ("mesh inv. share %", _cost(lambda c: _shares(c.proxy_shares.get("inventory", {})) or "-")),
     ("fixed p50/p99 ms", _fixed(lambda f: f"{f.p50_ms:.0f}/{f.p99_ms:.0f}")),
     ("fixed in objective", _fixed(lambda f: f"{f.within_objective:.1%}")),
     ("fixed goodput/s", _fixed(lambda f: f"{f.goodput_per_s:.0f}")),
@@ -92,10 +107,26 @@ def print_table(results: LabResults, console: Console) -> None:
         console.print(
             "fixed rate: " + capacity.describe(results.offered, objective), highlight=False
         )
+    for added in results.mesh_latency():
+        console.print(f"at the fixed rate, {added.describe()}", highlight=False)
+    for mode in results.modes:
+        cost = mode.steady.cost
+        per_sidecar = None if cost is None else cost.proxy_cpu_per_1000_rps(mode.steady.calls)
+        if per_sidecar is not None:
+            console.print(
+                f"{mode.name}: each sidecar used {per_sidecar:.2f} vCPU per 1,000 requests/s "
+                f"through it ({cost.proxied_requests if cost else 0:,} requests proxied, "
+                "each through two sidecars)",
+                highlight=False,
+            )
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "
-        "(1.00 even); closed: the closed loop; fixed: the open loop at the fixed rate, "
-        "latency from the intended send time, failed calls (of which timeouts); busiest "
+        "(1.00 even); CPU s/1k: CPU seconds per 1,000 calls in the closed loop, of the apps "
+        "and of the mode's proxies (kube-proxy's stand-in, sidecars); proxy RSS: mean "
+        "memory per proxy x proxies; mesh share: the inventory pods' shares as the "
+        "sidecars counted them (Envoy's per-endpoint stats); closed: the closed loop; "
+        "fixed: the open loop at the fixed rate, latency from the intended send time, "
+        "failed calls (of which timeouts); busiest "
         "pod: at the fixed rate, its CPU as a share of its limit · the share of CFS periods "
         "in which it was throttled; scale-up: from the new pods being ready, to the "
         "timeline's bucket; failed: failed calls / calls in that phase; retried attempts: "

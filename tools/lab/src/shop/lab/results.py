@@ -11,7 +11,7 @@ the same::
          "steady": {"calls", "calls_per_s", "p50_ms", "p99_ms",
                     "shares": {hop: {pod: share}}, "imbalance": {hop: float},
                     "cpu_s_per_1000_calls": float | null, "failures", "status_counts",
-                    "pods": [PodCpu]},
+                    "pods": [PodCpu], "cost": ModeCost | null},
          "fixed_rate": {"rate", "objective_ms", "calls", "dropped", "p50_ms", "p99_ms",
                         "within_objective", "goodput_per_s", "timeouts", "failures",
                         "status_counts", "pods": [PodCpu]} | null,
@@ -30,6 +30,10 @@ the same::
 
     PodCpu = {"pod", "limit_cores": float | null, "cores", "throttled_share",
               "throttled_s"}
+    ModeCost = {"app_cpu_s_per_1000_calls": float | null,
+                "proxy_cpu_s_per_1000_calls": float | null, "proxies": int,
+                "proxy_rss_mib": float | null, "proxied_requests": int,
+                "proxy_shares": {hop: {pod: share}}}
 
 ``from_json`` reads back what ``to_json`` wrote (``from_json(x.to_json()) == x``).
 """
@@ -317,6 +321,56 @@ class OfferedRate:
 
 
 @dataclass(frozen=True)
+class ModeCost:
+    """What the steady run cost the apps and the mode's proxies, apart.
+
+    Proxies are whatever the mode puts on a call's path (the L4 service proxy, the
+    sidecars); the lab process's own DNS and xDS servers count in neither. Per 1,000
+    calls of the load generator (each a PlaceOrder through the whole chain)."""
+
+    app_cpu_s_per_1000_calls: float | None
+    proxy_cpu_s_per_1000_calls: float | None  # None: the mode runs no proxy
+    proxies: int
+    proxy_rss_mib: float | None  # mean resident memory per proxy, at the run's end
+    # Requests the sidecars sent to the callees' pods, from Envoy's per-endpoint
+    # counters (0 where the proxies count none), and each pod's share of them.
+    proxied_requests: int = 0
+    proxy_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def proxy_cpu_per_1000_rps(self, calls: int) -> float | None:
+        """vCPU one sidecar uses per 1,000 requests/s through it, Istio's unit: every
+        proxied request passes two sidecars (the caller's and the callee's)."""
+        if self.proxy_cpu_s_per_1000_calls is None or not self.proxied_requests or not calls:
+            return None
+        proxy_cpu_s = self.proxy_cpu_s_per_1000_calls * calls / 1000
+        return proxy_cpu_s / (2 * self.proxied_requests) * 1000
+
+    def to_json(self) -> Json:
+        return {
+            "app_cpu_s_per_1000_calls": self.app_cpu_s_per_1000_calls,
+            "proxy_cpu_s_per_1000_calls": self.proxy_cpu_s_per_1000_calls,
+            "proxies": self.proxies,
+            "proxy_rss_mib": self.proxy_rss_mib,
+            "proxied_requests": self.proxied_requests,
+            "proxy_shares": {hop: dict(pods) for hop, pods in self.proxy_shares.items()},
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ModeCost:
+        return cls(
+            app_cpu_s_per_1000_calls=_optional_float(raw["app_cpu_s_per_1000_calls"]),
+            proxy_cpu_s_per_1000_calls=_optional_float(raw["proxy_cpu_s_per_1000_calls"]),
+            proxies=int(raw["proxies"]),
+            proxy_rss_mib=_optional_float(raw["proxy_rss_mib"]),
+            proxied_requests=int(raw.get("proxied_requests", 0)),
+            proxy_shares={
+                str(hop): floats_from_json(pods)
+                for hop, pods in raw.get("proxy_shares", {}).items()
+            },
+        )
+
+
+@dataclass(frozen=True)
 class SteadyState:
     """The balanced phase before any scaling."""
 
@@ -330,6 +384,7 @@ class SteadyState:
     failures: int
     status_counts: dict[str, int] = field(default_factory=dict)
     pods: tuple[PodCpu, ...] = ()  # per-pod CPU from the cgroups; empty without limits
+    cost: ModeCost | None = None  # None: an older lab.json
 
     def to_json(self) -> Json:
         return {
@@ -343,6 +398,7 @@ class SteadyState:
             "failures": self.failures,
             "status_counts": dict(self.status_counts),
             "pods": [p.to_json() for p in self.pods],
+            "cost": None if self.cost is None else self.cost.to_json(),
         }
 
     @classmethod
@@ -358,6 +414,7 @@ class SteadyState:
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw.get("status_counts", {})),
             pods=pods_from_json(raw.get("pods", [])),
+            cost=None if raw.get("cost") is None else ModeCost.from_json(raw["cost"]),
         )
 
 
@@ -494,6 +551,22 @@ class Machine:
 
 
 @dataclass(frozen=True)
+class AddedLatency:
+    """p50 and p99 of ``mode`` minus those of ``baseline``, at the same offered rate."""
+
+    mode: str
+    baseline: str
+    p50_ms: float
+    p99_ms: float
+
+    def describe(self) -> str:
+        return (
+            f"{self.mode} adds {self.p50_ms:+.1f} ms at p50 and {self.p99_ms:+.1f} ms at p99 "
+            f"over {self.baseline}"
+        )
+
+
+@dataclass(frozen=True)
 class LabResults:
     """A whole lab run: its settings, the machine, and each mode in the order run."""
 
@@ -506,6 +579,24 @@ class LabResults:
     def mode(self, name: str) -> ModeResult:
         (found,) = [m for m in self.modes if m.name == name]
         return found
+
+    def added_latency(self, mode: str, baseline: str) -> AddedLatency | None:
+        """What ``mode`` adds to a call's p50 and p99 over ``baseline`` at the same
+        offered rate (the fixed-rate runs); None unless both ran it."""
+        names = {m.name for m in self.modes}
+        if mode not in names or baseline not in names:
+            return None
+        measured, base = self.mode(mode).fixed_rate, self.mode(baseline).fixed_rate
+        if measured is None or base is None:
+            return None
+        return AddedLatency(
+            mode, baseline, measured.p50_ms - base.p50_ms, measured.p99_ms - base.p99_ms
+        )
+
+    def mesh_latency(self, mesh: str = "istio") -> list[AddedLatency]:
+        """The mesh's added latency over the proxy-less answers that ran."""
+        found = (self.added_latency(mesh, base) for base in ("proxyless", "headless"))
+        return [added for added in found if added is not None]
 
     def to_json(self) -> Json:
         return {

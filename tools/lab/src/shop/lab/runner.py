@@ -37,6 +37,7 @@ from shop.lab.results import (
     FixedRate,
     LabResults,
     Machine,
+    ModeCost,
     ModeResult,
     OfferedRate,
     PodCpu,
@@ -48,7 +49,7 @@ from shop.loadgen.stats import shares
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cgroups import CHART_LIMITS, PodCgroup, PodLimits
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
-from shop.local.cpu import live_cpu_s
+from shop.local.cpu import live_cpu_s, rss_bytes
 from shop.local.postgres import PostgresServer, start_postgres
 
 log = logging.getLogger(__name__)
@@ -224,16 +225,18 @@ class ModeRun:
             counts[replica.pod] = await asyncio.to_thread(scrape_retried, replica.metrics_addr)
         return counts
 
-    def pids(self) -> list[int]:
+    def app_pids(self) -> list[int]:
         assert self.cluster is not None
-        replicas = [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
-        return replicas + self.mode.proxy_pids()
+        return [r.process.pid for r in self.cluster.replicas if r.process and r.alive()]
 
-    @staticmethod
-    def cpu_s(pids: list[int]) -> float:
-        """CPU seconds so far of ``pids`` and of this process, which hosts the DNS and
-        xDS servers: proxy-based modes pay for their proxies, the others for those."""
-        return live_cpu_s(pids) + time.process_time()
+    def cpu_s(self) -> CpuSplit:
+        """CPU seconds so far of the apps, of the mode's proxies, and of this process,
+        which hosts the DNS and xDS servers (what the proxy-less modes pay instead)."""
+        return CpuSplit(
+            apps=live_cpu_s(self.app_pids()),
+            proxies=live_cpu_s(self.mode.proxy_pids()),
+            lab=time.process_time(),
+        )
 
     def load(
         self,
@@ -266,13 +269,14 @@ class ModeRun:
         warmup = self.load(2.0, {})
         await warmup.start()
         await warmup.result()
-        pids = self.pids()
-        cpu_before = self.cpu_s(pids)
+        cpu_before = self.cpu_s()
+        proxied_before = await self.mode.mesh_requests()
         started = s.steady_callees
         load = self.load(s.steady_s, started)
         await load.start()
         report = await load.result()
-        cpu_s = self.cpu_s(pids) - cpu_before
+        cpu = self.cpu_s() - cpu_before
+        proxied = _subtract(await self.mode.mesh_requests(), proxied_before)
         pod_shares = {
             hop: {
                 pod: round(share, 4)
@@ -291,10 +295,38 @@ class ModeRun:
             # The loader was told the replica counts (--expect), so pods that got no
             # call count in its imbalance already.
             imbalance={hop: report.imbalance.get(hop, 0.0) for hop in pod_shares},
-            cpu_s_per_1000_calls=(round(cpu_s / report.calls * 1000, 3) if report.calls else None),
+            cpu_s_per_1000_calls=_per_1000(cpu.total, report.calls),
             failures=report.failures,
             status_counts=report.status_counts,
             pods=self.window_cpu(report, s.steady_s),
+            cost=self.cost(cpu, report.calls, proxied, started),
+        )
+
+    def cost(
+        self,
+        cpu: CpuSplit,
+        calls: int,
+        proxied: Mapping[str, Mapping[str, int]],
+        replicas: Mapping[str, int],
+    ) -> ModeCost:
+        proxy_pids = self.mode.proxy_pids()
+        memory = [m for m in (rss_bytes(pid) for pid in proxy_pids) if m is not None]
+        return ModeCost(
+            app_cpu_s_per_1000_calls=_per_1000(cpu.apps, calls),
+            proxy_cpu_s_per_1000_calls=_per_1000(cpu.proxies, calls) if proxy_pids else None,
+            proxies=len(proxy_pids),
+            proxy_rss_mib=round(sum(memory) / len(memory) / 2**20, 1) if memory else None,
+            proxied_requests=sum(sum(pods.values()) for pods in proxied.values()),
+            proxy_shares={
+                hop: {
+                    pod: round(share, 4)
+                    for pod, share in shares(
+                        proxied[hop], [f"{hop}-{i}" for i in range(replicas[hop])]
+                    ).items()
+                }
+                for hop in replicas
+                if sum(proxied.get(hop, {}).values())
+            },
         )
 
     async def fixed_rate(self, rate: float) -> FixedRate:
@@ -425,6 +457,37 @@ class ModeRun:
             ),
             retries=self.retries.totals(),
         )
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPU seconds of the apps, the proxies and the lab process (one reading, or the
+    difference of two)."""
+
+    apps: float
+    proxies: float
+    lab: float
+
+    @property
+    def total(self) -> float:
+        return self.apps + self.proxies + self.lab
+
+    def __sub__(self, other: CpuSplit) -> CpuSplit:
+        return CpuSplit(self.apps - other.apps, self.proxies - other.proxies, self.lab - other.lab)
+
+
+def _per_1000(seconds: float, calls: int) -> float | None:
+    return round(seconds / calls * 1000, 3) if calls else None
+
+
+def _subtract(
+    after: Mapping[str, Mapping[str, int]], before: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Counts per pod over a run, from two readings of cumulative counters."""
+    return {
+        hop: {pod: n - before.get(hop, {}).get(pod, 0) for pod, n in pods.items()}
+        for hop, pods in after.items()
+    }
 
 
 def _rounded(value: float | None) -> float | None:
