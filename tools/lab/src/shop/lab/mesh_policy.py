@@ -5,7 +5,7 @@ algorithm, slow start, outlier detection), a PeerAuthentication (mutual TLS), an
 AuthorizationPolicy per called service (who may call which method), and no
 VirtualService, so Istio's default retry policy applies. istiod turns those into Envoy
 configuration; :mod:`shop.lab.sidecar_resources` does the same from :data:`CHART_MESH`.
-``tests/lab/test_lab_mesh_chart.py`` renders the chart and checks that both say the
+``tests/deploy/test_chart_mesh_lab.py`` renders the chart and checks that both say the
 same things, so the chart stays the source of truth.
 """
 
