@@ -11,6 +11,8 @@ Exact numbers depend on the machine; the shapes do not:
 - headless without a max connection age spreads the calls but never sees new pods;
 - with it (the chart's headless), istio and proxyless spread the work, meet the
   objective, and the new pods get calls (and CPU) soon after the scale-up;
+- istio's calls cross real Envoy sidecars, one per pod, whose own counters agree with
+  the apps' about where the calls went;
 - no mode loses a call in a rollout or a scale-down.
 """
 
@@ -161,6 +163,30 @@ async def test_istio_and_proxyless_rebalance_at_once(mode: str, tmp_path: Path) 
     assert first is not None and first < 3.0
     assert result.scale_up.fair_share_s is not None
     assert _new_pods_cpu(result) > 0.02
-    if mode == "proxyless":
-        assert result.control_plane["xds_pushes"] > 0
+    # One control plane pushes endpoints to the gRPC clients or to the sidecars.
+    assert result.control_plane["xds_pushes"] > 0
+    cost = steady.cost
+    assert cost is not None and cost.app_cpu_s_per_1000_calls
+    if mode == "istio":
+        _assert_the_sidecars_carried_every_call(result)
+    else:
+        assert cost.proxies == 0 and cost.proxy_cpu_s_per_1000_calls is None
     _assert_no_lost_calls(result)
+
+
+def _assert_the_sidecars_carried_every_call(result: ModeResult) -> None:
+    """Every pod ran a sidecar that cost CPU and memory, and Envoy's own per-endpoint
+    counters saw the calls the apps saw, spread the same way."""
+    steady = result.steady
+    cost = steady.cost
+    assert cost is not None
+    assert cost.proxies == 5  # gateway-0, orders-0/1, inventory-0/1
+    assert cost.proxy_cpu_s_per_1000_calls and cost.proxy_cpu_s_per_1000_calls > 0
+    assert cost.proxy_rss_mib and cost.proxy_rss_mib > 5
+    # A PlaceOrder is one call to orders and at least one to inventory.
+    assert cost.proxied_requests >= 2 * steady.calls
+    for hop in ("orders", "inventory"):
+        mesh, apps = cost.proxy_shares[hop], steady.shares[hop]
+        assert mesh.keys() == apps.keys()
+        for pod, share in apps.items():
+            assert abs(mesh[pod] - share) < 0.1, (hop, mesh, apps)
