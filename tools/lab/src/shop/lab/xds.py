@@ -1,4 +1,4 @@
-"""An ADS control plane for proxyless gRPC: the part of istiod that ``xds:///`` clients see.
+"""An ADS control plane: the lab's istiod, for proxyless gRPC clients and Envoy sidecars.
 
 A gRPC channel to ``xds:///inventory.shop.svc.cluster.local:50051`` opens one
 Aggregated Discovery Service stream (xDS v3, state of the world) to the server named
@@ -18,6 +18,12 @@ An ``xds:///`` channel ignores the service config passed as a channel option (it
 resolver supplies one), so the runtime's retry policy and client-side health checks
 do not apply there: retries come from the route here, and health from readiness,
 through which endpoints are published at all.
+
+Envoy sidecars (the istio mode) use the same server, as a cluster's sidecars and
+proxyless clients share istiod. A stream is a sidecar's when its node id is one that
+:meth:`XdsControlPlane.add_sidecar` registered; it then gets that pod's listeners,
+clusters and SDS secrets (``sidecar_resources``), and endpoint changes reach it by the
+same push.
 """
 
 from __future__ import annotations
