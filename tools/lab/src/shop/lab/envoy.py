@@ -130,7 +130,12 @@ def bootstrap(pod: SidecarPod, control_plane: str) -> dict[str, object]:
                 }
             ]
         },
-        "stats_config": {"stats_tags": [{"tag_name": "cluster_name", "regex": _ISTIO_CLUSTER_TAG}]},
+        # Istio's tag set instead of Envoy's defaults, whose envoy_cluster_name cuts a
+        # cluster name at its first dot (outbound|50051||orders).
+        "stats_config": {
+            "use_all_default_tags": False,
+            "stats_tags": [{"tag_name": "cluster_name", "regex": _ISTIO_CLUSTER_TAG}],
+        },
     }
     # Parsed into Envoy's own message: a misspelt field fails here, not in Envoy.
     json_format.ParseDict(config, bootstrap_pb2.Bootstrap())
