@@ -24,6 +24,7 @@ from typing import Any
 
 from shop.lab.cells import Cell, amount, num, table
 from shop.lab.chart import Frame, chart_svg, frame_for
+from shop.lab.cost_chart import cost_chart_svg
 from shop.lab.cpu_chart import CpuFrame, cpu_chart_svg, cpu_frame_for
 from shop.lab.rate_table import NOTES as RATE_NOTES
 from shop.lab.rate_table import rate_sentence, rate_table
@@ -255,6 +256,11 @@ def mode_section(
 # --- the page -----------------------------------------------------------------------
 
 
+def _cost(modes: Sequence[ModeResult]) -> str:
+    chart = cost_chart_svg(modes)
+    return f"<figure>{chart}</figure>\n" if chart else ""
+
+
 def _mesh(results: LabResults) -> str:
     """The mesh's cost in a sentence or two: added latency and CPU per sidecar."""
     found = [f"At the fixed rate, {added.describe()}." for added in results.mesh_latency()]
@@ -288,6 +294,7 @@ def render_html(results: LabResults) -> str:
         f"{_settings(results.settings)}\n"
         f"{summary_table(modes)}\n"
         f'<p class="notes">{escape(NOTES)}</p>\n'
+        f"{_cost(modes)}"
         f"{_mesh(results)}"
         f"{_rates(modes)}"
         f"{sections}\n</main>\n</body>\n</html>\n"
