@@ -1,38 +1,39 @@
-"""The lab's HAProxy against real replicas: in TCP mode it pins a connection to one pod
-like a ClusterIP Service; in HTTP/2 mode it balances every call like a sidecar, keeps
-gRPC status codes and trailers intact, and takes endpoint changes live without failing
-a single call."""
+"""The lab's HAProxy against real replicas: like kube-proxy at a ClusterIP Service it
+balances connections, not calls, so a connection stays on one pod; it takes endpoint
+changes live, sending new connections to the new pods without ever running out of
+pods, while connections already open stay where they are."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import os
 import signal
 import socket
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.rpc import status_pb2
 
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.lab.endpoints import Endpoint
-from shop.lab.haproxy import Balance, HAProxy, HAProxyError
+from shop.lab.haproxy import HAProxy, HAProxyError
 from shop.local.addresses import free_port
 from shop.local.cluster import LocalCluster
 from shop.runtime.callscope import ROUTE_TRAILER, parse_route
-from shop.runtime.errors import STATUS_DETAILS_KEY
-from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc
+from shop.v1 import inventory_pb2, inventory_pb2_grpc
 
 from ..support.auth import caller_metadata, channel_with
 from ..support.clusters import ClusterFactory
 
 LIST = inventory_pb2.ListProductsRequest(page_size=5)
+# Channels with their own subchannel pool open their own connection.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ async def served_by(
 
 async def test_l4_proxy_pins_a_connection_to_one_pod(cluster: LocalCluster, tmp_path: Path) -> None:
     address = listen_addr()
-    async with HAProxy("service-ip", tmp_path, "tcp", {"inventory": address}) as proxy:
+    async with HAProxy("service-ip", tmp_path, {"inventory": address}) as proxy:
         assert proxy.pid is not None
         await proxy.publish("inventory", endpoints(cluster, range(3)))
 
@@ -92,10 +93,9 @@ async def test_l4_proxy_pins_a_connection_to_one_pod(cluster: LocalCluster, tmp_
             pods = await served_by(inventory_pb2_grpc.InventoryStub(channel), 90, parallel=9)
         assert len(pods) == 1, f"one connection must stay on one pod: {pods}"
 
-        # Channels with their own subchannel pool each open their own connection:
-        # connections, not calls, are spread.
-        options = [("grpc.use_local_subchannel_pool", 1)]
-        channels = [as_orders(cluster, address, options=options) for _ in range(6)]
+        # Channels that each open their own connection: connections, not calls, are
+        # spread.
+        channels = [as_orders(cluster, address, options=OWN_CONNECTION) for _ in range(6)]
         try:
             per_channel = [
                 await served_by(inventory_pb2_grpc.InventoryStub(ch), 12, parallel=3)
@@ -109,71 +109,39 @@ async def test_l4_proxy_pins_a_connection_to_one_pod(cluster: LocalCluster, tmp_
     assert reached == {"inventory-0", "inventory-1", "inventory-2"}, per_channel
 
 
-# Calls in flight at once from one channel, per algorithm. Round robin ignores load, so
-# ten at a time must still be spread evenly. Least connections is load-aware by design:
-# with ten in flight a replica that the scheduler of a busy 2-core machine happens to
-# slow down holds its calls longer and rightly gets fewer new ones (49 of 300 was seen),
-# so an even split is only its promise between replicas of equal load. One call at a
-# time makes every pick a tie (each replica has none in flight), and HAProxy breaks
-# ties by round robin: the same floor then holds whatever the machine is doing.
-IN_FLIGHT: dict[Balance, int] = {"roundrobin": 10, "leastconn": 1}
+class WatchedHAProxy(HAProxy):
+    """After every slot change publish() makes, asks HAProxy itself which addresses
+    of the backend would take a new connection now."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_rotation: list[set[str]] = []
 
-@pytest.mark.parametrize("balance", ["roundrobin", "leastconn"])
-async def test_l7_sidecar_balances_each_call(
-    cluster: LocalCluster, tmp_path: Path, balance: Balance
-) -> None:
-    address = listen_addr()
-    proxy = HAProxy("sidecar", tmp_path, "http", {"inventory": address}, balance=balance)
-    # Published before start: applied once the process is up.
-    await proxy.publish("inventory", endpoints(cluster, range(3)))
-    async with proxy, as_orders(cluster, address) as channel:
-        stub = inventory_pb2_grpc.InventoryStub(channel)
-        pods = await served_by(stub, 300, parallel=IN_FLIGHT[balance])
-    assert set(pods) == {"inventory-0", "inventory-1", "inventory-2"}, pods
-    assert min(pods.values()) >= 60, f"each pod must get >= 20% of 300 calls: {pods}"
-
-
-def status_details(error: grpc.aio.AioRpcError) -> status_pb2.Status:
-    raw = dict(error.trailing_metadata() or ()).get(STATUS_DETAILS_KEY)
-    assert raw is not None, f"{error.code().name} lost its details trailer: {error.details()}"
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == error.code().value[0]
-    return status
-
-
-async def test_l7_sidecar_passes_status_codes_and_trailers(
-    cluster: LocalCluster, tmp_path: Path
-) -> None:
-    address = listen_addr()
-    async with HAProxy("sidecar", tmp_path, "http", {"inventory": address}) as proxy:
-        await proxy.publish("inventory", endpoints(cluster, range(3)))
-        async with as_orders(cluster, address) as channel:
-            stub = inventory_pb2_grpc.InventoryStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as invalid:
-                await stub.ListProducts(
-                    inventory_pb2.ListProductsRequest(page_token="garbage"), timeout=20
-                )
-            missing = common_pb2.OrderItem(sku=f"NO-SUCH-{uuid.uuid4().hex[:8]}", quantity=1)
-            with pytest.raises(grpc.aio.AioRpcError) as not_found:
-                await stub.Reserve(
-                    inventory_pb2.ReserveRequest(reservation_id=uuid.uuid4().hex, items=[missing]),
-                    timeout=20,
-                )
-    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "page_token" in (invalid.value.details() or "")
-    assert status_details(invalid.value).details, "BadRequest details must pass through"
-    assert not_found.value.code() == grpc.StatusCode.NOT_FOUND, not_found.value.details()
-    status_details(not_found.value)
+    async def command(self, line: str, timeout_s: float = 10.0) -> str:
+        answer = await super().command(line, timeout_s)
+        if line.startswith("set server "):
+            backend = line.split()[2].partition("/")[0]
+            stat = await super().command(f"show stat {backend} 4 -1")
+            rows = csv.DictReader(io.StringIO(stat.removeprefix("# ")))
+            self.in_rotation.append(
+                {
+                    row["addr"]
+                    for row in rows
+                    if row["svname"] != "BACKEND"
+                    and not row["status"].startswith(("MAINT", "DRAIN"))
+                }
+            )
+        return answer
 
 
 @dataclass
-class SteadyLoad:
-    """A few closed-loop callers on one channel; records when each call started."""
+class NewConnections:
+    """Closed-loop callers that open a new connection (channel) for every call, and
+    record when each started and which pod served it."""
 
-    stub: inventory_pb2_grpc.InventoryStub
-    workers: int = 4
-    pause_s: float = 0.01
+    cluster: LocalCluster
+    address: str
+    workers: int = 2
     calls: list[tuple[float, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -187,66 +155,87 @@ class SteadyLoad:
         while not self._stop.is_set():
             started = loop.time()
             try:
-                pod = await list_products(self.stub)
+                async with as_orders(self.cluster, self.address, options=OWN_CONNECTION) as ch:
+                    pod = await list_products(inventory_pb2_grpc.InventoryStub(ch))
             except grpc.aio.AioRpcError as error:
                 self.failures.append(f"{error.code().name}: {error.details()}")
             else:
                 self.calls.append((started, pod))
             self._progress.set()
-            await asyncio.sleep(self.pause_s)
 
     def pods_since(self, since: float) -> Counter[str]:
         return Counter(pod for started, pod in self.calls if started > since)
 
-    async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+    async def wait_for(self, calls: int, since: float, timeout_s: float = 30) -> Counter[str]:
+        """The pods of the first ``calls`` connections opened after ``since``."""
+
         async def check() -> None:
-            while not condition():
+            while sum(self.pods_since(since).values()) < calls:
                 assert not self.failures, self.failures[:5]
                 self._progress.clear()
                 await self._progress.wait()
 
         await asyncio.wait_for(check(), timeout_s)
+        return self.pods_since(since)
 
     def stop(self) -> None:
         self._stop.set()
 
 
-async def test_l7_sidecar_follows_endpoint_changes_without_failing_calls(
+async def until_drained(proxy: HAProxy, service: str, serving: list[Endpoint]) -> None:
+    """Waits until no pod of ``service`` but ``serving`` has a connection open."""
+    wanted = {e.pod for e in serving}
+    for _ in range(300):
+        sessions = await proxy.sessions(service)
+        if not any(n for pod, n in sessions.items() if pod not in wanted):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"drained pods still serve connections: {sessions}")
+
+
+async def test_l4_proxy_moves_new_connections_when_endpoints_change(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
+    """Every connection opened after publish() returns goes to the new endpoint set;
+    a connection already open stays on its pod, removed or not (drained, not cut);
+    and at every step of a replacement some pod takes new connections, even when
+    every pod is replaced. Two slots for three pods: drained slots are reused, idle
+    ones and one still carrying a connection."""
     address = listen_addr()
-    first = endpoints(cluster, range(3))
-    async with (
-        HAProxy("sidecar", tmp_path, "http", {"inventory": address}) as proxy,
-        as_orders(cluster, address) as channel,
-    ):
-        await proxy.publish("inventory", first)
-        load = SteadyLoad(inventory_pb2_grpc.InventoryStub(channel))
+    addresses = {e.address for e in endpoints(cluster, range(3))}
+    proxy = WatchedHAProxy("service-ip", tmp_path, {"inventory": address}, max_backends=2)
+    async with proxy, as_orders(cluster, address, options=OWN_CONNECTION) as held:
+        held_stub = inventory_pb2_grpc.InventoryStub(held)
+        current = endpoints(cluster, [0])
+        await proxy.publish("inventory", current)
+        assert await list_products(held_stub) == "inventory-0"
+        proxy.in_rotation.clear()
+
+        load = NewConnections(cluster, address)
         running = asyncio.create_task(load.run())
         loop = asyncio.get_running_loop()
         try:
-            await load.wait_until(lambda: len(load.calls) >= 50, 30)
-
-            # Scale-up: a 4th pod gets calls as soon as it is published.
-            replica = await asyncio.to_thread(cluster.start_replica, "inventory", 3)
-            await asyncio.to_thread(cluster.wait_ready, 60.0, None, replica)
-            added = endpoints(cluster, [3])
-            assert [e.pod for e in added] == ["inventory-3"]
-            await proxy.publish("inventory", first + added)
-            published = loop.time()
-            await load.wait_until(lambda: load.pods_since(published)["inventory-3"] >= 20, 30)
-
-            # Scale-down: calls started after publish() returned never reach the pod.
-            await proxy.publish("inventory", first[1:] + added)
-            removed = loop.time()
-            await load.wait_until(lambda: sum(load.pods_since(removed).values()) >= 200, 30)
+            for indexes in ([0, 1], [1, 2], [2, 0], [0], [2], [1], [0, 1]):
+                # [0] -> [2] replaces every pod by one whose slot is still draining
+                # (the held connection's): revived before pod 0 leaves. [2] -> [1]
+                # replaces every pod by one without a slot: it needs a free one, which
+                # pod 0's drained slot becomes once its connections are gone.
+                target = endpoints(cluster, indexes)
+                if indexes == [1]:
+                    await until_drained(proxy, "inventory", current)
+                await proxy.publish("inventory", target)
+                published = loop.time()
+                current = target
+                after = await load.wait_for(8, published)
+                assert set(after) == {e.pod for e in target}, (indexes, after)
+                assert await list_products(held_stub) == "inventory-0", indexes
         finally:
             load.stop()
             await running
     assert load.failures == [], load.failures[:5]
-    after = load.pods_since(removed)
-    assert "inventory-0" not in after, after
-    assert set(after) == {"inventory-1", "inventory-2", "inventory-3"}, after
+    # Every slot change publish() made left a pod in rotation (never the placeholder).
+    assert len(proxy.in_rotation) >= 10, proxy.in_rotation
+    assert all(ready and ready <= addresses for ready in proxy.in_rotation), proxy.in_rotation
 
 
 async def test_start_failure_and_overflow_are_reported(tmp_path: Path) -> None:
@@ -254,13 +243,13 @@ async def test_start_failure_and_overflow_are_reported(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
-        proxy = HAProxy("clash", tmp_path, "http", {"inventory": busy})
+        proxy = HAProxy("clash", tmp_path, {"inventory": busy})
         with pytest.raises(HAProxyError, match="exited with code"):
             await proxy.start(timeout_s=30)
     assert proxy.pid is None
     await proxy.close()  # harmless after a failed start
 
-    proxy = HAProxy("small", tmp_path, "tcp", {"inventory": listen_addr()}, max_backends=2)
+    proxy = HAProxy("small", tmp_path, {"inventory": listen_addr()}, max_backends=2)
     async with proxy:
         three = [Endpoint(f"inventory-{i}", f"127.0.0.{i + 1}", 50051) for i in range(3)]
         with pytest.raises(HAProxyError, match="raise max_backends"):

@@ -5,9 +5,9 @@ The counterparts:
 
 - ``endpoints``: readiness of replicas -> endpoint sets (what EndpointSlices do)
 - ``dns``: a cluster DNS answering ``<svc>.shop.svc.cluster.local`` (headless Services)
-- ``haproxy``: an L4 proxy at a service IP (kube-proxy) and L7 HTTP/2 sidecars (standing
-  in for Envoy)
-- ``xds``: an ADS control plane for ``xds:///`` clients (istiod for proxyless gRPC)
+- ``haproxy``: an L4 proxy at a service IP (kube-proxy)
+- ``envoy``: real Envoy sidecars, configured over ADS by ``xds`` (Istio's data plane)
+- ``xds``: an ADS control plane (istiod) for ``xds:///`` clients and the Envoy sidecars
 
 The lab itself:
 

@@ -1,26 +1,19 @@
-"""A real HAProxy, driven from Python, standing in for two pieces of Kubernetes networking.
+"""A real HAProxy, driven from Python, standing in for kube-proxy at a service IP.
 
-Why HAProxy: it is a Debian package that runs as a plain process, speaks cleartext
-HTTP/2 on both sides and changes its backend set at run time, so one binary gives both
-halves of the story the lab measures:
-
-- ``mode="tcp"``: the *service IP*. kube-proxy balances a ClusterIP Service per TCP
-  connection; so does HAProxy in TCP mode with ``balance roundrobin``. A gRPC channel
-  opens one connection, so all its calls land on one pod: the problem, reproduced.
-- ``mode="http"``: the *sidecar*. Envoy in an Istio pod terminates the client's HTTP/2
-  connection and balances every request (every gRPC call) over its own pooled
-  connections to the pods. HAProxy does the same with ``bind ... proto h2`` and
-  ``server ... proto h2``; run one per client pod, with one frontend per destination
-  service.
+kube-proxy balances a ClusterIP Service per TCP *connection*; so does HAProxy in TCP
+mode with ``balance roundrobin``. A gRPC channel opens one connection, so all its calls
+land on one pod: the problem the lab measures, reproduced. HAProxy is a Debian package
+that runs as a plain process and changes its backend set at run time. (The ``istio``
+mode runs real Envoy sidecars, see :mod:`shop.lab.envoy`; HAProxy plays no sidecar.)
 
 Endpoint changes never restart the process. Each backend has ``max_backends`` server
 slots declared up front, all in maintenance; :meth:`HAProxy.publish` points slots at
 pods and moves them between ``ready``, ``drain`` and ``maint`` through the runtime API
-(a stats socket in the work directory). A removed pod is first *drained*: no new call
-is balanced to it while the calls it is serving finish; its slot goes to maintenance,
-and becomes reusable, once it serves nothing. HAProxy runs no health checks of its own:
-membership is decided by whoever publishes (the lab's readiness tracker), as the
-endpoints controller decides for kube-proxy and Envoy.
+(a stats socket in the work directory). A removed pod is *drained*: no new connection
+is balanced to it while the connections it is serving stay open, as kube-proxy leaves
+established connections alone. HAProxy runs no health checks of its own: membership is
+decided by whoever publishes (the lab's readiness tracker), as the endpoints controller
+decides for kube-proxy.
 """
 
 from __future__ import annotations
@@ -47,8 +40,6 @@ from shop.local.logs import log_tail
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["tcp", "http"]
-Balance = Literal["roundrobin", "leastconn"]
 SlotState = Literal["maint", "ready", "drain"]
 
 # Where a slot points while unused: never connected to, since the slot is in maint.
@@ -56,8 +47,6 @@ _PLACEHOLDER = "127.0.0.1:9"
 # A unix socket path must fit in sockaddr_un (108 bytes), with the ".<pid>.tmp" HAProxy
 # binds first and renames.
 _MAX_SOCKET_PATH = 90
-# How long publish() waits for a drained slot to let go of its last connection.
-_SLOT_WAIT_S = 30.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -82,7 +71,7 @@ def haproxy_binary() -> str:
 
 @dataclass(frozen=True)
 class _Usage:
-    """One slot's load: streams/connections being served, and backend connections."""
+    """One slot's load: client connections being served, and connections to the pod."""
 
     sessions: int
     connections: int
@@ -114,7 +103,7 @@ def _split_listener(service: str, listen: str) -> tuple[str, int]:
 
 
 class HAProxy:
-    """One HAProxy process: an L4 service-IP proxy (``tcp``) or an L7 sidecar (``http``).
+    """One HAProxy process in TCP mode: a frontend per service, at its service IP.
 
     ``listeners`` maps each service to the ``ip:port`` where its frontend listens.
     Implements :class:`shop.lab.endpoints.EndpointPublisher`; endpoints published
@@ -125,16 +114,9 @@ class HAProxy:
         self,
         name: str,
         work_dir: Path,
-        mode: Literal["tcp", "http"],
         listeners: Mapping[str, str],
         max_backends: int = 8,
-        *,
-        balance: Balance = "roundrobin",
     ) -> None:
-        if mode not in ("tcp", "http"):
-            raise ValueError(f"mode must be 'tcp' or 'http', got {mode!r}")
-        if balance not in ("roundrobin", "leastconn"):
-            raise ValueError(f"balance must be 'roundrobin' or 'leastconn', got {balance!r}")
         if not _NAME.match(name):
             raise ValueError(f"proxy name must be letters, digits, '_', '.', '-': {name!r}")
         if not listeners:
@@ -143,8 +125,6 @@ class HAProxy:
             raise ValueError(f"max_backends must be 1..1000, got {max_backends}")
         self.name = name
         self.work_dir = Path(work_dir)
-        self.mode: Mode = mode
-        self.balance: Balance = balance
         self.max_backends = max_backends
         self.listeners: dict[str, tuple[str, int]] = {}
         for service, listen in listeners.items():
@@ -162,7 +142,7 @@ class HAProxy:
             for service in self.listeners
         }
         self._published: dict[str, list[Endpoint]] = {}
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._lock = asyncio.Lock()
 
     # --- process ---------------------------------------------------------------------
@@ -171,35 +151,28 @@ class HAProxy:
     def pid(self) -> int | None:
         """The HAProxy process id while it runs (``-db``: one process, no master)."""
         process = self._process
-        return process.pid if process is not None and process.returncode is None else None
+        return process.pid if process is not None and process.poll() is None else None
 
     def render_config(self) -> str:
         """The configuration file :meth:`start` writes."""
-        http = self.mode == "http"
-        h2 = " proto h2" if http else ""
         lines = [
             "global",
-            # One thread: a sidecar is a small process, and the lab accounts its CPU.
+            # One thread: plenty for the lab's rates, and the lab accounts its CPU.
             "    nbthread 1",
             f"    stats socket {self.socket_path} mode 600 level admin",
             "    stats timeout 30s",
             # -db keeps HAProxy in the foreground; stdout goes to the log file.
             "    log stdout format raw local0 info",
-        ]
-        if http:
-            # Room for a client's in-flight calls on its one connection (default 100).
-            lines.append("    tune.h2.max-concurrent-streams 1000")
-        lines += [
             "",
             "defaults",
-            f"    mode {self.mode}",
+            "    mode tcp",
             "    log global",
-            f"    option {'httplog' if http else 'tcplog'}",
-            # Errors only: a line per call would cost as much CPU as the proxying.
+            "    option tcplog",
+            # Errors only: a line per connection would cost CPU the lab accounts.
             "    option dontlog-normal",
             "    option dontlognull",
             "    timeout connect 2s",
-            # gRPC streams and idle channels live long; the client decides when to stop.
+            # gRPC channels live long, idle or not; the client decides when to stop.
             "    timeout client 1h",
             "    timeout server 1h",
             "    timeout tunnel 1h",
@@ -210,20 +183,16 @@ class HAProxy:
             "    retries 2",
             "    option redispatch 1",
         ]
-        if http:
-            # Backend connections are shared by every client connection, like Envoy's
-            # pools; HTTP/2 multiplexes the calls of all of them.
-            lines.append("    http-reuse always")
         for service, (host, port) in self.listeners.items():
             lines += [
                 "",
                 f"frontend fe_{service}",
-                f"    bind {host}:{port}{h2}",
+                f"    bind {host}:{port}",
                 f"    default_backend be_{service}",
                 "",
                 f"backend be_{service}",
-                f"    balance {self.balance}",
-                f"    server-template s 1-{self.max_backends} {_PLACEHOLDER} disabled{h2}",
+                "    balance roundrobin",
+                f"    server-template s 1-{self.max_backends} {_PLACEHOLDER} disabled",
             ]
         return "\n".join(lines) + "\n"
 
@@ -239,12 +208,14 @@ class HAProxy:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="shop-haproxy-"))
             self.socket_path = self._socket_dir / f"{self.name}.sock"
         self.config_path.write_text(self.render_config())
+        # subprocess, not asyncio's: under uvloop that forks the process, and gRPC's
+        # fork handlers in a child of a process with gRPC threads can crash the child
+        # before exec (as they did Envoy, see shop.lab.envoy). subprocess spawns with
+        # vfork, which runs no handlers.
         with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.create_subprocess_exec(
-                binary,
-                "-db",
-                "-f",
-                str(self.config_path),
+            self._process = await asyncio.to_thread(
+                subprocess.Popen,
+                [binary, "-db", "-f", str(self.config_path)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -257,14 +228,14 @@ class HAProxy:
         except BaseException:
             await self.close()
             raise
-        log.info("haproxy %s (%s) up, pid %s", self.name, self.mode, self.pid)
+        log.info("haproxy %s up, pid %s", self.name, self.pid)
 
     async def close(self) -> None:
         """Stops HAProxy (SIGTERM: immediate stop; SIGKILL if it lingers). Safe to call
         more than once and after a failed start."""
         process, self._process = self._process, None
         if process is not None:
-            if process.returncode is None:
+            if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
             if not await _wait_exit(process, 5.0):
@@ -298,7 +269,7 @@ class HAProxy:
         while True:
             process = self._process
             assert process is not None
-            code = process.returncode
+            code = process.poll()
             if code is not None:
                 raise HAProxyError(
                     f"haproxy {self.name} exited with code {code}:\n{self.log_tail()}"
@@ -359,13 +330,13 @@ class HAProxy:
         process = self._process
         if process is None:
             return "not running"
-        if process.returncode is None:
+        code = process.poll()
+        if code is None:
             return f"pid {process.pid}"
-        return f"exited with code {process.returncode}"
+        return f"exited with code {code}"
 
     async def sessions(self, service: str) -> dict[str, int]:
-        """Calls (http) or connections (tcp) each pod of ``service`` is serving now,
-        draining pods included."""
+        """Connections each pod of ``service`` is serving now, draining pods included."""
         usage = await self._usage(service)
         return {
             slot.endpoint.pod: usage[slot.server].sessions
@@ -397,8 +368,12 @@ class HAProxy:
         slot.state = state
 
     async def _point(self, service: str, slot: _Slot, endpoint: Endpoint) -> None:
-        """Aims a parked slot at ``endpoint``, then makes it ready."""
-        assert slot.state == "maint"
+        """Aims a slot out of rotation at ``endpoint``, then makes it ready. A drained
+        slot is parked first; connections it still carries stay with the old pod (an
+        established TCP connection never moves)."""
+        assert slot.state != "ready"
+        if slot.state == "drain":
+            await self._set_state(service, slot, "maint")
         answer = await self.command(
             f"set server be_{service}/{slot.server} addr {endpoint.ip} port {endpoint.port}"
         )
@@ -413,10 +388,14 @@ class HAProxy:
     async def publish(self, service: str, endpoints: Sequence[Endpoint]) -> None:
         """Makes ``endpoints`` the backend set of ``service``, live.
 
-        New pods join before removed ones leave, so a backend is never empty during a
-        replacement. A removed pod is drained: calls it is serving finish, new calls go
-        elsewhere. Raises :class:`HAProxyError` if there are more endpoints than
-        ``max_backends`` slots, or (http) if no slot frees up in time.
+        New pods take free slots before removed ones leave, so while a slot is free a
+        backend is never empty during a replacement. A removed pod is drained: the
+        connections it is serving stay open, new connections go elsewhere. With no
+        slot free, removed pods are drained first and their slots reused (connections
+        stay with the pod they were opened to): replacing every pod of a full backend
+        leaves it empty for the few runtime commands in between. Raises
+        :class:`HAProxyError` if there are more endpoints than ``max_backends`` slots,
+        or if the process is gone.
         """
         if service not in self._slots:
             raise KeyError(f"haproxy {self.name} has no listener for {service!r}")
@@ -429,11 +408,9 @@ class HAProxy:
         self._published[service] = list(wanted.values())
         if self._process is None:
             return  # applied by start()
-        if self._process.returncode is not None:
-            raise HAProxyError(
-                f"haproxy {self.name} exited with code {self._process.returncode}:\n"
-                f"{self.log_tail()}"
-            )
+        code = self._process.poll()
+        if code is not None:
+            raise HAProxyError(f"haproxy {self.name} exited with code {code}:\n{self.log_tail()}")
         async with self._lock:
             await self._apply(service, wanted)
 
@@ -455,35 +432,30 @@ class HAProxy:
         ]
         if new:
             # 2. New pods on clean slots, before anyone leaves.
-            for slot in await self._clean_slots(service):
-                if not new:
-                    break
-                await self._point(service, slot, new.pop(0))
-        # 3. Removed pods get no new calls; the calls they are serving finish.
+            clean = await self._spare_slots(service)
+            for slot, endpoint in zip(clean, new, strict=False):
+                await self._point(service, slot, endpoint)
+            new = new[len(clean) :]
+        # 3. Removed pods get no new connections; the ones they are serving stay open.
         for slot in leaving:
             await self._set_state(service, slot, "drain")
-        # 4. Pods still without a slot: wait for a drained one to be let go.
+        # 4. Pods still without a slot take one out of rotation, busy or not. There is
+        # always one: no more pods are wanted than there are slots.
         if new:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + _SLOT_WAIT_S
-            log.warning(
-                "haproxy %s: no free slot in be_%s for %s, waiting for a drained pod",
+            log.info(
+                "haproxy %s: no clean slot in be_%s for %s, reusing drained ones",
                 self.name,
                 service,
                 [e.pod for e in new],
             )
-            while new:
-                for slot in await self._clean_slots(service, force=self.mode == "tcp"):
-                    if not new:
-                        break
-                    await self._point(service, slot, new.pop(0))
-                if new and loop.time() > deadline:
-                    raise HAProxyError(
-                        f"haproxy {self.name}: no slot of be_{service} freed up in "
-                        f"{_SLOT_WAIT_S}s for {[e.pod for e in new]} (raise max_backends)"
-                    )
-                if new:
-                    await asyncio.sleep(0.1)
+            spare = await self._spare_slots(service, busy=True)
+            if len(spare) < len(new):
+                raise HAProxyError(
+                    f"haproxy {self.name}: {len(spare)} slots of be_{service} free for "
+                    f"{[e.pod for e in new]}"
+                )
+            for slot, endpoint in zip(spare, new, strict=False):
+                await self._point(service, slot, endpoint)
         log.info(
             "haproxy %s: %s -> %s",
             self.name,
@@ -491,16 +463,12 @@ class HAProxy:
             [s.endpoint.pod for s in slots if s.state == "ready" and s.endpoint is not None],
         )
 
-    async def _clean_slots(self, service: str, force: bool = False) -> list[_Slot]:
-        """Parks drained slots that serve nothing, then returns the parked slots that can
-        take a new address: never used first.
-
-        A slot must have no connection left: HAProxy keeps multiplexing new calls onto
-        a live HTTP/2 connection of a server even after the server's address changed,
-        so reusing a slot too early would send them to the old pod. Maint closes idle
-        connections at once; busy ones close when their last call ends. With ``force``
-        (TCP mode, where no connection is ever shared) draining slots are taken too,
-        least busy first.
+    async def _spare_slots(self, service: str, *, busy: bool = False) -> list[_Slot]:
+        """Parks drained slots that serve nothing, then returns the slots that can take
+        a new pod, best first: parked slots with no connection left, never used first.
+        With ``busy``, every other slot out of rotation follows (draining, or parked
+        with connections still open), least busy first: reusing one moves none of its
+        connections, but :meth:`sessions` then counts them for the new pod.
         """
         slots = self._slots[service]
         usage = await self._usage(service)
@@ -511,18 +479,18 @@ class HAProxy:
             usage = await self._usage(service)
         clean = [s for s in slots if s.state == "maint" and usage[s.server].idle]
         clean.sort(key=lambda s: s.endpoint is not None)
-        if force and not clean:
-            busy = [s for s in slots if s.state in ("maint", "drain")]
-            clean = sorted(busy, key=lambda s: usage[s.server].sessions)
-            for slot in clean:
-                if slot.state == "drain":
-                    await self._set_state(service, slot, "maint")
-        return clean
+        if not busy:
+            return clean
+        rest = [s for s in slots if s.state != "ready" and s not in clean]
+        return clean + sorted(rest, key=lambda s: usage[s.server].sessions)
 
 
-async def _wait_exit(process: asyncio.subprocess.Process, timeout_s: float) -> bool:
-    try:
-        await asyncio.wait_for(process.wait(), timeout_s)
-    except TimeoutError:
-        return False
+async def _wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Waits (polling, without blocking the loop) for ``process`` to exit."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while process.poll() is None:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
     return True

@@ -31,7 +31,7 @@ REQUIRED: tuple[SystemProgram, ...] = (
     SystemProgram("initdb", "postgresql", "PostgreSQL server for the storage tests"),
     SystemProgram("pg_ctl", "postgresql", "PostgreSQL server for the storage tests"),
     SystemProgram("runuser", "util-linux", "run PostgreSQL as a non-root user"),
-    SystemProgram("haproxy", "haproxy", "L4/L7 proxies for the balancing lab"),
+    SystemProgram("haproxy", "haproxy", "the lab's kube-proxy (L4) and the compose proxy test"),
     SystemProgram("prometheus", "prometheus", "a real Prometheus for the dashboard and rule tests"),
     SystemProgram("promtool", "prometheus", "checks and unit-tests Prometheus rules"),
     SystemProgram("docker-compose", "docker-compose", "validates the compose stack (no engine)"),

@@ -10,8 +10,8 @@ the same set-up (its ``mode`` value), the lab uses the chart's name for it:
   chart's headless mode sets a max connection age.
 - ``headless``: the same, and servers send GOAWAY after 2 s (``max_connection_age``)
   while clients may re-resolve after 1 s.
-- ``istio``: Istio sidecars (Envoy, L7) -> an HAProxy HTTP/2 proxy beside each client
-  pod, balancing per call; HAProxy stands in for Envoy.
+- ``istio``: Istio sidecars (Envoy, L7) -> a real Envoy beside each pod, configured
+  over ADS by the lab's control plane, balancing per call.
 - ``proxyless``: proxyless gRPC with istiod -> the lab's ADS control plane; ``xds:///``
   targets.
 """

@@ -23,7 +23,7 @@ class ClusterIp(Mode):
 
     async def wire(self, env: ModeEnv) -> None:
         listeners = {s: self.service_ip(s) for s in CALLED_SERVICES}
-        proxy = HAProxy("kube-proxy", self.cluster.work_dir, "tcp", listeners, MAX_BACKENDS)
+        proxy = HAProxy("kube-proxy", self.cluster.work_dir, listeners, MAX_BACKENDS)
         await self.add_proxy(proxy)
         env.common.update(
             SHOP_LB_POLICY="pick_first",
