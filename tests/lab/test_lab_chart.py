@@ -187,7 +187,7 @@ def test_summary_table_has_a_row_per_mode_and_never_for_no_traffic(
     scaling = by_mode["headless"]
     assert scaling["scale-up: first call on a new pod"] == "1.0 s"
     assert scaling["scale-up: 80% fair share"] == "1.5 s"
-    assert scaling["p50 ms"] == "1.25"
+    assert scaling["p50 ms"] == "1.2"  # one decimal: 1.25 ms
     assert scaling["inventory imbalance"] == "1.04"
 
 

@@ -21,7 +21,7 @@ TOP = 56
 MARGIN_BOTTOM = 40
 APPS_COLOR = svg.PALETTE[0]
 PROXIES_COLOR = svg.PALETTE[1]
-TITLE = "CPU seconds per 1,000 calls (closed loop): the apps, and the mode's proxies"
+TITLE = "CPU seconds per 1,000 calls, closed loop"
 
 
 def _costs(modes: Sequence[ModeResult]) -> list[tuple[str, float, float]]:
@@ -49,7 +49,7 @@ def cost_chart_svg(modes: Sequence[ModeResult]) -> str:
     height = bottom + MARGIN_BOTTOM
     legend = svg.Legend.flow(
         [
-            svg.LegendEntry("apps (the replicas)", APPS_COLOR, svg.BAR_SWATCH),
+            svg.LegendEntry("apps", APPS_COLOR, svg.BAR_SWATCH),
             svg.LegendEntry("proxies (service proxy, sidecars)", PROXIES_COLOR, svg.BAR_SWATCH),
         ],
         start=svg.text_width(TITLE, svg.FONT) + 40,

@@ -92,9 +92,9 @@ SUMMARY_COLUMNS = (
     "p50 ms",
     "p99 ms",
     "inventory imbalance",
-    "CPU s / 1000 calls: apps",
-    "CPU s / 1000 calls: proxies",
-    "proxy memory MiB",
+    "app CPU s / 1k calls",
+    "proxy CPU s / 1k calls",
+    "proxy MiB",
     "scale-up: first call on a new pod",
     "scale-up: 80% fair share",
     "rollout failed / calls",
@@ -108,12 +108,12 @@ RETRIES_TIP = (
 
 
 def _retries(mode: ModeResult) -> Cell:
-    """Retries per service, ``inventory 3 · orders 0``; "-" when not counted (an older
-    lab.json)."""
+    """All retries of the run, per service in the tooltip (``inventory 3 · orders 0``);
+    "-" when not counted (an older lab.json)."""
     if not mode.retries:
         return "-", "", RETRIES_TIP
-    text = " · ".join(f"{service} {n:,}" for service, n in sorted(mode.retries.items()))
-    return escape(text), "", RETRIES_TIP
+    per_service = " · ".join(f"{service} {n:,}" for service, n in sorted(mode.retries.items()))
+    return f"{sum(mode.retries.values()):,}", "", f"{RETRIES_TIP}: {per_service}"
 
 
 def _cost_cells(cost: ModeCost | None) -> list[Cell]:
@@ -140,8 +140,8 @@ def _summary_cells(index: int, mode: ModeResult) -> list[Cell]:
     return [
         (f'<a href="#mode-{index}">{escape(mode.name)}</a>', "", mode.description),
         (num(steady.calls_per_s, 0), "", ""),
-        (num(steady.p50_ms, 2), "", ""),
-        (num(steady.p99_ms, 2), "", ""),
+        (num(steady.p50_ms, 1), "", ""),
+        (num(steady.p99_ms, 1), "", ""),
         (num(steady.imbalance["inventory"], 2), "", "busiest pod's share / mean share"),
         *_cost_cells(steady.cost),
         (escape(first), first_class, scaled + window),

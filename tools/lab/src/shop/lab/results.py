@@ -561,8 +561,7 @@ class AddedLatency:
 
     def describe(self) -> str:
         return (
-            f"{self.mode} adds {self.p50_ms:+.1f} ms at p50 and {self.p99_ms:+.1f} ms at p99 "
-            f"over {self.baseline}"
+            f"{self.mode} vs {self.baseline}: p50 {self.p50_ms:+.1f} ms, p99 {self.p99_ms:+.1f} ms"
         )
 
 
