@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from pathlib import Path
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from google.protobuf import json_format
 
+from shop.lab import proxy_process
 from shop.lab.sidecar_resources import SidecarPod
 from shop.local.logs import log_tail
 
@@ -175,24 +175,17 @@ class Envoy:
         binary = envoy_binary()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(bootstrap(self.pod, self.control_plane)) + "\n")
-        # subprocess, not asyncio's: under uvloop that forks the process, and gRPC's
-        # fork handlers in a child of a process with gRPC threads crashed Envoy
-        # (SIGSEGV before exec). subprocess spawns with vfork, which runs no handlers.
-        with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.to_thread(
-                subprocess.Popen,
-                [
-                    binary,
-                    "--config-path", str(self.config_path),
-                    "--disable-hot-restart",
-                    "--concurrency", str(CONCURRENCY),
-                    "--log-level", "warning",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+        # See shop.lab.proxy_process for why not the event loop's subprocesses.
+        self._process = await proxy_process.spawn(
+            [
+                binary,
+                "--config-path", str(self.config_path),
+                "--disable-hot-restart",
+                "--concurrency", str(CONCURRENCY),
+                "--log-level", "warning",
+            ],
+            self.log_path,
+        )  # fmt: skip
         try:
             await self._wait_ready(timeout_s)
         except BaseException:
@@ -203,15 +196,8 @@ class Envoy:
     async def close(self) -> None:
         """Stops Envoy (SIGTERM, then SIGKILL if it lingers); safe to call twice."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        if not await _wait_exit(process, 5.0):
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await _wait_exit(process, 5.0)
+        if process is not None:
+            await proxy_process.stop(process)
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_path, lines)
@@ -266,17 +252,6 @@ class Envoy:
                     f"{self.log_tail()}"
                 )
             await asyncio.sleep(0.05)
-
-
-async def _wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Waits (polling, without blocking the loop) for ``process`` to exit."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while process.poll() is None:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def _dechunk(body: bytes) -> bytes:

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shop.lab import proxy_process
 from shop.lab.endpoints import Endpoint
 from shop.local.logs import log_tail
 
@@ -208,19 +208,10 @@ class HAProxy:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="shop-haproxy-"))
             self.socket_path = self._socket_dir / f"{self.name}.sock"
         self.config_path.write_text(self.render_config())
-        # subprocess, not asyncio's: under uvloop that forks the process, and gRPC's
-        # fork handlers in a child of a process with gRPC threads can crash the child
-        # before exec (as they did Envoy, see shop.lab.envoy). subprocess spawns with
-        # vfork, which runs no handlers.
-        with self.log_path.open("ab") as log_file:
-            self._process = await asyncio.to_thread(
-                subprocess.Popen,
-                [binary, "-db", "-f", str(self.config_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        # See shop.lab.proxy_process for why not the event loop's subprocesses.
+        self._process = await proxy_process.spawn(
+            [binary, "-db", "-f", str(self.config_path)], self.log_path
+        )
         try:
             await self._wait_up(timeout_s)
             for service, endpoints in list(self._published.items()):
@@ -235,13 +226,7 @@ class HAProxy:
         more than once and after a failed start."""
         process, self._process = self._process, None
         if process is not None:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-            if not await _wait_exit(process, 5.0):
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await _wait_exit(process, 5.0)
+            await proxy_process.stop(process)
         for slots in self._slots.values():
             for slot in slots:
                 slot.endpoint, slot.state = None, "maint"
@@ -483,14 +468,3 @@ class HAProxy:
             return clean
         rest = [s for s in slots if s.state != "ready" and s not in clean]
         return clean + sorted(rest, key=lambda s: usage[s.server].sessions)
-
-
-async def _wait_exit(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Waits (polling, without blocking the loop) for ``process`` to exit."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while process.poll() is None:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
