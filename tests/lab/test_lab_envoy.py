@@ -629,6 +629,18 @@ async def test_authorization_policy(
 # --- the configuration offline, the binary, the process ---------------------------------
 
 
+def _validate(config: dict[str, Any], path: Path) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate`` on ``config`` written to ``path``."""
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_sidecar_configuration_passes_envoys_own_validation(tmp_path: Path) -> None:
     """The resources one pod gets over ADS, as a static config, through
     ``envoy --mode validate``. They still name ADS for endpoints and secrets (EDS,
@@ -643,31 +655,12 @@ def test_sidecar_configuration_passes_envoys_own_validation(tmp_path: Path) -> N
     static["listeners"] = as_dicts(listeners(pod, PORT, CHART_MESH))
     static["clusters"] = static["clusters"] + as_dicts(clusters(pod, PORT, CHART_MESH))
     static["secrets"] = as_dicts(secrets(MeshCa().issue("orders")))
-    path = tmp_path / "static.json"
-    path.write_text(json.dumps(config))
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _validate(config, tmp_path / "static.json")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
 
     # The check can fail: without the orders cluster, the route that names it does not.
-    broken = json.loads(path.read_text())
-    statics = broken["static_resources"]
-    statics["clusters"] = [
-        c for c in statics["clusters"] if c["name"] != outbound_cluster("orders")
-    ]
-    path.write_text(json.dumps(broken))
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    static["clusters"] = [c for c in static["clusters"] if c["name"] != outbound_cluster("orders")]
+    result = _validate(config, tmp_path / "broken.json")
     assert result.returncode != 0, result.stdout + result.stderr
     assert "unknown cluster" in result.stdout + result.stderr
 
