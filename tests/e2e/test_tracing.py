@@ -202,11 +202,15 @@ def test_place_order_is_one_trace_across_three_services(
     assert not [s for s in spans_in.wait_for(lambda _: True) if "grpc.health" in s.name]
 
 
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "unsampled"])
 def test_log_lines_written_during_a_call_carry_its_trace(
-    receiver: tuple[TraceReceiver, int], cluster_factory: ClusterFactory
+    receiver: tuple[TraceReceiver, int], cluster_factory: ClusterFactory, sampled: bool
 ) -> None:
     """With inventory gone, orders logs 'release failed' inside the CreateOrder call;
-    that line must name the caller's trace and the orders span it was written in."""
+    that line must name the caller's trace and the orders span it was written in.
+
+    Unsampled too: no span of the trace is exported, yet the trace id reaches orders
+    through the gateway (shop.runtime.sampling: neither hop asks the SDK for a span)."""
     spans_in, port = receiver
     cluster = _traced_cluster(cluster_factory, port, gateway=1, orders=1, inventory=1)
     (inventory,) = cluster.replicas_of("inventory")
@@ -214,7 +218,8 @@ def test_log_lines_written_during_a_call_carry_its_trace(
     assert cluster.wait_exit(inventory, 30) == 0
 
     trace_id = secrets.token_hex(16)
-    metadata = _metadata(cluster, f"00-{trace_id}-{secrets.token_hex(8)}-01")
+    flags = "01" if sampled else "00"
+    metadata = _metadata(cluster, f"00-{trace_id}-{secrets.token_hex(8)}-{flags}")
     with (
         grpc.insecure_channel(cluster.gateway_target) as channel,
         pytest.raises(grpc.RpcError) as caught,
@@ -236,6 +241,17 @@ def test_log_lines_written_during_a_call_carry_its_trace(
         assert time.monotonic() < deadline, f"no in-call log line in {lines}"
         time.sleep(0.1)
     assert {line["trace_id"] for line in in_call} == {trace_id}
+    if not sampled:
+        # Spans are exported every 100 ms: wait for a later trace's, then look.
+        marker = secrets.token_hex(16)
+        with grpc.insecure_channel(cluster.gateway_target) as channel, pytest.raises(grpc.RpcError):
+            gateway_pb2_grpc.GatewayStub(channel).PlaceOrder(
+                _order(), metadata=_metadata(cluster, f"00-{marker}-{secrets.token_hex(8)}-01"),
+                timeout=60,
+            )  # fmt: skip
+        exported = spans_in.wait_for(lambda spans: any(s.trace_id == marker for s in spans))
+        assert not [s for s in exported if s.trace_id == trace_id]
+        return
     spans = spans_in.wait_for(
         lambda spans: (
             {line["span_id"] for line in in_call}

@@ -29,6 +29,7 @@ from shop.runtime.config import ChannelConfig
 from shop.runtime.errors import RETRYABLE_CODES
 from shop.runtime.interceptors import StreamClientInterceptor, UnaryClientInterceptor
 from shop.runtime.metrics import RpcMetrics
+from shop.runtime.sampling import FastSampling
 
 # gRFC A6 throttling, per channel: each failed attempt takes a token, each success gives
 # back 0.1, and nothing is retried while half of maxTokens or fewer remain. The bucket
@@ -126,6 +127,7 @@ def build_channel(
     metrics: RpcMetrics,
     tracer: trace.Tracer | None,
     caller_token: Callable[[], str] | None = None,
+    fast: FastSampling | None = None,
 ) -> grpc.aio.Channel:
     """An insecure channel with the shop's interceptors (metrics, spans, deadline, route,
     and this service's caller token when ``caller_token`` is given).
@@ -133,10 +135,10 @@ def build_channel(
     Plaintext on purpose: inside a mesh the sidecars add mTLS, and the caller token
     proves the calling service's identity either way."""
     interceptors = [
-        UnaryClientInterceptor(metrics, tracer, config.downstream_timeout_s, caller_token),
+        UnaryClientInterceptor(metrics, tracer, config.downstream_timeout_s, caller_token, fast),
         # No default deadline for streams: a watch lasts until its final state or until
         # the caller leaves; an incoming deadline still applies.
-        StreamClientInterceptor(metrics, tracer, 0, caller_token),
+        StreamClientInterceptor(metrics, tracer, 0, caller_token, fast),
     ]
     return grpc.aio.insecure_channel(
         target,

@@ -27,6 +27,7 @@ from shop.runtime.decoding import Undecodable, tolerant
 from shop.runtime.errors import abort_with
 from shop.runtime.failures import Failures
 from shop.runtime.metrics import RpcMetrics, code_name, split_method
+from shop.runtime.sampling import FastSampling
 
 _TYPES = {
     (False, False): "unary",
@@ -106,11 +107,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metrics: RpcMetrics,
         tracer: trace.Tracer | None,
         access: AccessPolicy | None = None,
+        fast: FastSampling | None = None,
     ) -> None:
         self._hop = format_hop(service, pod)
         self._access = access
         self._metrics = metrics
         self._tracer = tracer
+        # Unsampled calls get their span without the SDK (shop.runtime.sampling).
+        self._fast = fast
         self._failures = Failures(service)
         # Wrapped handlers per method: registered handlers never change, so each is
         # wrapped once rather than on every call.
@@ -164,14 +168,23 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         current_scope.set(scope)
         if telemetry.tracer is None:
             return scope, nullcontext()
+        root_trace_id = None
+        if self._fast is not None:
+            decision = self._fast.incoming(context.invocation_metadata())
+            if decision.unsampled is not None:
+                return scope, decision.unsampled
+            root_trace_id = decision.root_trace_id
         parent = propagate.extract(_metadata_dict(context.invocation_metadata()))
-        span_cm = telemetry.tracer.start_as_current_span(
+        span = FastSampling.start_root(
+            telemetry.tracer,
+            root_trace_id,
             telemetry.span_name,
             context=parent,
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.method": telemetry.full_method},
-            record_exception=False,
-            set_status_on_exception=False,
+        )
+        span_cm = trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
         )
         return scope, span_cm
 
@@ -291,9 +304,11 @@ class _ClientBase:
         tracer: trace.Tracer | None,
         default_timeout_s: float,
         caller_token: Callable[[], str] | None = None,
+        fast: FastSampling | None = None,
     ) -> None:
         self._metrics = metrics
         self._tracer = tracer
+        self._fast = fast
         self._default_timeout_s = default_timeout_s or None
         # This service's identity for the callee (shop.runtime.auth.internal).
         self._caller_token = caller_token
@@ -328,6 +343,12 @@ class _ClientBase:
     def _start_span(self, method: str) -> trace.Span | None:
         if self._tracer is None:
             return None
+        if self._fast is not None:
+            # Under an unsampled span a parent-based sampler samples no child: send
+            # that span's context downstream as it is, unsampled, with no new span.
+            unsampled = self._fast.unsampled_current()
+            if unsampled is not None:
+                return unsampled
         return self._tracer.start_span(
             method.lstrip("/"),
             kind=SpanKind.CLIENT,

@@ -76,6 +76,7 @@ class Runtime:
             self.metrics,
             self.tracing.tracer if self.tracing.enabled else None,
             functools.partial(self._caller_tokens.token, health_service),
+            self.tracing.fast,
         )
         self._channels.append(channel)
         return channel
@@ -126,6 +127,7 @@ async def serve(
                 metrics,
                 tracing.tracer if tracing.enabled else None,
                 access,
+                tracing.fast,
             ),
         ],
         options=server_options(config),

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from shop.runtime.config import ConfigError
+from shop.runtime.sampling import FastSampling, PresetIdGenerator, sampler_from_env
 
 
 def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
@@ -51,13 +52,18 @@ class Tracing:
         env = os.environ if environ is None else environ
         self.enabled = tracing_requested(env)
         self._provider: TracerProvider | None = None
+        # The decision for unsampled calls without the SDK (shop.runtime.sampling).
+        self.fast: FastSampling | None = None
         if not self.enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
         resource = Resource.create(
             {"service.name": env.get("OTEL_SERVICE_NAME", service), "service.instance.id": pod}
         )
-        provider = TracerProvider(resource=resource)
+        sampler, self.fast = sampler_from_env(env)
+        provider = TracerProvider(
+            resource=resource, sampler=sampler, id_generator=PresetIdGenerator()
+        )
         provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
         self._provider = provider
         self.tracer = provider.get_tracer("shop.runtime")

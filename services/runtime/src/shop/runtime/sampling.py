@@ -1,0 +1,198 @@
+"""A call that will not be sampled, decided before OpenTelemetry's SDK is asked.
+
+With the chart's sampler (``parentbased_traceidratio`` at 10%) nine calls in ten are
+not sampled, yet the SDK makes each of them pay for most of a span: extracting the
+context from every header, the sampler's call, a span object, a context manager. A
+call still needs a current span when it is not sampled: logs and INTERNAL errors carry
+its trace id, and downstream calls must learn that the trace is not sampled.
+
+:class:`FastSampling` makes the same decision the SDK would, from the ``traceparent``
+header alone, and for an unsampled call builds only what is needed: a non-recording
+span with the trace id (the parent's, or a new one) and a new span id, made current.
+Everything else goes to the SDK unchanged:
+
+- a sampled parent: the SDK records a child span;
+- no parent (a root): the trace id is drawn here, as the SDK's random id generator
+  draws it, and the trace-id-ratio rule decides (``trace_id & (2**64 - 1) < bound``).
+  A root that rule samples goes to the SDK with that very trace id
+  (:class:`PresetIdGenerator`), so the SDK's sampler reaches the same decision and the
+  sampled share stays the configured ratio.
+
+Only parent-based samplers are decided here (``parentbased_traceidratio``,
+``parentbased_always_on``, ``parentbased_always_off``: the SDK's default and the
+chart's); with any other sampler everything goes to the SDK.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+from shop.runtime.config import ConfigError
+
+_LOW_64 = (1 << 64) - 1
+# version 00: trace id, parent span id, flags; both ids must not be all zeros.
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ALL_ON = TraceIdRatioBased.TRACE_ID_LIMIT + 1
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+# The trace id the fast path drew for a root it decided to sample; read by the SDK's
+# id generator while that root's span is being created.
+_preset_trace_id: ContextVar[int | None] = ContextVar("shop_preset_trace_id", default=None)
+
+
+class PresetIdGenerator(RandomIdGenerator):
+    """The SDK's random ids, except the trace id of a root the fast path drew."""
+
+    def generate_trace_id(self) -> int:
+        preset = _preset_trace_id.get()
+        return preset if preset is not None else super().generate_trace_id()
+
+
+class _Current:
+    """Makes ``span`` the current span for a ``with`` block (the little that
+    ``trace.use_span`` does for a span that records nothing)."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """For an incoming call: ``unsampled`` (a context manager making its non-recording
+    span current) when it is not sampled; otherwise ``root_trace_id``, the trace id
+    the SDK must give a root, or None for a sampled parent (the SDK decides)."""
+
+    unsampled: _Current | None
+    root_trace_id: int | None = None
+
+
+def _draw_trace_id() -> int:
+    trace_id = random.getrandbits(128)
+    while trace_id == trace.INVALID_TRACE_ID:
+        trace_id = random.getrandbits(128)
+    return trace_id
+
+
+def _draw_span_id() -> int:
+    span_id = random.getrandbits(64)
+    while span_id == trace.INVALID_SPAN_ID:
+        span_id = random.getrandbits(64)
+    return span_id
+
+
+class FastSampling:
+    """The sampling decision of a parent-based sampler whose root sampler samples a
+    trace id iff its low 64 bits are below ``root_bound``."""
+
+    def __init__(self, root_bound: int) -> None:
+        self.root_bound = root_bound
+
+    def incoming(self, metadata: Any) -> Decision:
+        """The decision for a call that arrived with ``metadata`` (gRPC's pairs)."""
+        traceparent: str | None = None
+        tracestate: str | None = None
+        for key, value in metadata or ():
+            if key == "traceparent":
+                traceparent = value
+            elif key == "tracestate":
+                tracestate = value
+        if not isinstance(traceparent, str):
+            trace_id = _draw_trace_id()
+            if trace_id & _LOW_64 < self.root_bound:
+                return Decision(None, trace_id)
+            return Decision(_Current(_unsampled(trace_id, _NOT_SAMPLED, None)))
+        match = _TRACEPARENT.match(traceparent)
+        if match is None or int(match.group(1), 16) == 0 or int(match.group(2), 16) == 0:
+            return Decision(None)  # not a context the SDK would accept either: it decides
+        flags = int(match.group(3), 16)
+        if flags & TraceFlags.SAMPLED:
+            return Decision(None)
+        state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) else None
+        return Decision(_Current(_unsampled(int(match.group(1), 16), TraceFlags(flags), state)))
+
+    @staticmethod
+    def unsampled_current() -> trace.Span | None:
+        """The current span if it belongs to an unsampled trace: a call made under it
+        would not be sampled either, so its context can go downstream as it is."""
+        span = trace.get_current_span()
+        context = span.get_span_context()
+        if context.is_valid and not context.trace_flags.sampled and not span.is_recording():
+            return span
+        return None
+
+    @staticmethod
+    def start_root(tracer: trace.Tracer, trace_id: int | None, name: str, **kwargs: Any) -> Any:
+        """``tracer.start_span(name, ...)``, the span given ``trace_id`` if not None."""
+        token = _preset_trace_id.set(trace_id)
+        try:
+            return tracer.start_span(name, **kwargs)
+        finally:
+            _preset_trace_id.reset(token)
+
+
+def _unsampled(trace_id: int, flags: TraceFlags, state: TraceState | None) -> trace.Span:
+    return NonRecordingSpan(
+        SpanContext(
+            trace_id, _draw_span_id(), is_remote=False, trace_flags=flags, trace_state=state
+        )
+    )
+
+
+def sampler_from_env(environ: Mapping[str, str]) -> tuple[Sampler, FastSampling | None]:
+    """The sampler ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` name, and its
+    fast path where it has one; a name or ratio that is not valid is a ConfigError."""
+    name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    argument = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if name in ("parentbased_traceidratio", "traceidratio"):
+        try:
+            rate = float(argument) if argument else 1.0
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG={argument!r} is not valid: a ratio 0..1")
+        if name == "traceidratio":
+            return TraceIdRatioBased(rate), None
+        return ParentBasedTraceIdRatio(rate), FastSampling(
+            TraceIdRatioBased.get_bound_for_rate(rate)
+        )
+    if name == "parentbased_always_on":
+        return DEFAULT_ON, FastSampling(_ALL_ON)
+    if name == "parentbased_always_off":
+        return DEFAULT_OFF, FastSampling(0)
+    if name == "always_off":
+        return ALWAYS_OFF, None
+    if name == "always_on":
+        return ALWAYS_ON, None
+    raise ConfigError(
+        f"OTEL_TRACES_SAMPLER={name!r} is not valid: expected parentbased_traceidratio, "
+        "traceidratio, parentbased_always_on, parentbased_always_off, always_on or always_off"
+    )

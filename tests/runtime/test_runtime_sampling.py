@@ -1,0 +1,145 @@
+"""The fast path for unsampled calls decides exactly as the SDK's sampler would, keeps
+the configured ratio, and still gives every call a current span with its trace id."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision as SdkDecision,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ParentBasedTraceIdRatio,
+    TraceIdRatioBased,
+)
+
+from shop.runtime.config import ConfigError
+from shop.runtime.sampling import FastSampling, PresetIdGenerator, sampler_from_env
+
+RATIO = 0.1
+TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
+PARENT_SPAN_ID = 0xB7AD6B7169203331
+
+
+def _fast() -> FastSampling:
+    _, fast = sampler_from_env(
+        {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(RATIO)}
+    )
+    assert fast is not None
+    return fast
+
+
+def _traceparent(flags: str, trace_id: int = TRACE_ID) -> tuple[tuple[str, str], ...]:
+    return (
+        ("user-agent", "grpc-python"),
+        ("traceparent", f"00-{trace_id:032x}-{PARENT_SPAN_ID:016x}-{flags}"),
+    )
+
+
+def test_roots_are_decided_as_the_sdks_sampler_decides_and_keep_the_ratio() -> None:
+    fast, sdk = _fast(), TraceIdRatioBased(RATIO)
+    sampled = 0
+    runs = 20_000
+    for _ in range(runs):
+        decision = fast.incoming((("user-agent", "grpc-python"),))
+        if decision.unsampled is None:
+            assert decision.root_trace_id is not None
+            trace_id = decision.root_trace_id
+            sampled += 1
+        else:
+            trace_id = decision.unsampled.span.get_span_context().trace_id
+        expected = sdk.should_sample(None, trace_id, "call").decision
+        assert (expected == SdkDecision.RECORD_AND_SAMPLE) == (decision.unsampled is None)
+    assert 0.085 < sampled / runs < 0.115
+
+
+def test_a_sampled_root_reaches_the_sdk_with_the_trace_id_drawn_for_it() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        sampler=ParentBasedTraceIdRatio(RATIO), id_generator=PresetIdGenerator()
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    fast = _fast()
+    roots = [fast.incoming(()) for _ in range(400)]
+    sampled = [d.root_trace_id for d in roots if d.unsampled is None]
+    assert sampled
+    for trace_id in sampled:
+        span = FastSampling.start_root(tracer, trace_id, "root")
+        span.end()
+    assert [s.context.trace_id for s in exporter.get_finished_spans()] == sampled
+    # Without a preset the generator draws its own ids.
+    other = FastSampling.start_root(tracer, None, "root")
+    assert other.get_span_context().trace_id not in sampled
+
+
+def test_an_unsampled_parent_gives_a_current_span_of_its_trace() -> None:
+    decision = _fast().incoming(_traceparent("00"))
+    assert decision.unsampled is not None
+    with decision.unsampled:
+        context = trace.get_current_span().get_span_context()
+        assert context.trace_id == TRACE_ID
+        assert context.span_id not in (PARENT_SPAN_ID, 0)
+        assert not context.trace_flags.sampled
+        # A call made under it goes out unsampled, as its own context.
+        assert FastSampling.unsampled_current() is decision.unsampled.span
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_tracestate_travels_with_an_unsampled_parent() -> None:
+    decision = _fast().incoming((*_traceparent("00"), ("tracestate", "vendor=value")))
+    assert decision.unsampled is not None
+    state = decision.unsampled.span.get_span_context().trace_state
+    assert state.get("vendor") == "value"
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        _traceparent("01"),  # sampled parent: the SDK records a child
+        _traceparent("00", trace_id=0),  # invalid ids: the SDK decides as for garbage
+        (("traceparent", "not a traceparent"),),
+        (("traceparent", "01-" + "a" * 32 + "-" + "b" * 16 + "-00"),),  # unknown version
+    ],
+)
+def test_what_the_fast_path_leaves_to_the_sdk(metadata: tuple[tuple[str, str], ...]) -> None:
+    decision = _fast().incoming(metadata)
+    assert decision.unsampled is None and decision.root_trace_id is None
+
+
+def test_no_unsampled_span_is_current_outside_an_unsampled_call() -> None:
+    assert FastSampling.unsampled_current() is None
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(1.0))
+    with provider.get_tracer("test").start_as_current_span("sampled"):
+        assert FastSampling.unsampled_current() is None
+
+
+@pytest.mark.parametrize(
+    ("name", "bound"),
+    [
+        ("parentbased_always_on", TraceIdRatioBased.TRACE_ID_LIMIT + 1),
+        ("parentbased_always_off", 0),
+        ("parentbased_traceidratio", TraceIdRatioBased.get_bound_for_rate(1.0)),
+    ],
+)
+def test_parent_based_samplers_have_a_fast_path(name: str, bound: int) -> None:
+    _, fast = sampler_from_env({"OTEL_TRACES_SAMPLER": name})
+    assert fast is not None and fast.root_bound == bound
+
+
+@pytest.mark.parametrize("name", ["always_on", "always_off", "traceidratio"])
+def test_other_samplers_leave_everything_to_the_sdk(name: str) -> None:
+    _, fast = sampler_from_env({"OTEL_TRACES_SAMPLER": name})
+    assert fast is None
+
+
+def test_a_bad_sampler_or_ratio_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER="):
+        sampler_from_env({"OTEL_TRACES_SAMPLER": "sometimes"})
+    with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG="):
+        sampler_from_env(
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"}
+        )
