@@ -25,7 +25,6 @@ chart's); with any other sampler everything goes to the SDK.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -95,18 +94,8 @@ class Decision:
     root_trace_id: int | None = None
 
 
-def _draw_trace_id() -> int:
-    trace_id = random.getrandbits(128)
-    while trace_id == trace.INVALID_TRACE_ID:
-        trace_id = random.getrandbits(128)
-    return trace_id
-
-
-def _draw_span_id() -> int:
-    span_id = random.getrandbits(64)
-    while span_id == trace.INVALID_SPAN_ID:
-        span_id = random.getrandbits(64)
-    return span_id
+# Ids are drawn as the SDK draws them, so a decision made here sees the same ids.
+_IDS = RandomIdGenerator()
 
 
 class FastSampling:
@@ -126,7 +115,7 @@ class FastSampling:
             elif key == "tracestate":
                 tracestate = value
         if not isinstance(traceparent, str):
-            trace_id = _draw_trace_id()
+            trace_id = _IDS.generate_trace_id()
             if trace_id & _LOW_64 < self.root_bound:
                 return Decision(None, trace_id)
             return Decision(_Current(_unsampled(trace_id, _NOT_SAMPLED, None)))
@@ -162,7 +151,7 @@ class FastSampling:
 def _unsampled(trace_id: int, flags: TraceFlags, state: TraceState | None) -> trace.Span:
     return NonRecordingSpan(
         SpanContext(
-            trace_id, _draw_span_id(), is_remote=False, trace_flags=flags, trace_state=state
+            trace_id, _IDS.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
         )
     )
 

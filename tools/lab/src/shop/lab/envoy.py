@@ -23,6 +23,8 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,24 +205,10 @@ class Envoy:
         return log_tail(self.log_path, lines)
 
     async def admin(self, path: str, timeout_s: float = 5.0) -> tuple[int, str]:
-        """``GET path`` on the admin API: status code and body."""
-        host, _, port = self.pod.admin_address.rpartition(":")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
-        try:
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-            )
-            await writer.drain()
-            raw = await asyncio.wait_for(reader.read(), timeout_s)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        head, _, body = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-        if b"transfer-encoding: chunked" in head.lower():
-            body = _dechunk(body)
-        return status, body.decode(errors="replace")
+        """``GET path`` on the admin API: status code and body (an error status too,
+        as ``/ready`` answers 503 until Envoy is initialised)."""
+        url = f"http://{self.pod.admin_address}{path}"
+        return await asyncio.to_thread(_get, url, timeout_s)
 
     async def endpoint_counts(self) -> list[EndpointCount]:
         """Requests per endpoint of every outbound cluster (``per_endpoint_stats``)."""
@@ -241,7 +229,7 @@ class Envoy:
                     f"envoy {self.pod.name} exited with code {process.returncode}:\n"
                     f"{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError):
+            with contextlib.suppress(OSError):  # not listening yet (URLError), or slow
                 status, body = await self.admin("/ready", 1.0)
                 if status == 200 and body.strip() == "LIVE":
                     return
@@ -254,17 +242,12 @@ class Envoy:
             await asyncio.sleep(0.05)
 
 
-def _dechunk(body: bytes) -> bytes:
-    """The payload of an HTTP/1.1 chunked body."""
-    payload = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        payload += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(payload)
+def _get(url: str, timeout_s: float) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return reply.status, reply.read().decode(errors="replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
 
 
 _ENDPOINT_RQ = re.compile(r"^envoy_cluster_endpoint_rq_total\{(?P<labels>[^}]*)\}\s+(?P<value>\d+)")

@@ -277,15 +277,7 @@ class ModeRun:
         report = await load.result()
         cpu = self.cpu_s() - cpu_before
         proxied = _subtract(await self.mode.mesh_requests(), proxied_before)
-        pod_shares = {
-            hop: {
-                pod: round(share, 4)
-                for pod, share in shares(
-                    report.per_hop.get(hop, {}), [f"{hop}-{i}" for i in range(count)]
-                ).items()
-            }
-            for hop, count in started.items()
-        }
+        pod_shares = _pod_shares(report.per_hop, started)
         return SteadyState(
             calls=report.calls,
             calls_per_s=report.calls_per_s,
@@ -317,16 +309,10 @@ class ModeRun:
             proxies=len(proxy_pids),
             proxy_rss_mib=round(sum(memory) / len(memory) / 2**20, 1) if memory else None,
             proxied_requests=sum(sum(pods.values()) for pods in proxied.values()),
-            proxy_shares={
-                hop: {
-                    pod: round(share, 4)
-                    for pod, share in shares(
-                        proxied[hop], [f"{hop}-{i}" for i in range(replicas[hop])]
-                    ).items()
-                }
-                for hop in replicas
-                if sum(proxied.get(hop, {}).values())
-            },
+            # Only hops the proxies counted calls at (none in a proxy-less mode).
+            proxy_shares=_pod_shares(
+                proxied, {h: n for h, n in replicas.items() if sum(proxied.get(h, {}).values())}
+            ),
         )
 
     async def fixed_rate(self, rate: float) -> FixedRate:
@@ -474,6 +460,22 @@ class CpuSplit:
 
     def __sub__(self, other: CpuSplit) -> CpuSplit:
         return CpuSplit(self.apps - other.apps, self.proxies - other.proxies, self.lab - other.lab)
+
+
+def _pod_shares(
+    counts: Mapping[str, Mapping[str, int]], replicas: Mapping[str, int]
+) -> dict[str, dict[str, float]]:
+    """Each pod's share of its hop's calls (``hop-0`` .. ``hop-<n-1>``, a pod with no
+    call at 0), rounded as lab.json keeps them."""
+    return {
+        hop: {
+            pod: round(share, 4)
+            for pod, share in shares(
+                counts.get(hop, {}), [f"{hop}-{i}" for i in range(count)]
+            ).items()
+        }
+        for hop, count in replicas.items()
+    }
 
 
 def _per_1000(seconds: float, calls: int) -> float | None:

@@ -170,18 +170,7 @@ def _outbound_listener(
     pod: SidecarPod, service: str, listen_port: int, app_port: int, policy: MeshPolicy
 ) -> Any:
     host = service_host(service)
-    route = route_components_pb2.Route(
-        match=route_components_pb2.RouteMatch(prefix="/"),
-        route=route_components_pb2.RouteAction(
-            cluster=cluster_name(host, app_port),
-            retry_policy=_retry_policy(policy),
-            # Istio's defaults: no route timeout; the call's grpc-timeout bounds it.
-            timeout=duration_pb2.Duration(),
-            max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
-                grpc_timeout_header_max=duration_pb2.Duration()
-            ),
-        ),
-    )
+    route = _route(cluster_name(host, app_port), _retry_policy(policy))
     manager = _connection_manager(f"outbound_{app_port}_{service}", host, route, [])
     return listener_pb2.Listener(
         name=f"outbound_{service}",
@@ -192,16 +181,7 @@ def _outbound_listener(
 
 
 def _inbound_listener(pod: SidecarPod, app_port: int, policy: MeshPolicy) -> Any:
-    route = route_components_pb2.Route(
-        match=route_components_pb2.RouteMatch(prefix="/"),
-        route=route_components_pb2.RouteAction(
-            cluster=inbound_cluster_name(app_port),
-            timeout=duration_pb2.Duration(),
-            max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
-                grpc_timeout_header_max=duration_pb2.Duration()
-            ),
-        ),
-    )
+    route = _route(inbound_cluster_name(app_port), None)
     rules = policy.access.get(pod.service)
     filters = [] if rules is None else [_rbac_filter(pod.service, rules, policy)]
     manager = _connection_manager(f"inbound_{app_port}", "inbound", route, filters)
@@ -222,6 +202,23 @@ def _inbound_listener(pod: SidecarPod, app_port: int, policy: MeshPolicy) -> Any
                 transport_socket=_transport_socket(tls), filters=[_network_filter(manager)]
             )
         ],
+    )
+
+
+def _route(cluster: str, retry_policy: Any) -> Any:
+    """Every call to ``cluster``, with Istio's defaults: no route timeout (the call's
+    grpc-timeout bounds it), and ``retry_policy`` where one is given."""
+    action = route_components_pb2.RouteAction(
+        cluster=cluster,
+        timeout=duration_pb2.Duration(),
+        max_stream_duration=route_components_pb2.RouteAction.MaxStreamDuration(
+            grpc_timeout_header_max=duration_pb2.Duration()
+        ),
+    )
+    if retry_policy is not None:
+        action.retry_policy.CopyFrom(retry_policy)
+    return route_components_pb2.Route(
+        match=route_components_pb2.RouteMatch(prefix="/"), route=action
     )
 
 
