@@ -263,17 +263,8 @@ def _cost(modes: Sequence[ModeResult]) -> str:
 
 def _mesh(results: LabResults) -> str:
     """The mesh's cost in a sentence or two: added latency and CPU per sidecar."""
-    found = [f"At the fixed rate, {added.describe()}." for added in results.mesh_latency()]
-    for mode in results.modes:
-        cost = mode.steady.cost
-        per_sidecar = None if cost is None else cost.proxy_cpu_per_1000_rps(mode.steady.calls)
-        if cost is not None and per_sidecar is not None:
-            found.append(
-                f"In {mode.name}, each sidecar used {per_sidecar:.2f} vCPU per 1,000 "
-                f"requests/s through it ({cost.proxied_requests:,} requests, each through "
-                f"two sidecars; mean memory {cost.proxy_rss_mib or 0:.0f} MiB per sidecar)."
-            )
-    return f'<p class="mesh">{escape(" ".join(found))}</p>\n' if found else ""
+    sentences = [line[0].upper() + line[1:] + "." for line in results.mesh_cost_lines()]
+    return f'<p class="mesh">{escape(" ".join(sentences))}</p>\n' if sentences else ""
 
 
 def render_html(results: LabResults) -> str:

@@ -107,18 +107,8 @@ def print_table(results: LabResults, console: Console) -> None:
         console.print(
             "fixed rate: " + capacity.describe(results.offered, objective), highlight=False
         )
-    for added in results.mesh_latency():
-        console.print(f"at the fixed rate, {added.describe()}", highlight=False)
-    for mode in results.modes:
-        cost = mode.steady.cost
-        per_sidecar = None if cost is None else cost.proxy_cpu_per_1000_rps(mode.steady.calls)
-        if per_sidecar is not None:
-            console.print(
-                f"{mode.name}: each sidecar used {per_sidecar:.2f} vCPU per 1,000 requests/s "
-                f"through it ({cost.proxied_requests if cost else 0:,} requests proxied, "
-                "each through two sidecars)",
-                highlight=False,
-            )
+    for line in results.mesh_cost_lines():
+        console.print(line, highlight=False)
     console.print(
         "share: % of calls per pod in steady state; imbalance: busiest pod's share / mean "
         "(1.00 even); CPU s/1k: CPU seconds per 1,000 calls in the closed loop, of the apps "

@@ -597,6 +597,21 @@ class LabResults:
         found = (self.added_latency(mesh, base) for base in ("proxyless", "headless"))
         return [added for added in found if added is not None]
 
+    def mesh_cost_lines(self) -> list[str]:
+        """What the mesh cost, a line each (the terminal prints them, the page makes
+        sentences of them): its added latency, then each sidecar's CPU in Istio's unit."""
+        lines = [f"at the fixed rate, {added.describe()}" for added in self.mesh_latency()]
+        for mode in self.modes:
+            cost = mode.steady.cost
+            per_sidecar = None if cost is None else cost.proxy_cpu_per_1000_rps(mode.steady.calls)
+            if cost is not None and per_sidecar is not None:
+                lines.append(
+                    f"{mode.name}: each sidecar used {per_sidecar:.2f} vCPU per 1,000 "
+                    f"requests/s through it ({cost.proxied_requests:,} requests proxied, "
+                    "each through two sidecars)"
+                )
+        return lines
+
     def to_json(self) -> Json:
         return {
             "settings": dict(self.settings),
