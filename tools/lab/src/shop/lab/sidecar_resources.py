@@ -29,9 +29,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import (
-    address_pb2,
     base_pb2,
-    config_source_pb2,
     extension_pb2,
     protocol_pb2,
 )
@@ -40,7 +38,6 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -50,12 +47,20 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import path_pb2, string_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
 
 from shop.lab.endpoints import Endpoint, service_host
 from shop.lab.mesh_ca import NAMESPACE, WorkloadCertificate, spiffe_id
 from shop.lab.mesh_policy import AccessRule, MeshPolicy
-from shop.lab.xds_resources import ENDPOINTS, cluster_name
+from shop.lab.xds_resources import (
+    ENDPOINTS,
+    address,
+    ads_source,
+    cluster_name,
+    pack,
+    router_filter,
+    uint32,
+)
 
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 
@@ -129,7 +134,7 @@ def load_assignment(host: str, port: int, endpoints: Sequence[Endpoint]) -> Any:
     lb_endpoints = [
         endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(
-                address=_address(endpoint.ip, INBOUND_PORT), hostname=endpoint.pod
+                address=address(endpoint.ip, INBOUND_PORT), hostname=endpoint.pod
             )
         )
         for endpoint in sorted(endpoints)
@@ -174,7 +179,7 @@ def _outbound_listener(
     manager = _connection_manager(f"outbound_{app_port}_{service}", host, route, [])
     return listener_pb2.Listener(
         name=f"outbound_{service}",
-        address=_address(pod.ip, listen_port),
+        address=address(pod.ip, listen_port),
         traffic_direction=base_pb2.OUTBOUND,
         filter_chains=[listener_components_pb2.FilterChain(filters=[_network_filter(manager)])],
     )
@@ -195,7 +200,7 @@ def _inbound_listener(pod: SidecarPod, app_port: int, policy: MeshPolicy) -> Any
     tls.common_tls_context.validation_context_sds_secret_config.CopyFrom(_sds(ROOT_SECRET))
     return listener_pb2.Listener(
         name="virtualInbound",
-        address=_address(pod.ip, INBOUND_PORT),
+        address=address(pod.ip, INBOUND_PORT),
         traffic_direction=base_pb2.INBOUND,
         filter_chains=[
             listener_components_pb2.FilterChain(
@@ -232,18 +237,13 @@ def _connection_manager(stat_prefix: str, host: str, route: Any, filters: list[A
                 route_components_pb2.VirtualHost(name=host, domains=["*"], routes=[route])
             ],
         ),
-        http_filters=[
-            *filters,
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
-            ),
-        ],
+        http_filters=[*filters, router_filter()],
     )
 
 
 def _network_filter(manager: Any) -> Any:
     return listener_components_pb2.Filter(
-        name="envoy.filters.network.http_connection_manager", typed_config=_pack(manager)
+        name="envoy.filters.network.http_connection_manager", typed_config=pack(manager)
     )
 
 
@@ -275,7 +275,7 @@ def _rbac_filter(service: str, rules: tuple[AccessRule, ...], policy: MeshPolicy
     config = rbac_filter_pb2.RBAC(
         rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW, policies=policies)
     )
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.rbac", typed_config=_pack(config))
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.rbac", typed_config=pack(config))
 
 
 def _any_path(paths: Sequence[str]) -> Any:
@@ -293,12 +293,12 @@ def _retry_policy(policy: MeshPolicy) -> Any:
     retry = policy.retry
     return route_components_pb2.RetryPolicy(
         retry_on=",".join(retry.retry_on),
-        num_retries=wrappers_pb2.UInt32Value(value=retry.attempts),
+        num_retries=uint32(retry.attempts),
         retriable_status_codes=list(retry.retriable_status_codes),
         retry_host_predicate=[
             route_components_pb2.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
             )
         ],
         host_selection_retry_max_attempts=retry.host_selection_attempts,
@@ -331,18 +331,18 @@ def _outbound_cluster(service: str, port: int, policy: MeshPolicy) -> Any:
     cluster = cluster_pb2.Cluster(
         name=cluster_name(service_host(service), port),
         type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source()),
         connect_timeout=_CONNECT_TIMEOUT,
         load_balancing_policy=_lb_policy(policy),
         outlier_detection=outlier_detection_pb2.OutlierDetection(
-            consecutive_5xx=wrappers_pb2.UInt32Value(value=outlier.consecutive_errors),
+            consecutive_5xx=uint32(outlier.consecutive_errors),
             interval=_seconds(outlier.interval_s),
             base_ejection_time=_seconds(outlier.base_ejection_s),
-            max_ejection_percent=wrappers_pb2.UInt32Value(value=outlier.max_ejection_percent),
+            max_ejection_percent=uint32(outlier.max_ejection_percent),
             # Istio enforces only the consecutive-errors rule a DestinationRule sets.
-            enforcing_consecutive_5xx=wrappers_pb2.UInt32Value(value=100),
-            enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=0),
-            enforcing_success_rate=wrappers_pb2.UInt32Value(value=0),
+            enforcing_consecutive_5xx=uint32(100),
+            enforcing_consecutive_gateway_failure=uint32(0),
+            enforcing_success_rate=uint32(0),
         ),
         circuit_breakers=_unlimited(),
         transport_socket=_transport_socket(tls),
@@ -366,7 +366,7 @@ def _inbound_cluster(pod: SidecarPod, app_port: int) -> Any:
                     lb_endpoints=[
                         endpoint_components_pb2.LbEndpoint(
                             endpoint=endpoint_components_pb2.Endpoint(
-                                address=_address(pod.ip, app_port)
+                                address=address(pod.ip, app_port)
                             )
                         )
                     ]
@@ -396,7 +396,7 @@ def _lb_policy(policy: MeshPolicy) -> Any:
         policies=[
             cluster_pb2.LoadBalancingPolicy.Policy(
                 typed_extension_config=extension_pb2.TypedExtensionConfig(
-                    name=f"envoy.load_balancing_policies.{name}", typed_config=_pack(config)
+                    name=f"envoy.load_balancing_policies.{name}", typed_config=pack(config)
                 )
             )
         ]
@@ -416,7 +416,7 @@ def _http2(cluster: Any) -> None:
 
 
 def _unlimited() -> Any:
-    limit = wrappers_pb2.UInt32Value(value=_UNLIMITED)
+    limit = uint32(_UNLIMITED)
     return circuit_breaker_pb2.CircuitBreakers(
         thresholds=[
             circuit_breaker_pb2.CircuitBreakers.Thresholds(
@@ -437,38 +437,20 @@ def _tls_context() -> Any:
 
 
 def _sds(name: str) -> Any:
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=_ads())
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_source())
 
 
 def _transport_socket(context: Any) -> Any:
-    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_pack(context))
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
 
 
 # --- small parts ----------------------------------------------------------------------
-
-
-def _ads() -> Any:
-    return config_source_pb2.ConfigSource(
-        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
-    )
-
-
-def _address(ip: str, port: int) -> Any:
-    return address_pb2.Address(
-        socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
-    )
 
 
 def _seconds(value: float) -> Any:
     duration = duration_pb2.Duration()
     duration.FromNanoseconds(round(value * 1e9))
     return duration
-
-
-def _pack(message: Any) -> Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
 
 
 __all__ = [

@@ -93,15 +93,11 @@ def listener(host: str, port: int) -> Any:
         stat_prefix=host,
         route_config=route_config,
         # gRPC rejects a listener whose filter chain does not end with the router.
-        http_filters=[
-            hcm_pb2.HttpFilter(
-                name="envoy.filters.http.router", typed_config=_pack(router_pb2.Router())
-            )
-        ],
+        http_filters=[router_filter()],
     )
     return listener_pb2.Listener(
         name=listener_name(host, port),
-        api_listener=api_listener_pb2.ApiListener(api_listener=_pack(manager)),
+        api_listener=api_listener_pb2.ApiListener(api_listener=pack(manager)),
     )
 
 
@@ -111,10 +107,7 @@ def cluster(host: str, port: int, lb_policy: str) -> Any:
         name=cluster_name(host, port),
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-            eds_config=config_source_pb2.ConfigSource(
-                ads=config_source_pb2.AggregatedConfigSource(),
-                resource_api_version=config_source_pb2.V3,
-            ),
+            eds_config=ads_source(),
         ),
         connect_timeout=duration_pb2.Duration(seconds=5),
         lb_policy=LB_POLICIES[lb_policy],
@@ -126,11 +119,7 @@ def load_assignment(host: str, port: int, endpoints: Sequence[Endpoint]) -> Any:
     lb_endpoints = [
         endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(
-                address=address_pb2.Address(
-                    socket_address=address_pb2.SocketAddress(
-                        address=endpoint.ip, port_value=endpoint.port
-                    )
-                ),
+                address=address(endpoint.ip, endpoint.port),
                 hostname=endpoint.pod,
             ),
             health_status=health_check_pb2.HEALTHY,
@@ -143,7 +132,7 @@ def load_assignment(host: str, port: int, endpoints: Sequence[Endpoint]) -> Any:
             endpoint_components_pb2.LocalityLbEndpoints(
                 locality=base_pb2.Locality(region="lab", zone="lab-a"),
                 lb_endpoints=lb_endpoints,
-                load_balancing_weight=_uint32(1),
+                load_balancing_weight=uint32(1),
                 priority=0,
             )
         )
@@ -158,7 +147,7 @@ def _retry_policy() -> Any:
     so the one the runtime passes is ignored."""
     return route_components_pb2.RetryPolicy(
         retry_on="unavailable,cancelled",
-        num_retries=_uint32(RETRY_ATTEMPTS - 1),
+        num_retries=uint32(RETRY_ATTEMPTS - 1),
         retry_back_off=route_components_pb2.RetryPolicy.RetryBackOff(
             base_interval=duration_pb2.Duration(nanos=50_000_000),
             max_interval=duration_pb2.Duration(seconds=1),
@@ -166,11 +155,34 @@ def _retry_policy() -> Any:
     )
 
 
-def _pack(message: Any) -> Any:
+# --- small parts, shared with the sidecars' resources (shop.lab.sidecar_resources) -----
+
+
+def router_filter() -> Any:
+    """The HTTP filter that routes; Envoy and gRPC both want it last in the chain."""
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
+    )
+
+
+def ads_source() -> Any:
+    """ "Over the same ADS stream", for resources that refer to others (EDS, SDS)."""
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def address(ip: str, port: int) -> Any:
+    return address_pb2.Address(
+        socket_address=address_pb2.SocketAddress(address=ip, port_value=port)
+    )
+
+
+def pack(message: Any) -> Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
 
 
-def _uint32(value: int) -> Any:
+def uint32(value: int) -> Any:
     return wrappers_pb2.UInt32Value(value=value)
