@@ -121,9 +121,12 @@ async def test_clusterip_pins_one_pod_at_its_limit_and_never_rebalances(tmp_path
     assert pinned.throttled_share >= 0.5, fixed.pods
     idle, _ = _orders_cores(fixed)
     assert idle < 0.1 * pinned.limit_cores, fixed.pods
-    # Offered what two pods could take, one pod's queue grows: most calls miss.
+    # Offered what two pods could take, one pod's queue grows: most calls miss, the
+    # tail among them. How far the tail goes is not a shape: the pod is offered 1.2x
+    # what it serves times (CPU per call arriving alone / CPU per call in the closed
+    # loop), so after the 5 s window the backlog is 0.4 s to over 1 s, run to run.
     assert fixed.within_objective < 0.6, fixed
-    assert fixed.p99_ms > fixed.objective_ms * 2, fixed
+    assert fixed.p99_ms > fixed.objective_ms, fixed
     assert result.scale_up.first_traffic_s is None
     assert _new_pods_cpu(result) < 0.02
     _assert_no_lost_calls(result)
