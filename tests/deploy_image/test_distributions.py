@@ -20,7 +20,7 @@ from .dockerfile_model import parse_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
 # Only the orders and inventory services keep state.
-DATABASE = {"sqlalchemy", "aiosqlite", "asyncpg"}
+DATABASE = {"asyncpg"}
 # What only the lab (DNS server, xDS control plane) needs.
 LAB = {"dnslib", "xds-protos"}
 # The shop command's own: the load generator's histogram and progress display.

@@ -38,7 +38,7 @@ def _one_line(stderr: str) -> str:
         ("SHOP_METRICS_ADDR", "9464", "HOST:PORT or 'off'"),
         ("SHOP_RETRY_MAX_ATTEMPTS", "9", "an integer from 1 to 5"),
         ("SHOP_LOG_LEVEL", "loud", "one of debug, info, warning, error"),
-        ("DATABASE_URL", "mysql://db/shop", "an SQLAlchemy URL"),
+        ("DATABASE_URL", "mysql://db/shop", "a database URL"),
         ("OTEL_TRACES_EXPORTER", "zipkin", "otlp, console or none"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "'grpc'"),
     ],

@@ -7,19 +7,19 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 import pytest
-from sqlalchemy import func, select
 
 from shop.inventory.catalog import SEED_CATALOG
 from shop.inventory.store import (
     InventoryStore,
     Line,
     Reservation,
-    reservation_lines,
-    reservations,
 )
+from shop.runtime.database import sql
 from shop.runtime.errors import FailedPrecondition, NotFound
 
 OpenStore = Callable[[], Awaitable[InventoryStore]]
+COUNT_HEADS = sql("SELECT count(*) FROM reservations WHERE reservation_id = $1")
+COUNT_LINES = sql("SELECT count(*) FROM reservation_lines WHERE reservation_id = $1")
 
 
 async def stock_of(store: InventoryStore, sku: str) -> int:
@@ -29,18 +29,11 @@ async def stock_of(store: InventoryStore, sku: str) -> int:
 
 async def reservation_rows(store: InventoryStore, reservation_id: str) -> tuple[int, int]:
     """(reservation rows, reservation line rows) stored under ``reservation_id``."""
-    async with store._db.read() as conn:
-        heads = await conn.scalar(
-            select(func.count())
-            .select_from(reservations)
-            .where(reservations.c.reservation_id == reservation_id)
-        )
-        lines = await conn.scalar(
-            select(func.count())
-            .select_from(reservation_lines)
-            .where(reservation_lines.c.reservation_id == reservation_id)
-        )
-    return int(heads or 0), int(lines or 0)
+    async with store._db.read() as tx:
+        heads = await tx.fetchrow(COUNT_HEADS, reservation_id)
+        lines = await tx.fetchrow(COUNT_LINES, reservation_id)
+    assert heads is not None and lines is not None
+    return int(heads[0]), int(lines[0])
 
 
 async def test_seeded_catalog_and_set_stock(store: InventoryStore) -> None:

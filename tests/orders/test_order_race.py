@@ -24,16 +24,15 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import select
 
 from shop.api.services import INVENTORY as INVENTORY_SERVICE
 from shop.credentials import LocalCredentials
 from shop.inventory.servicer import InventoryServicer
-from shop.inventory.store import RESERVED, InventoryStore, reservations
+from shop.inventory.store import RESERVED, InventoryStore
 from shop.orders.placement import OrderPlacement
 from shop.orders.reconciler import Reconciler
 from shop.orders.store import CONFIRMED, Item, OrderRecord, OrderStore
-from shop.runtime.database import Database
+from shop.runtime.database import Database, sql
 from shop.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, orders_pb2
 
 from ..support.auth import caller_metadata, channel_with, user_metadata
@@ -47,6 +46,10 @@ QUANTITY = {key: 1 + n % 3 for n, key in enumerate(KEYS)}
 INITIAL_STOCK = sum(QUANTITY.values())
 # Upper bound for a step that the gates have already made possible (not a pacing delay).
 STEP_TIMEOUT_S = 60
+
+RESERVATION_STATES = sql(
+    "SELECT reservation_id, state FROM reservations WHERE reservation_id = ANY($1)"
+)
 
 
 class Gate:
@@ -138,13 +141,9 @@ class Race:
         return stock_of(reply, SKU)
 
     async def reservation_states(self, reservation_ids: list[str]) -> dict[str, str]:
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(reservations.c.reservation_id, reservations.c.state).where(
-                    reservations.c.reservation_id.in_(reservation_ids)
-                )
-            )
-            return {reservation_id: state for reservation_id, state in rows}
+        async with self.db.read() as tx:
+            rows = await tx.fetch(RESERVATION_STATES, reservation_ids)
+        return {reservation_id: state for reservation_id, state in rows}
 
 
 OpenRace = Callable[..., Awaitable[Race]]

@@ -15,10 +15,9 @@ import asyncio
 from typing import Any
 
 import grpc
-from sqlalchemy import select
 
 from shop.inventory.servicer import InventoryServicer
-from shop.inventory.store import RELEASED, InventoryStore, reservations
+from shop.inventory.store import RELEASED, RESERVATION_STATE, InventoryStore
 from shop.orders.store import REJECTED
 from shop.runtime.database import Database
 from shop.v1 import common_pb2, orders_pb2
@@ -81,14 +80,10 @@ async def test_stock_taken_for_an_attempt_rejected_meanwhile_goes_back(start_sho
     assert await shop.stock(SKU) == 2, "the units reserved for a rejected attempt leaked"
     db = Database(shop.database_url)
     try:
-        async with db.read() as conn:
-            state = (
-                await conn.execute(
-                    select(reservations.c.state).where(
-                        reservations.c.reservation_id == record.reservation_id
-                    )
-                )
-            ).scalar_one()
+        async with db.read() as tx:
+            row = await tx.fetchrow(RESERVATION_STATE, record.reservation_id)
+        assert row is not None
+        state = row[0]
     finally:
         await db.dispose()
     assert state == RELEASED

@@ -3,12 +3,13 @@
 Watchers sit on orders replicas of their own (``watcher``), each with a hub the test
 can see, on the same database as the ``shop`` fixture's replica, through which the
 orders are placed and cancelled: a change made through another replica must reach
-them. Query counts come from SQLAlchemy's cursor events, not from timing.
+them. Query counts come from the statements the database module logs, not from timing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -19,8 +20,6 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
 
 from shop.api.services import ORDERS as ORDERS_SERVICE
 from shop.credentials import LocalCredentials
@@ -29,6 +28,7 @@ from shop.orders.app import make_setup as orders_setup
 from shop.orders.settings import OrdersSettings
 from shop.orders.watch import OrderWatchHub
 from shop.runtime.config import DatabaseSettings
+from shop.runtime.database import sql_log
 from shop.runtime.streams import StreamConfig
 from shop.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 
@@ -127,15 +127,19 @@ def statements_on_orders() -> Iterator[list[str]]:
     seen: list[str] = []
     pattern = re.compile(r"\borders\b(?!_)")
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if pattern.search(statement):
-            seen.append(statement)
+    class Record(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if pattern.search(statement := record.getMessage()):
+                seen.append(statement)
 
-    event.listen(Engine, "before_cursor_execute", record)
+    handler, level = Record(), sql_log.level
+    sql_log.addHandler(handler)
+    sql_log.setLevel(logging.DEBUG)
     try:
         yield seen
     finally:
-        event.remove(Engine, "before_cursor_execute", record)
+        sql_log.removeHandler(handler)
+        sql_log.setLevel(level)
 
 
 async def test_a_change_made_through_another_replica_reaches_the_watcher(

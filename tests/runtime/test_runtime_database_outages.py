@@ -9,11 +9,15 @@ import sqlite3
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
 
 from shop.local.addresses import free_port
 from shop.runtime import database
-from shop.runtime.database import Database, connection_problem
+from shop.runtime.database import Database, connection_problem, sql
+
+TERMINATE_SLEEPERS = sql(
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()"
+)
 
 
 @pytest.fixture
@@ -34,8 +38,8 @@ async def _error_of(work: object) -> BaseException:
 
 
 async def _select(db: Database, statement: str) -> None:
-    async with db.read() as connection:
-        await connection.execute(text(statement))
+    async with db.read() as tx:
+        await tx.execute(sql(statement))
 
 
 async def test_a_wrong_statement_is_not_an_outage(db: Database) -> None:
@@ -66,8 +70,8 @@ async def test_a_connection_dropped_mid_statement_is_an_outage(
         holder = sqlite3.connect(database_url.split(":///", 1)[1], isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
         try:
-            async with db.write() as connection:
-                error = await _error_of(connection.execute(text("SELECT 1")))
+            async with db.write() as tx:
+                error = await _error_of(tx.execute(sql("SELECT 1")))
         except Exception as raised:
             error = raised
         finally:
@@ -79,21 +83,16 @@ async def test_a_connection_dropped_mid_statement_is_an_outage(
         return
 
     async def sleeper() -> None:
-        async with db.write() as connection:
-            await connection.execute(text("SELECT pg_sleep(30)"))
+        async with db.write() as tx:
+            await tx.execute(sql("SELECT pg_sleep(30)"))
 
     task = asyncio.ensure_future(_error_of(sleeper()))
-    async with db.read() as connection:
-        # The server ends the sleeping session, as a restart or failover would.
-        for _ in range(200):
-            killed = await connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()"
-                )
-            )
-            if killed.all():
-                break
-            await asyncio.sleep(0.02)
+    # The server ends the sleeping session, as a restart or failover would.
+    for _ in range(200):
+        async with db.read() as tx:
+            killed = await tx.fetch(TERMINATE_SLEEPERS)
+        if killed:
+            break
+        await asyncio.sleep(0.02)
     error = await asyncio.wait_for(task, 30)
     assert connection_problem(error)

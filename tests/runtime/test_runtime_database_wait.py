@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from sqlalchemy import text
 
 from shop.local.addresses import free_port
 from shop.local.postgres import PostgresServer
 from shop.runtime.config import DatabaseSettings, StartupError
-from shop.runtime.database import open_database
+from shop.runtime.database import open_database, sql
 
 
 @asynccontextmanager
@@ -73,8 +72,8 @@ async def test_waits_for_a_database_that_comes_up_late(
     async with _forwarder(port, postgres_server.port):
         db = await asyncio.wait_for(opening, timeout=30)
         try:
-            async with db.read() as connection:
-                assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+            async with db.read() as tx:
+                assert await tx.fetchrow(sql("SELECT 1")) == (1,)
         finally:
             await db.dispose()
 

@@ -74,7 +74,7 @@ def test_configure_logging_replaces_handlers_and_sets_level() -> None:
         assert root.level == logging.WARNING
         assert len(root.handlers) == 1
         assert isinstance(root.handlers[0].formatter, JsonFormatter)
-        assert logging.getLogger("sqlalchemy").level == logging.WARNING
+        assert logging.getLogger("asyncio").level == logging.WARNING
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)

@@ -7,58 +7,78 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    Column,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    select,
-    update,
-)
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from shop.inventory.catalog import SEED_CATALOG
-from shop.runtime.database import Database, timestamp
+from shop.runtime.database import Database, Tx, sql, timestamp
 from shop.runtime.errors import FailedPrecondition, NotFound, PreconditionViolation
-
-metadata = MetaData()
-
-products = Table(
-    "products",
-    metadata,
-    Column("sku", String(64), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("price_cents", BigInteger, nullable=False),
-    Column("stock", Integer, nullable=False),
-    # The last line of defence: the database itself refuses an oversell.
-    CheckConstraint("stock >= 0", name="stock_not_negative"),
-)
 
 RESERVED = "RESERVED"
 RELEASED = "RELEASED"
 
-reservations = Table(
-    "reservations",
-    metadata,
-    Column("reservation_id", String(160), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("created_at", String(40), nullable=False),
+# The tables as the services have always created them (column types, constraint and
+# index names), so databases made by earlier versions need nothing new.
+# stock_not_negative is the last line of defence: the database itself refuses an
+# oversell.
+SCHEMA = (
+    sql("""
+        CREATE TABLE IF NOT EXISTS products (
+            sku VARCHAR(64) NOT NULL,
+            name VARCHAR(200) NOT NULL,
+            price_cents BIGINT NOT NULL,
+            stock INTEGER NOT NULL,
+            PRIMARY KEY (sku),
+            CONSTRAINT stock_not_negative CHECK (stock >= 0)
+        )
+    """),
+    sql("""
+        CREATE TABLE IF NOT EXISTS reservations (
+            reservation_id VARCHAR(160) NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            created_at VARCHAR(40) NOT NULL,
+            PRIMARY KEY (reservation_id)
+        )
+    """),
+    sql("""
+        CREATE TABLE IF NOT EXISTS reservation_lines (
+            reservation_id VARCHAR(160) NOT NULL,
+            sku VARCHAR(64) NOT NULL,
+            quantity INTEGER NOT NULL,
+            unit_price_cents BIGINT NOT NULL,
+            PRIMARY KEY (reservation_id, sku),
+            FOREIGN KEY (reservation_id) REFERENCES reservations (reservation_id)
+        )
+    """),
 )
 
-reservation_lines = Table(
-    "reservation_lines",
-    metadata,
-    Column(
-        "reservation_id", String(160), ForeignKey("reservations.reservation_id"), primary_key=True
-    ),
-    Column("sku", String(64), primary_key=True),
-    Column("quantity", Integer, nullable=False),
-    Column("unit_price_cents", BigInteger, nullable=False),
+SEED_PRODUCT = sql(
+    "INSERT INTO products (sku, name, price_cents, stock) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT DO NOTHING"
 )
+LIST_PRODUCTS = sql("SELECT sku, name, price_cents, stock FROM products ORDER BY sku LIMIT $1")
+LIST_PRODUCTS_AFTER = sql(
+    "SELECT sku, name, price_cents, stock FROM products WHERE sku > $2 ORDER BY sku LIMIT $1"
+)
+CREATE_RESERVATION = sql(
+    "INSERT INTO reservations (reservation_id, state, created_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT DO NOTHING"
+)
+# Conditional: takes the stock only if there is enough, atomically, on either database.
+TAKE_STOCK = sql(
+    "UPDATE products SET stock = stock - $2 WHERE sku = $1 AND stock >= $2 RETURNING price_cents"
+)
+RETURN_STOCK = sql("UPDATE products SET stock = stock + $2 WHERE sku = $1")
+ADD_LINE = sql(
+    "INSERT INTO reservation_lines (reservation_id, sku, quantity, unit_price_cents) "
+    "VALUES ($1, $2, $3, $4)"
+)
+RESERVATION_STATE = sql("SELECT state FROM reservations WHERE reservation_id = $1")
+RESERVATION_LINES = sql(
+    "SELECT sku, quantity, unit_price_cents FROM reservation_lines "
+    "WHERE reservation_id = $1 ORDER BY sku"
+)
+STOCK_OF = sql("SELECT sku, stock FROM products WHERE sku = ANY($1)")
+MARK_RELEASED = sql("UPDATE reservations SET state = $3 WHERE reservation_id = $1 AND state = $2")
+SET_STOCK = sql("UPDATE products SET stock = $2 WHERE sku = $1")
+PRODUCT = sql("SELECT sku, name, price_cents, stock FROM products WHERE sku = $1")
 
 
 @dataclass(frozen=True)
@@ -91,101 +111,59 @@ class InventoryStore:
         self._db = db
 
     async def initialize(self, seed_stock: int) -> None:
-        await self._db.create_schema(metadata)
-        async with self._db.write() as conn:
-            await conn.execute(
-                self._db.insert_ignoring_conflicts(products),
-                [
-                    {
-                        "sku": e.sku,
-                        "name": e.name,
-                        "price_cents": e.price_cents,
-                        "stock": seed_stock,
-                    }
-                    for e in SEED_CATALOG
-                ],
+        await self._db.create_schema(SCHEMA)
+        async with self._db.write() as tx:
+            await tx.executemany(
+                SEED_PRODUCT, [(e.sku, e.name, e.price_cents, seed_stock) for e in SEED_CATALOG]
             )
 
     async def list_products(self, after_sku: str | None, limit: int) -> list[ProductRow]:
-        query = select(products).order_by(products.c.sku).limit(limit)
-        if after_sku is not None:
-            query = query.where(products.c.sku > after_sku)
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [ProductRow(r.sku, r.name, r.price_cents, r.stock) for r in rows]
+        async with self._db.read() as tx:
+            if after_sku is None:
+                rows = await tx.fetch(LIST_PRODUCTS, limit)
+            else:
+                rows = await tx.fetch(LIST_PRODUCTS_AFTER, limit, after_sku)
+        return [ProductRow(*row) for row in rows]
 
     async def reserve(self, reservation_id: str, items: list[Line]) -> Reservation:
         """Takes stock for every item or raises; idempotent by ``reservation_id``."""
-        async with self._db.write() as conn:
-            created = await conn.execute(
-                self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RESERVED, created_at=timestamp()
-                )
-            )
-            if created.rowcount == 0:
-                return await self._existing(conn, reservation_id)
+        async with self._db.write() as tx:
+            created = await tx.execute(CREATE_RESERVATION, reservation_id, RESERVED, timestamp())
+            if created == 0:
+                return await self._existing(tx, reservation_id)
             lines: list[Line] = []
             short: list[str] = []
             # A fixed lock order (by SKU) keeps concurrent multi-item reservations
             # from deadlocking on PostgreSQL.
             for item in sorted(items, key=lambda line: line.sku):
-                price = (
-                    await conn.execute(
-                        update(products)
-                        .where(products.c.sku == item.sku, products.c.stock >= item.quantity)
-                        .values(stock=products.c.stock - item.quantity)
-                        .returning(products.c.price_cents)
-                    )
-                ).scalar_one_or_none()
-                if price is None:
+                taken = await tx.fetchrow(TAKE_STOCK, item.sku, item.quantity)
+                if taken is None:
                     short.append(item.sku)
                 else:
-                    lines.append(Line(item.sku, item.quantity, price))
+                    lines.append(Line(item.sku, item.quantity, taken[0]))
             if short:
                 # Raising rolls the whole transaction back: no partial reservation.
-                raise await self._shortage(conn, short, items)
-            reservation = Reservation(reservation_id, tuple(lines))
-            await conn.execute(
-                reservation_lines.insert(),
-                [
-                    {"reservation_id": reservation_id, "sku": ln.sku, "quantity": ln.quantity,
-                     "unit_price_cents": ln.unit_price_cents}
-                    for ln in lines
-                ],
-            )  # fmt: skip
-            return reservation
-
-    async def _existing(self, conn: AsyncConnection, reservation_id: str) -> Reservation:
-        state = (
-            await conn.execute(
-                select(reservations.c.state).where(reservations.c.reservation_id == reservation_id)
+                raise await self._shortage(tx, short, items)
+            await tx.executemany(
+                ADD_LINE,
+                [(reservation_id, ln.sku, ln.quantity, ln.unit_price_cents) for ln in lines],
             )
-        ).scalar_one()
-        if state == RELEASED:
+            return Reservation(reservation_id, tuple(lines))
+
+    async def _existing(self, tx: Tx, reservation_id: str) -> Reservation:
+        state = await tx.fetchrow(RESERVATION_STATE, reservation_id)
+        assert state is not None, "a reservation row exists for an id just refused as taken"
+        if state[0] == RELEASED:
             raise FailedPrecondition(
                 [PreconditionViolation("RESERVATION", reservation_id, "was already released")]
             )
-        rows = (
-            await conn.execute(
-                select(reservation_lines)
-                .where(reservation_lines.c.reservation_id == reservation_id)
-                .order_by(reservation_lines.c.sku)
-            )
-        ).all()
-        return Reservation(
-            reservation_id, tuple(Line(r.sku, r.quantity, r.unit_price_cents) for r in rows)
-        )
+        rows = await tx.fetch(RESERVATION_LINES, reservation_id)
+        return Reservation(reservation_id, tuple(Line(*row) for row in rows))
 
     async def _shortage(
-        self, conn: AsyncConnection, short: list[str], items: list[Line]
+        self, tx: Tx, short: list[str], items: list[Line]
     ) -> FailedPrecondition | NotFound:
-        stock = dict(
-            (
-                await conn.execute(
-                    select(products.c.sku, products.c.stock).where(products.c.sku.in_(short))
-                )
-            ).all()
-        )
+        stock = {sku: count for sku, count in await tx.fetch(STOCK_OF, short)}
         unknown = [sku for sku in short if sku not in stock]
         if unknown:
             return NotFound("product", unknown[0])
@@ -202,46 +180,19 @@ class InventoryStore:
     async def release(self, reservation_id: str) -> bool:
         """Returns stock; False if already released. Unknown ids leave a tombstone so a
         late duplicate of their Reserve can never take stock afterwards."""
-        async with self._db.write() as conn:
-            tombstone = await conn.execute(
-                self._db.insert_ignoring_conflicts(reservations).values(
-                    reservation_id=reservation_id, state=RELEASED, created_at=timestamp()
-                )
-            )
-            if tombstone.rowcount == 1:
+        async with self._db.write() as tx:
+            if await tx.execute(CREATE_RESERVATION, reservation_id, RELEASED, timestamp()) == 1:
                 return False
-            changed = await conn.execute(
-                update(reservations)
-                .where(
-                    reservations.c.reservation_id == reservation_id,
-                    reservations.c.state == RESERVED,
-                )
-                .values(state=RELEASED)
-            )
-            if changed.rowcount == 0:
+            if await tx.execute(MARK_RELEASED, reservation_id, RESERVED, RELEASED) == 0:
                 return False
-            rows = (
-                await conn.execute(
-                    select(reservation_lines.c.sku, reservation_lines.c.quantity)
-                    .where(reservation_lines.c.reservation_id == reservation_id)
-                    .order_by(reservation_lines.c.sku)
-                )
-            ).all()
-            for sku, quantity in rows:
-                await conn.execute(
-                    update(products)
-                    .where(products.c.sku == sku)
-                    .values(stock=products.c.stock + quantity)
-                )
+            for sku, quantity, _price in await tx.fetch(RESERVATION_LINES, reservation_id):
+                await tx.execute(RETURN_STOCK, sku, quantity)
             return True
 
     async def set_stock(self, sku: str, stock: int, name: str, price_cents: int) -> ProductRow:
-        async with self._db.write() as conn:
-            await conn.execute(
-                self._db.insert_ignoring_conflicts(products).values(
-                    sku=sku, name=name or sku, price_cents=price_cents, stock=stock
-                )
-            )
-            await conn.execute(update(products).where(products.c.sku == sku).values(stock=stock))
-            row = (await conn.execute(select(products).where(products.c.sku == sku))).one()
-        return ProductRow(row.sku, row.name, row.price_cents, row.stock)
+        async with self._db.write() as tx:
+            await tx.execute(SEED_PRODUCT, sku, name or sku, price_cents, stock)
+            await tx.execute(SET_STOCK, sku, stock)
+            row = await tx.fetchrow(PRODUCT, sku)
+        assert row is not None, "the product was just written"
+        return ProductRow(*row)

@@ -13,30 +13,13 @@ from anything a client sees (an order id, an idempotency key).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, replace
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    inspect,
-    select,
-    text,
-    tuple_,
-    update,
-)
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from shop.runtime.database import Database, timestamp
+from shop.runtime.database import Database, Row, Sql, Tx, sql, timestamp
 
 PENDING = "PENDING"
 CONFIRMED = "CONFIRMED"
@@ -47,35 +30,100 @@ ROLLING_BACK = "ROLLING_BACK"
 FAILED = "FAILED"
 VISIBLE_STATES = (PENDING, CONFIRMED, CANCELLING, CANCELLED)
 
-metadata = MetaData()
-
-orders = Table(
-    "orders",
-    metadata,
-    Column("order_id", String(36), primary_key=True),
-    Column("idempotency_key", String(128), nullable=False, unique=True),
-    Column("request_hash", String(64), nullable=False),
-    Column("customer_id", String(64), nullable=False, index=True),
-    Column("status", String(16), nullable=False, index=True),
-    Column("attempt", Integer, nullable=False),
-    # The current attempt's reservation in inventory; replaced when an attempt starts.
-    Column("reservation_id", String(64), nullable=False),
-    Column("total_cents", BigInteger, nullable=False),
-    # For REJECTED orders: the inventory's status, replayed to retries of the key.
-    Column("failure_code", String(32), nullable=True),
-    Column("failure_message", String(1000), nullable=True),
-    Column("failure_details", LargeBinary, nullable=True),
-    Column("created_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
+# The tables as the service has always created them (column types, constraint and
+# index names), so databases made by earlier versions need nothing new but the
+# reservation_id column (``OrderStore._add_reservation_ids``). In ``orders``,
+# reservation_id is the current attempt's reservation in inventory, replaced when an
+# attempt starts; failure_* hold, for REJECTED orders, the inventory's status,
+# replayed to retries of the key.
+SCHEMA = (
+    sql("""
+        CREATE TABLE IF NOT EXISTS orders (
+            order_id VARCHAR(36) NOT NULL,
+            idempotency_key VARCHAR(128) NOT NULL,
+            request_hash VARCHAR(64) NOT NULL,
+            customer_id VARCHAR(64) NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            attempt INTEGER NOT NULL,
+            reservation_id VARCHAR(64) NOT NULL,
+            total_cents BIGINT NOT NULL,
+            failure_code VARCHAR(32),
+            failure_message VARCHAR(1000),
+            failure_details BYTEA,
+            created_at VARCHAR(40) NOT NULL,
+            updated_at VARCHAR(40) NOT NULL,
+            PRIMARY KEY (order_id),
+            UNIQUE (idempotency_key)
+        )
+    """),
+    sql("CREATE INDEX IF NOT EXISTS ix_orders_customer_id ON orders (customer_id)"),
+    sql("CREATE INDEX IF NOT EXISTS ix_orders_status ON orders (status)"),
+    sql("""
+        CREATE TABLE IF NOT EXISTS order_items (
+            order_id VARCHAR(36) NOT NULL,
+            sku VARCHAR(64) NOT NULL,
+            quantity INTEGER NOT NULL,
+            PRIMARY KEY (order_id, sku),
+            FOREIGN KEY (order_id) REFERENCES orders (order_id)
+        )
+    """),
 )
 
-order_items = Table(
-    "order_items",
-    metadata,
-    Column("order_id", String(36), ForeignKey("orders.order_id"), primary_key=True),
-    Column("sku", String(64), primary_key=True),
-    Column("quantity", Integer, nullable=False),
+# The columns of an OrderRecord but its items, in the record's order.
+_COLUMNS = (
+    "order_id, idempotency_key, request_hash, customer_id, status, attempt, reservation_id, "
+    "total_cents, created_at, updated_at, failure_code, failure_message, failure_details"
 )
+CREATE_ORDER = sql(
+    "INSERT INTO orders (order_id, idempotency_key, request_hash, customer_id, status, "
+    "attempt, reservation_id, total_cents, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING"
+)
+ADD_ITEM = sql("INSERT INTO order_items (order_id, sku, quantity) VALUES ($1, $2, $3)")
+ORDER_BY_KEY = sql(f"SELECT {_COLUMNS} FROM orders WHERE idempotency_key = $1")
+ORDER_BY_ID = sql(f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1")
+ORDERS_BY_ID = sql(f"SELECT {_COLUMNS} FROM orders WHERE order_id = ANY($1)")
+ITEMS_OF = sql(
+    "SELECT order_id, sku, quantity FROM order_items WHERE order_id = ANY($1) "
+    "ORDER BY order_id, sku"
+)
+CUSTOMER_ORDERS = sql(
+    f"SELECT {_COLUMNS} FROM orders WHERE customer_id = $1 AND status = ANY($2) "
+    "ORDER BY created_at DESC, order_id DESC LIMIT $3"
+)
+# Keyset pagination: the rows before the previous page's last (created_at, order_id).
+CUSTOMER_ORDERS_AFTER = sql(
+    f"SELECT {_COLUMNS} FROM orders WHERE customer_id = $1 AND status = ANY($2) "
+    "AND (created_at < $4 OR (created_at = $4 AND order_id < $5)) "
+    "ORDER BY created_at DESC, order_id DESC LIMIT $3"
+)
+STALE_ORDERS = sql(
+    f"SELECT {_COLUMNS} FROM orders WHERE status = ANY($1) AND updated_at < $2 LIMIT 100"
+)
+ORDER_STAMPS = sql(
+    "SELECT order_id, status, attempt, updated_at FROM orders WHERE order_id = ANY($1)"
+)
+# PostgreSQL's IF NOT EXISTS makes a second replica's ALTER a no-op; SQLite has no
+# such clause, and its exclusive write transaction keeps a second one from getting here.
+ADD_RESERVATION_ID_SQLITE = sql("ALTER TABLE orders ADD COLUMN reservation_id VARCHAR(64)")
+ADD_RESERVATION_ID_POSTGRES = sql(
+    "ALTER TABLE orders ADD COLUMN IF NOT EXISTS reservation_id VARCHAR(64)"
+)
+FILL_RESERVATION_IDS = sql(
+    "UPDATE orders SET reservation_id = order_id || ':' || CAST(attempt AS VARCHAR(12)) "
+    "WHERE reservation_id IS NULL"
+)
+# The compare-and-set every state change is (``OrderStore.transition``): $1 order,
+# $2 attempt, $3 the states it may leave, then the new values.
+_TRANSITION = (
+    "UPDATE orders SET status = $4, updated_at = $5{more} "
+    "WHERE order_id = $1 AND attempt = $2 AND status = ANY($3)"
+)
+# Only these columns change in a transition besides status and updated_at.
+TRANSITION_COLUMNS = frozenset(
+    {"attempt", "reservation_id", "total_cents", "failure_code", "failure_message",
+     "failure_details"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -119,24 +167,36 @@ def request_hash(customer_id: str, items: list[Item]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _record(row: Row[tuple[object, ...]], items: tuple[Item, ...]) -> OrderRecord:
-    m = row._mapping
+def _record(row: Row, items: tuple[Item, ...]) -> OrderRecord:
+    """An order from a row of ``_COLUMNS``."""
+    (order_id, key, fingerprint, customer_id, status, attempt, reservation_id, total_cents,
+     created_at, updated_at, failure_code, failure_message, failure_details) = row  # fmt: skip
     return OrderRecord(
-        order_id=m["order_id"],
-        idempotency_key=m["idempotency_key"],
-        request_hash=m["request_hash"],
-        customer_id=m["customer_id"],
-        status=m["status"],
-        attempt=m["attempt"],
-        reservation_id=m["reservation_id"],
-        total_cents=m["total_cents"],
+        order_id=order_id,
+        idempotency_key=key,
+        request_hash=fingerprint,
+        customer_id=customer_id,
+        status=status,
+        attempt=attempt,
+        reservation_id=reservation_id,
+        total_cents=total_cents,
         items=items,
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        failure_code=m["failure_code"],
-        failure_message=m["failure_message"],
-        failure_details=m["failure_details"],
+        created_at=created_at,
+        updated_at=updated_at,
+        failure_code=failure_code,
+        failure_message=failure_message,
+        failure_details=None if failure_details is None else bytes(failure_details),
     )
+
+
+@functools.cache
+def _transition_sql(columns: tuple[str, ...]) -> Sql:
+    """The compare-and-set that also sets ``columns`` (from $6 on); one per set of
+    columns, made once."""
+    unknown = set(columns) - TRANSITION_COLUMNS
+    assert not unknown, f"not a column a transition sets: {sorted(unknown)}"
+    more = "".join(f", {column} = ${i}" for i, column in enumerate(columns, start=6))
+    return sql(_TRANSITION.format(more=more))
 
 
 class OrderStore:
@@ -144,7 +204,7 @@ class OrderStore:
         self._db = db
 
     async def initialize(self) -> None:
-        await self._db.create_schema(metadata)
+        await self._db.create_schema(SCHEMA)
         await self._add_reservation_ids()
 
     async def _add_reservation_ids(self) -> None:
@@ -154,22 +214,12 @@ class OrderStore:
 
         Replicas start together: SQLite's write transaction is exclusive, and
         PostgreSQL's ``IF NOT EXISTS`` makes a second replica's ALTER a no-op."""
-        async with self._db.write() as conn:
-            columns = await conn.run_sync(
-                lambda sync: {column["name"] for column in inspect(sync).get_columns("orders")}
-            )
-            if "reservation_id" in columns:
+        async with self._db.write() as tx:
+            if "reservation_id" in await tx.column_names("orders"):
                 return
-            if_not_exists = "" if self._db.is_sqlite else "IF NOT EXISTS "
-            await conn.execute(
-                text(f"ALTER TABLE orders ADD COLUMN {if_not_exists}reservation_id VARCHAR(64)")
-            )
-            await conn.execute(
-                text(
-                    "UPDATE orders SET reservation_id = order_id || ':' || CAST(attempt AS "
-                    "VARCHAR(12)) WHERE reservation_id IS NULL"
-                )
-            )
+            sqlite = self._db.is_sqlite
+            await tx.execute(ADD_RESERVATION_ID_SQLITE if sqlite else ADD_RESERVATION_ID_POSTGRES)
+            await tx.execute(FILL_RESERVATION_IDS)
 
     async def create_or_get(self, key: str, customer_id: str, items: list[Item]) -> OrderRecord:
         """The order for ``key``: a new PENDING one, or whatever the key already has."""
@@ -187,28 +237,14 @@ class OrderStore:
             created_at=now,
             updated_at=now,
         )
-        async with self._db.write() as conn:
-            created = await conn.execute(
-                self._db.insert_ignoring_conflicts(orders).values(
-                    order_id=new.order_id,
-                    idempotency_key=key,
-                    request_hash=new.request_hash,
-                    customer_id=customer_id,
-                    status=PENDING,
-                    attempt=1,
-                    reservation_id=new.reservation_id,
-                    total_cents=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            if created.rowcount == 1:
-                await conn.execute(
-                    order_items.insert(),
-                    [
-                        {"order_id": new.order_id, "sku": i.sku, "quantity": i.quantity}
-                        for i in new.items
-                    ],
+        async with self._db.write() as tx:
+            created = await tx.execute(
+                CREATE_ORDER, new.order_id, key, new.request_hash, customer_id, PENDING, 1,
+                new.reservation_id, 0, now, now,
+            )  # fmt: skip
+            if created == 1:
+                await tx.executemany(
+                    ADD_ITEM, [(new.order_id, i.sku, i.quantity) for i in new.items]
                 )
                 # The common case needs no read-back: the row is exactly what we wrote.
                 return new
@@ -217,18 +253,18 @@ class OrderStore:
         return found
 
     async def get_by_key(self, key: str) -> OrderRecord | None:
-        return await self._get(orders.c.idempotency_key == key)
+        return await self._get(ORDER_BY_KEY, key)
 
     async def get(self, order_id: str) -> OrderRecord | None:
-        return await self._get(orders.c.order_id == order_id)
+        return await self._get(ORDER_BY_ID, order_id)
 
-    async def _get(self, condition: object) -> OrderRecord | None:
-        async with self._db.read() as conn:
-            row = (await conn.execute(select(orders).where(condition))).first()  # type: ignore[arg-type]
+    async def _get(self, statement: Sql, value: str) -> OrderRecord | None:
+        async with self._db.read() as tx:
+            row = await tx.fetchrow(statement, value)
             if row is None:
                 return None
-            items = await self._items_of(conn, [row.order_id])
-        return _record(row, items.get(row.order_id, ()))
+            items = await self._items_of(tx, [row[0]])
+        return _record(row, items.get(row[0], ()))
 
     async def transition(
         self, order: OrderRecord, to_status: str, from_statuses: tuple[str, ...], **values: object
@@ -236,20 +272,15 @@ class OrderStore:
         """Moves ``order`` to ``to_status`` if it is still in one of ``from_statuses`` at
         the same attempt; returns the updated record, or None if something else won."""
         now = timestamp()
-        async with self._db.write() as conn:
-            changed = await conn.execute(
-                update(orders)
-                .where(
-                    orders.c.order_id == order.order_id,
-                    orders.c.attempt == order.attempt,
-                    orders.c.status.in_(from_statuses),
-                )
-                .values(status=to_status, updated_at=now, **values)
-            )
-        if changed.rowcount == 0:
+        columns = tuple(values)
+        async with self._db.write() as tx:
+            changed = await tx.execute(
+                _transition_sql(columns), order.order_id, order.attempt, list(from_statuses),
+                to_status, now, *values.values(),
+            )  # fmt: skip
+        if changed == 0:
             return None
-        fields = {k: v for k, v in values.items() if k in OrderRecord.__dataclass_fields__}
-        return replace(order, status=to_status, updated_at=now, **fields)  # type: ignore[arg-type]
+        return replace(order, status=to_status, updated_at=now, **values)  # type: ignore[arg-type]
 
     async def next_attempt(self, order: OrderRecord) -> OrderRecord | None:
         """FAILED(N) -> PENDING(N + 1) with a fresh reservation id, or None if something
@@ -267,45 +298,30 @@ class OrderStore:
         self, customer_id: str, after: tuple[str, str] | None, limit: int
     ) -> list[OrderRecord]:
         """Newest first; ``after`` is the (created_at, order_id) of the previous page's end."""
-        query = (
-            select(orders)
-            .where(orders.c.customer_id == customer_id, orders.c.status.in_(VISIBLE_STATES))
-            .order_by(orders.c.created_at.desc(), orders.c.order_id.desc())
-            .limit(limit)
-        )
-        if after is not None:
-            query = query.where(tuple_(orders.c.created_at, orders.c.order_id) < tuple_(*after))
-        async with self._db.read() as conn:
-            rows = (await conn.execute(query)).all()
-            items = await self._items_of(conn, [row.order_id for row in rows])
-        return [_record(row, items.get(row.order_id, ())) for row in rows]
+        visible = list(VISIBLE_STATES)
+        async with self._db.read() as tx:
+            if after is None:
+                rows = await tx.fetch(CUSTOMER_ORDERS, customer_id, visible, limit)
+            else:
+                rows = await tx.fetch(CUSTOMER_ORDERS_AFTER, customer_id, visible, limit, *after)
+            items = await self._items_of(tx, [row[0] for row in rows])
+        return [_record(row, items.get(row[0], ())) for row in rows]
 
     @staticmethod
-    async def _items_of(conn: AsyncConnection, order_ids: list[str]) -> dict[str, tuple[Item, ...]]:
+    async def _items_of(tx: Tx, order_ids: list[str]) -> dict[str, tuple[Item, ...]]:
         """Items of many orders in one query (instead of one query per order)."""
         found: dict[str, list[Item]] = {}
         if order_ids:
-            rows = await conn.execute(
-                select(order_items.c.order_id, order_items.c.sku, order_items.c.quantity)
-                .where(order_items.c.order_id.in_(order_ids))
-                .order_by(order_items.c.order_id, order_items.c.sku)
-            )
-            for order_id, sku, quantity in rows:
+            for order_id, sku, quantity in await tx.fetch(ITEMS_OF, order_ids):
                 found.setdefault(order_id, []).append(Item(sku, quantity))
         return {order_id: tuple(found_items) for order_id, found_items in found.items()}
 
     async def stale(self, statuses: tuple[str, ...], older_than_s: float) -> list[OrderRecord]:
         cutoff = timestamp(older_than_s)
-        async with self._db.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(orders)
-                    .where(orders.c.status.in_(statuses), orders.c.updated_at < cutoff)
-                    .limit(100)
-                )
-            ).all()
-            items = await self._items_of(conn, [row.order_id for row in rows])
-        return [_record(row, items.get(row.order_id, ())) for row in rows]
+        async with self._db.read() as tx:
+            rows = await tx.fetch(STALE_ORDERS, list(statuses), cutoff)
+            items = await self._items_of(tx, [row[0] for row in rows])
+        return [_record(row, items.get(row[0], ())) for row in rows]
 
     async def changed_orders(
         self, known: dict[str, tuple[str, int, str] | None], batch: int = 500
@@ -314,19 +330,14 @@ class OrderStore:
         one given (None: returned whatever it is), with their items: one WatchOrder
         poll for every watched order of a replica at once.
 
-        Per ``batch`` ids (so IN lists stay within every driver's parameter limit), one
-        query reads just those stamps; full rows and items are read only for orders
-        that changed. All in one transaction, so every record is of the same moment."""
+        Per ``batch`` ids (to keep each statement's list small), one query reads just
+        those stamps; full rows and items are read only for orders that changed. All in
+        one transaction, so every record is of the same moment."""
         ids = list(known)
         found: list[OrderRecord] = []
-        async with self._db.read() as conn:
+        async with self._db.read() as tx:
             for start in range(0, len(ids), batch):
-                c = orders.c
-                stamps = await conn.execute(
-                    select(c.order_id, c.status, c.attempt, c.updated_at).where(
-                        c.order_id.in_(ids[start : start + batch])
-                    )
-                )
+                stamps = await tx.fetch(ORDER_STAMPS, ids[start : start + batch])
                 changed = [
                     order_id
                     for order_id, status, attempt, updated_at in stamps
@@ -334,7 +345,7 @@ class OrderStore:
                 ]
                 if not changed:
                     continue
-                rows = await conn.execute(select(orders).where(orders.c.order_id.in_(changed)))
-                items = await self._items_of(conn, changed)
-                found += [_record(row, items.get(row.order_id, ())) for row in rows]
+                rows = await tx.fetch(ORDERS_BY_ID, changed)
+                items = await self._items_of(tx, changed)
+                found += [_record(row, items.get(row[0], ())) for row in rows]
         return found

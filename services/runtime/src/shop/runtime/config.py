@@ -207,7 +207,7 @@ DATABASE_URL = Setting(
     "DATABASE_URL",
     "",
     _text,
-    "an SQLAlchemy URL (sqlite+aiosqlite:// or postgresql+asyncpg://)",
+    "a database URL (sqlite+aiosqlite:///<file>, postgresql:// or postgresql+asyncpg://)",
     "database; empty means an SQLite file in SHOP_DATA_DIR",
 )
 DATABASE_WAIT_S = Setting(

@@ -50,5 +50,4 @@ def configure_logging(service: str, pod: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Access to every RPC is in metrics and traces; keep the libraries quiet.
-    for noisy in ("sqlalchemy", "aiosqlite", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)

@@ -52,7 +52,7 @@ class PostgresServer:
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/shop"
 
     def create_database(self, name: str) -> str:
-        """Creates an empty database and returns its SQLAlchemy URL."""
+        """Creates an empty database and returns its URL (the services' DATABASE_URL form)."""
         _run(self._command(
             find_binary("createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, name
         ))  # fmt: skip
