@@ -31,6 +31,10 @@ class LoadSpec:
     concurrency: int
     duration_s: float
     warmup_s: float
+    # Open loop: calls/s on a fixed schedule (``concurrency`` unused), each call
+    # judged by ``objective_ms``; None: closed loop at ``concurrency``.
+    rate: float | None = None
+    objective_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,16 @@ class LoadResult:
     p99_ms: float
     errors: int
     status_counts: dict[str, int]
+    # Open loop: scheduled calls not sent (the loader's in-flight cap), and the share
+    # of the calls asked for that ended OK within the objective (None: no objective).
+    dropped: int = 0
+    within_objective: float | None = None
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> LoadResult:
         try:
             latency = document["latency_ms"]
+            within = document.get("within_objective")
             return cls(
                 calls=int(document["calls"]),
                 calls_per_s=float(document["calls_per_s"]),
@@ -55,6 +64,8 @@ class LoadResult:
                 p99_ms=float(latency["p99"]),
                 errors=int(document["errors"]),
                 status_counts={str(k): int(v) for k, v in document["status_counts"].items()},
+                dropped=int(document.get("dropped", 0)),
+                within_objective=None if within is None else float(within),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise LoadError(
@@ -64,6 +75,12 @@ class LoadResult:
 
 def load_command(target: str, spec: LoadSpec, token_key: Path | None = None) -> list[str]:
     auth = [] if token_key is None else ["--token-key", str(token_key)]
+    if spec.rate is None:
+        shape = ["--concurrency", str(spec.concurrency)]
+    else:
+        shape = ["--rps", f"{spec.rate:g}"]
+        if spec.objective_ms is not None:
+            shape += ["--objective-ms", f"{spec.objective_ms:g}"]
     return [
         sys.executable,
         "-m",
@@ -73,8 +90,7 @@ def load_command(target: str, spec: LoadSpec, token_key: Path | None = None) -> 
         target,
         "--workload",
         spec.workload,
-        "--concurrency",
-        str(spec.concurrency),
+        *shape,
         "--duration",
         f"{spec.duration_s:g}",
         "--warmup",

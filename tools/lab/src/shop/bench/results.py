@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shop.bench.breakdown import CpuBreakdown
 from shop.bench.configs import RATIOS, BenchConfig
 from shop.bench.loadrun import LoadResult
 
@@ -32,6 +33,8 @@ class Sample:
     loaded_s: float
     # Calls the front server handled meanwhile, by its own counter (None: bare echo).
     handled_calls: int | None = None
+    # server_cpu_s per process (by Target.processes' names); None where unreadable.
+    cpu_s_by_process: dict[str, float] | None = None
 
     @property
     def served_calls(self) -> float:
@@ -67,8 +70,15 @@ class Sample:
             "p99_ms": self.load.p99_ms,
             "errors": self.load.errors,
             "status_counts": self.load.status_counts,
+            "dropped": self.load.dropped,
+            "within_objective": self.load.within_objective,
             "handled_calls": self.handled_calls,
             "server_cpu_us_per_call": None if cpu is None else round(cpu, 1),
+            "server_cpu_s_by_process": (
+                None
+                if self.cpu_s_by_process is None
+                else {name: round(s, 3) for name, s in self.cpu_s_by_process.items()}
+            ),
         }
 
 
@@ -84,6 +94,11 @@ class ConfigResult:
     # Spans the sink received from this configuration's servers, per service name;
     # None when tracing was off.
     spans_by_service: dict[str, int] | None = None
+    # Open loop: the calls/s offered and the objective calls were judged by.
+    offered_calls_per_s: float | None = None
+    objective_ms: float | None = None
+    # With --profile (chain configurations): CPU per call by category.
+    breakdown: CpuBreakdown | None = None
 
     @property
     def spans(self) -> int | None:
@@ -99,6 +114,25 @@ class ConfigResult:
     @property
     def errors(self) -> int:
         return sum(s.load.errors for s in self.samples)
+
+    @property
+    def dropped(self) -> int:
+        return sum(s.load.dropped for s in self.samples)
+
+    @property
+    def within_objective(self) -> float | None:
+        """Median over rounds of the share of calls OK within the objective (open loop)."""
+        return _median([s.load.within_objective for s in self.samples])
+
+    def cpu_s_by_process(self) -> dict[str, float] | None:
+        """Each process's CPU seconds over every round; None if a round could not tell."""
+        total: dict[str, float] = {}
+        for sample in self.samples:
+            if sample.cpu_s_by_process is None:
+                return None
+            for name, seconds in sample.cpu_s_by_process.items():
+                total[name] = total.get(name, 0.0) + seconds
+        return total
 
     @property
     def calls_per_s_range(self) -> tuple[float, float]:
@@ -118,16 +152,22 @@ class ConfigResult:
             value = self.median(metric)
             document[metric] = None if value is None else round(value, 3)
         spans_per_call = self.spans_per_call
+        within = self.within_objective
         document.update(
             {
                 "calls_per_s_min": low,
                 "calls_per_s_max": high,
                 "calls": self.calls,
                 "errors": self.errors,
+                "offered_calls_per_s": self.offered_calls_per_s,
+                "objective_ms": self.objective_ms,
+                "within_objective": None if within is None else round(within, 4),
+                "dropped": self.dropped,
                 "spans": self.spans,
                 "spans_by_service": self.spans_by_service,
                 "spans_per_call": None if spans_per_call is None else round(spans_per_call, 2),
                 "rounds": [s.to_json() for s in self.samples],
+                "cpu_breakdown": None if self.breakdown is None else self.breakdown.to_json(),
             }
         )
         return document

@@ -50,7 +50,9 @@ class Target:
     """Where a configuration's load goes, and which processes serve it."""
 
     address: str
-    pids: tuple[int, ...]
+    # The processes serving it, by name (the pod for an echo server, the service for
+    # the chain, which runs one replica of each).
+    processes: dict[str, int]
     # The front server's Prometheus address (None for the bare echo, which has none)
     # and the gRPC service whose handled calls it counts there.
     metrics_addr: str | None
@@ -58,6 +60,10 @@ class Target:
     # The demo issuer's key, so the loader can authenticate its customers (the shop
     # chain needs it; the echo servers do not).
     token_key: Path | None = None
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(self.processes.values())
 
 
 def span_services(config: BenchConfig) -> tuple[str, ...]:
@@ -121,13 +127,14 @@ class Testbed(StartStop):
             replica = self._echoes[config.key]
             assert replica.process is not None
             metrics = None if config.system is System.ECHO_BARE else replica.metrics_addr
-            return Target(replica.grpc_addr, (replica.process.pid,), metrics, ECHO_SERVICE)
+            processes = {replica.pod: replica.process.pid}
+            return Target(replica.grpc_addr, processes, metrics, ECHO_SERVICE)
         cluster = self._clusters[config.key]
-        pids = tuple(r.process.pid for r in cluster.replicas if r.process is not None)
+        processes = {r.service: r.process.pid for r in cluster.replicas if r.process is not None}
         (gateway,) = cluster.replicas_of("gateway")
         return Target(
             cluster.gateway_target,
-            pids,
+            processes,
             gateway.metrics_addr,
             GATEWAY_SERVICE,
             cluster.credentials.issuer_key,

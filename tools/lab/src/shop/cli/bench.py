@@ -9,10 +9,20 @@ another, keeping --concurrency calls in flight on one channel):
   echo-sampled   the same with the chart's sampling: 10% of calls (parentbased_traceidratio)
   chain          gateway -> orders -> inventory (one replica each), tracing off
   chain-traced   the same with tracing on
+  chain-fixed    the chain offered a fixed rate, open loop (--chain-rate, default 100
+                 calls/s, half of the ~200 the chain managed closed loop on a 2-core
+                 machine with the SQLAlchemy storage): latency without the queue,
+                 comparable across runs (and code changes) at the same rate
 
-They run interleaved in rounds (A B C D E F, A B C D E F, ...) and the report gives the
-median of each and the ratios between them (the chain's against the bare hop's too),
-so the figures hold on a shared machine.
+They run interleaved in rounds (A B C D E F G, A B C D E F G, ...) and the report gives
+the median of each and the ratios between them (the chain's against the bare hop's
+too), so the figures hold on a shared machine.
+
+--profile DIR samples every chain process with py-spy while it is measured, writes a
+flame graph per configuration and process into DIR (with the raw stacks and the
+report as bench.json), and splits the chain's CPU per call into gRPC, storage,
+telemetry, protobuf/validation, event loop and the rest (needs py-spy, and the right
+to read other processes: root or CAP_SYS_PTRACE).
 """
 
 from __future__ import annotations
@@ -25,12 +35,18 @@ from typing import Any
 
 from rich.console import Console
 
-from shop.bench.configs import CONFIG_KEYS, select
+from shop.bench.configs import (
+    CONFIG_KEYS,
+    DEFAULT_CHAIN_OBJECTIVE_MS,
+    DEFAULT_CHAIN_RATE,
+    select,
+)
 from shop.bench.loadrun import LoadError
-from shop.bench.runner import BenchError, BenchSettings, run_bench
+from shop.bench.profile import INSTALL_HINT, ProfileError, find_py_spy
+from shop.bench.runner import BenchError, BenchSettings, profiled, run_bench
 from shop.bench.table import print_report
 from shop.cli.interrupts import stop_signals_interrupt
-from shop.cli.options import bounded_int, non_negative_float, positive_float
+from shop.cli.options import bounded_float, bounded_int, non_negative_float, positive_float
 from shop.local.cluster import ClusterError
 
 
@@ -82,6 +98,31 @@ def add_parser(subparsers: Any) -> None:
         help="load on the chain: 'place' crosses all three hops on every call (default)",
     )
     parser.add_argument(
+        "--chain-rate",
+        type=bounded_float(1, 10_000),
+        default=DEFAULT_CHAIN_RATE,
+        metavar="CALLS_PER_S",
+        help=f"calls/s offered to chain-fixed, open loop (default {DEFAULT_CHAIN_RATE:g}, half "
+        "the chain's closed-loop capacity on a 2-core machine before the storage rewrite; keep "
+        "it the same to compare runs)",
+    )
+    parser.add_argument(
+        "--chain-objective-ms",
+        type=positive_float,
+        default=DEFAULT_CHAIN_OBJECTIVE_MS,
+        metavar="MS",
+        help="latency objective chain-fixed's calls are judged by "
+        f"({DEFAULT_CHAIN_OBJECTIVE_MS:g})",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the chain's processes with py-spy: flame graphs into DIR and the CPU per "
+        "call split into gRPC, storage, telemetry, protobuf, event loop and the rest",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -89,18 +130,38 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, parser=parser)
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+    """The settings the flags ask for; combinations argparse cannot check end here."""
+    configs = select(args.only)
+    py_spy = None
+    if args.profile is not None:
+        if not any(profiled(config) for config in configs):
+            args.parser.error(
+                "argument --profile: it samples the chain's processes, and no chain "
+                "configuration is selected (add chain, chain-traced or chain-fixed to --only)"
+            )
+        if args.profile.exists() and not args.profile.is_dir():
+            args.parser.error(f"argument --profile: {args.profile} exists and is no directory")
+        py_spy = find_py_spy()
+        if py_spy is None:
+            args.parser.error(
+                f"argument --profile: needs py-spy, which is not installed: {INSTALL_HINT}"
+            )
     return BenchSettings(
-        configs=select(args.only),
+        configs=configs,
         rounds=args.rounds,
         concurrency=args.concurrency,
         duration_s=args.duration,
         warmup_s=args.warmup,
         chain_workload=args.chain_workload,
         work_dir=args.data_dir,
+        chain_rate=args.chain_rate,
+        chain_objective_ms=args.chain_objective_ms,
+        profile_dir=args.profile,
+        py_spy=py_spy,
     )
 
 
@@ -110,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stop_signals_interrupt():
             report = run_bench(settings, show_progress=not args.no_progress)
-    except (BenchError, LoadError, ClusterError) as error:
+    except (BenchError, LoadError, ClusterError, ProfileError) as error:
         print(f"shop bench: {error}", file=sys.stderr)
         return 1
     if args.json:
