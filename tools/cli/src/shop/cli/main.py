@@ -26,7 +26,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or with ``only`` one subcommand's: each command module pulls
-    in its own dependencies (rich, SQLAlchemy, the lab...), and ``shop health`` runs
+    in its own dependencies (rich, the database driver, the lab...), and ``shop health`` runs
     every few seconds in a container, where loading them all would triple its cost."""
     parser = argparse.ArgumentParser(
         prog="shop",

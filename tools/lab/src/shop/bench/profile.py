@@ -41,7 +41,7 @@ from shop.bench.stacks import Stack, parse_collapsed
 
 FLAG = "--profile"
 SAMPLE_RATE_HZ = 100
-INSTALL_HINT = "pip install 'py-spy>=0.4' (or the lab's extra: pip install './tools/lab[profile]')"
+INSTALL_HINT = "make venv (tools/lab depends on py-spy), or: pip install 'py-spy>=0.4'"
 # What py-spy prints once it samples, and when it wrote its file.
 _SAMPLING = "Sampling process"
 _WROTE = re.compile(r"Samples: (?P<samples>\d+) Errors: (?P<errors>\d+)")
