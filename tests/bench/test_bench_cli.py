@@ -54,6 +54,15 @@ def test_bench_measures_every_configuration_and_ratio(run_bench: RunBench) -> No
     assert 0 <= fixed["within_objective"] <= 1
     assert report["configs"]["chain"]["within_objective"] is None
     assert report["configs"]["chain"]["offered_calls_per_s"] is None
+    # The PostgreSQL chain counts its database server's CPU with the services'; the
+    # SQLite chain has no such process.
+    (on_postgres,) = report["configs"]["chain-pg"]["rounds"]
+    assert set(on_postgres["server_cpu_s_by_process"]) == {
+        "gateway", "orders", "inventory", "postgres",
+    }  # fmt: skip
+    assert on_postgres["server_cpu_s_by_process"]["postgres"] > 0
+    (on_sqlite,) = report["configs"]["chain"]["rounds"]
+    assert set(on_sqlite["server_cpu_s_by_process"]) == {"gateway", "orders", "inventory"}
     assert set(report["ratios"]) == {ratio.key for ratio in RATIOS}
     for key, ratio in report["ratios"].items():
         assert ratio["calls_per_s"] > 0, key

@@ -1,4 +1,4 @@
-"""What the benchmark compares: seven configurations and the ratios between them.
+"""What the benchmark compares: eight configurations and the ratios between them.
 
 Each pair in a ratio differs in one thing only, so the ratio is the price of that
 thing: the runtime kit (interceptors + Prometheus metrics, which are always on in
@@ -38,6 +38,9 @@ class BenchConfig:
     sampling: float | None = None
     # Open loop at the run's --chain-rate (calls/s) instead of a fixed concurrency.
     fixed_rate: bool = False
+    # The chain's storage: "sqlite" (the embedded default, a file per service) or
+    # "postgres" (a local server the bench starts; its CPU counts as the chain's).
+    database: str = "sqlite"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
     BenchConfig("chain", "chain", System.CHAIN, tracing=False),
     BenchConfig("chain-traced", "chain+trace", System.CHAIN, tracing=True),
     BenchConfig("chain-fixed", "chain, fixed rate", System.CHAIN, tracing=False, fixed_rate=True),
+    BenchConfig("chain-pg", "chain, PostgreSQL", System.CHAIN, tracing=False, database="postgres"),
 )
 
 # Calls/s offered to chain-fixed by default: half of what the chain managed closed
@@ -81,6 +85,7 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("echo_sampled_vs_off", "echo trace 10%/off", "echo-sampled", "echo-runtime"),
     Ratio("chain_tracing_on_vs_off", "chain trace on/off", "chain-traced", "chain"),
     Ratio("chain_vs_echo_bare", "chain/bare echo", "chain", "echo-bare"),
+    Ratio("chain_pg_vs_echo_bare", "chain on PostgreSQL/bare echo", "chain-pg", "echo-bare"),
     # calls/s: the share of the closed loop's capacity offered; p50/p99: latency
     # without the queue against with it; CPU per call: at that load against saturated.
     Ratio("chain_fixed_vs_closed", "chain fixed-rate/closed", "chain-fixed", "chain"),

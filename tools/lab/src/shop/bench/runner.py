@@ -40,7 +40,7 @@ from shop.bench.results import BenchReport, ConfigResult, Sample, ratios
 from shop.bench.served import handled_calls
 from shop.bench.stacks import count_by_thread, python_thread_names
 from shop.bench.testbed import CHAIN_REPLICAS, Target, Testbed, span_services
-from shop.local.cpu import process_cpu_s
+from shop.local.cpu import process_cpu_s, tree_cpu_s
 
 # What `shop load` is expected to need beyond warm-up + duration (start-up, connect).
 LOADER_START_S = 1.0
@@ -159,6 +159,8 @@ def measure(
 def _cpu_by_process(target: Target) -> dict[str, float] | None:
     """CPU seconds so far of each of the target's processes; None if one cannot tell."""
     seconds = {name: process_cpu_s(pid) for name, pid in target.processes.items()}
+    if target.database_pid is not None:
+        seconds["postgres"] = tree_cpu_s(target.database_pid)
     known = {name: value for name, value in seconds.items() if value is not None}
     return known if len(known) == len(seconds) else None
 
@@ -184,8 +186,9 @@ def _work_dir(chosen: Path | None) -> Iterator[Path]:
 
 
 def profiled(config: BenchConfig) -> bool:
-    """Whether --profile samples this configuration's processes (the chain's)."""
-    return config.system is System.CHAIN
+    """Whether --profile samples this configuration's processes (the SQLite chain's:
+    py-spy reads Python processes, and PostgreSQL's server is not one)."""
+    return config.system is System.CHAIN and config.database == "sqlite"
 
 
 def run_bench(settings: BenchSettings, show_progress: bool = True) -> BenchReport:

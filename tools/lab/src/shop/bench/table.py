@@ -15,7 +15,9 @@ NOTES = (
     "Medians over rounds. spread: (highest - lowest calls/s) / 2, relative to the median.",
     "echo-bare: plain grpc.aio server. echo-runtime: the same Echo on the shop's runtime "
     "(interceptor, Prometheus metrics: always on), OTEL_SDK_DISABLED=true.",
-    "chain: client -> gateway -> orders -> inventory, one replica each, SQLite.",
+    "chain: client -> gateway -> orders -> inventory, one replica each, SQLite. chain-pg: "
+    "the same on a local PostgreSQL server (fsync off, as SQLite's WAL here does not sync "
+    "on commit either), whose CPU counts in its cpu us.",
     "*-traced: every span exported over OTLP/gRPC to a sink in the bench process, "
     "which counted them (spans: received per call handled).",
     "cpu us: user + system CPU of the configuration's server processes per call they "

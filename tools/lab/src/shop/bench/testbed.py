@@ -22,6 +22,7 @@ from shop.bench.echo_process import start_echo, stop_echoes, wait_serving
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
 from shop.local.lifecycle import StartStop
+from shop.local.postgres import PostgresServer, start_postgres
 
 CHAIN_REPLICAS = {"gateway": 1, "orders": 1, "inventory": 1}
 CHAIN_SERVICES = ("gateway", "orders", "inventory")
@@ -60,6 +61,9 @@ class Target:
     # The demo issuer's key, so the loader can authenticate its customers (the shop
     # chain needs it; the echo servers do not).
     token_key: Path | None = None
+    # The database server the chain uses, if it has one (its process and children
+    # count in the configuration's CPU: storage work done there is the chain's).
+    database_pid: int | None = None
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -86,6 +90,15 @@ class Testbed(StartStop):
         self._otlp_endpoint = otlp_endpoint
         self._echoes: dict[str, Replica] = {}
         self._clusters: dict[str, LocalCluster] = {}
+        self._postgres: PostgresServer | None = None
+
+    def _database_url(self, config: BenchConfig) -> str:
+        """ "" (each service's SQLite file in its data dir) or a fresh PostgreSQL database."""
+        if config.database != "postgres":
+            return ""
+        if self._postgres is None:
+            self._postgres = start_postgres()
+        return self._postgres.create_database("bench_" + config.key.replace("-", "_"))
 
     def _telemetry_env(self, config: BenchConfig) -> dict[str, str]:
         if config.tracing:
@@ -117,6 +130,7 @@ class Testbed(StartStop):
                 drain_delay_s=0.0,
                 shutdown_grace_s=2.0,
                 extra_env=self._telemetry_env(config),
+                database_url=self._database_url(config),
             )
             cluster = LocalCluster(spec)
             self._clusters[config.key] = cluster
@@ -138,6 +152,7 @@ class Testbed(StartStop):
             gateway.metrics_addr,
             GATEWAY_SERVICE,
             cluster.credentials.issuer_key,
+            self._postgres.pid if config.database == "postgres" and self._postgres else None,
         )
 
     def dead_servers(self) -> list[str]:
@@ -152,3 +167,6 @@ class Testbed(StartStop):
         stop_echoes(self._echoes.values())
         for cluster in self._clusters.values():
             cluster.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None

@@ -13,12 +13,14 @@ another, keeping --concurrency calls in flight on one channel):
                  calls/s, half of the ~200 the chain managed closed loop on a 2-core
                  machine with the SQLAlchemy storage): latency without the queue,
                  comparable across runs (and code changes) at the same rate
+  chain-pg       the chain on a local PostgreSQL server the bench starts (its CPU
+                 counts in the chain's CPU per call)
 
-They run interleaved in rounds (A B C D E F G, A B C D E F G, ...) and the report gives
+They run interleaved in rounds (A B C ... H, A B C ... H, ...) and the report gives
 the median of each and the ratios between them (the chain's against the bare hop's
 too), so the figures hold on a shared machine.
 
---profile DIR samples every chain process with py-spy while it is measured, writes a
+--profile DIR samples every process of the SQLite chains with py-spy while it is measured, writes a
 flame graph per configuration and process into DIR (with the raw stacks and the
 report as bench.json), and splits the chain's CPU per call into gRPC, storage,
 telemetry, protobuf/validation, event loop and the rest (needs py-spy, and the right

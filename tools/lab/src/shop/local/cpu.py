@@ -28,6 +28,35 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and of its children alive now (a server that forks a
+    process per connection, such as PostgreSQL); None if ``pid`` cannot be read.
+
+    A child that started since an earlier reading counts all its CPU, which was all
+    spent since; one that exited since loses its share (the bench's database keeps its
+    connections)."""
+    own = process_cpu_s(pid)
+    if own is None:
+        return None
+    return own + live_cpu_s(_children(pid))
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        # After the command name: state [0], parent pid [1].
+        if int(fields[1]) == parent:
+            children.append(int(entry))
+    return children
+
+
 def total_cpu_s(pids: Iterable[int]) -> float | None:
     """Summed CPU seconds of ``pids``; None if any of them cannot be read.
 

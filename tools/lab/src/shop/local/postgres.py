@@ -51,6 +51,12 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/shop"
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its children are the server's other processes)."""
+        with open(self.data_dir / "postmaster.pid", encoding="ascii") as pid_file:
+            return int(pid_file.readline())
+
     def create_database(self, name: str) -> str:
         """Creates an empty database and returns its URL (the services' DATABASE_URL form)."""
         _run(self._command(
