@@ -30,12 +30,15 @@ BENCH_STOP_S = 60
 
 @pytest.fixture
 def start_echo_server(tmp_path: Path) -> Iterator[StartEchoServer]:
-    """``start(bare=..., env={...})`` runs ``python -m shop.echo`` and waits for SERVING."""
+    """``start(bare=..., env={...}, forward=None)`` runs ``python -m shop.echo`` (with
+    ``--forward HOST:PORT`` when ``forward`` is given) and waits for SERVING."""
     plan = AddressPlan(net=free_net())
     started: list[Replica] = []
 
-    def start(bare: bool, env: Mapping[str, str] | None = None) -> Replica:
-        replica = start_echo(plan, len(started), bare, tmp_path / "logs", env or {})
+    def start(
+        bare: bool, env: Mapping[str, str] | None = None, forward: str | None = None
+    ) -> Replica:
+        replica = start_echo(plan, len(started), bare, tmp_path / "logs", env or {}, forward)
         started.append(replica)
         wait_serving(replica, timeout_s=30)
         return replica

@@ -14,6 +14,7 @@ import pytest
 
 from shop.bench.configs import CONFIG_KEYS, DEFAULT_CHAIN_RATE, RATIOS, select
 from shop.bench.loadrun import load_command
+from shop.bench.runner import profiled
 from shop.cli import bench as bench_cli
 from shop.cli.main import build_parser, main
 
@@ -34,8 +35,8 @@ def test_bench_measures_every_configuration_and_ratio(run_bench: RunBench) -> No
             assert result["spans"] is None, key
         assert result["cpu_breakdown"] is None, key  # no --profile
         (measured,) = result["rounds"]
-        if key == "echo-bare":
-            assert measured["handled_calls"] is None  # no metrics on the bare server
+        if key in ("echo-bare", "chain-bare"):
+            assert measured["handled_calls"] is None  # no metrics on the bare servers
         else:
             # The server's own count includes the warm-up, so it is never below the loader's.
             assert measured["handled_calls"] >= measured["calls"], key
@@ -63,7 +64,14 @@ def test_bench_measures_every_configuration_and_ratio(run_bench: RunBench) -> No
     assert on_postgres["server_cpu_s_by_process"]["postgres"] > 0
     (on_sqlite,) = report["configs"]["chain"]["rounds"]
     assert set(on_sqlite["server_cpu_s_by_process"]) == {"gateway", "orders", "inventory"}
+    # The bare chain: three servers, all of whose CPU counts, and each one worked (the
+    # calls went through all three).
+    (bare_chain,) = report["configs"]["chain-bare"]["rounds"]
+    assert len(bare_chain["server_cpu_s_by_process"]) == 3
+    assert all(s > 0 for s in bare_chain["server_cpu_s_by_process"].values()), bare_chain
     assert set(report["ratios"]) == {ratio.key for ratio in RATIOS}
+    assert {"chain_vs_chain_bare", "chain_bare_vs_echo_bare"} <= set(report["ratios"])
+    assert report["ratios"]["chain_vs_chain_bare"]["denominator"] == "chain-bare"
     for key, ratio in report["ratios"].items():
         assert ratio["calls_per_s"] > 0, key
     assert report["settings"]["concurrency"] == 64
@@ -74,6 +82,15 @@ def test_bench_only_runs_the_chosen_configurations(run_bench: RunBench) -> None:
     assert list(report["configs"]) == ["echo-bare", "echo-runtime"]
     assert list(report["ratios"]) == ["echo_runtime_vs_bare"]
     assert [r["round"] for r in report["configs"]["echo-bare"]["rounds"]] == [1, 2]
+
+
+def test_the_bare_chain_gets_the_echo_load_and_no_profile() -> None:
+    args = build_parser(only="bench").parse_args(["bench", "--only", "chain-bare,echo-bare"])
+    settings = bench_cli.settings_from_args(args)
+    echo_bare, chain_bare = settings.configs
+    assert settings.load_spec(chain_bare) == settings.load_spec(echo_bare)
+    assert settings.load_spec(chain_bare).workload == "echo"
+    assert not profiled(chain_bare)
 
 
 def test_bench_rejects_an_unknown_configuration(capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,6 +138,17 @@ def test_profile_needs_a_chain_configuration(
         main(["bench", "--only", "echo-bare", "--profile", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "argument --profile" in capsys.readouterr().err
+
+
+def test_profile_refuses_the_bare_chain_alone(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--only", "chain-bare", "--profile", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --profile" in err
+    assert "chain-bare and chain-pg are not profiled" in err
 
 
 def test_profile_needs_a_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 The two modes must differ only in what the runtime adds: the runtime server sends
 the ``shop-route`` trailer (its interceptor ran) and offers reflection; the bare
-one sends neither.
+one sends neither. A bare server with ``--forward`` (a hop of chain-bare) answers
+through the next one, passes a failure there on with its status, and refuses a
+malformed ``--forward`` naming the flag.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from shop.bench.testbed import TELEMETRY_OFF
+from shop.echo.__main__ import main as echo_main
 from shop.echo.servicer import SERVICE_NAME
+from shop.local.addresses import free_port
 from shop.runtime.callscope import ROUTE_TRAILER
 from shop.v1 import echo_pb2, echo_pb2_grpc
 
@@ -61,3 +65,55 @@ def test_echo_stops_cleanly_on_sigterm(start_echo_server: StartEchoServer, bare:
     replica.process.send_signal(signal.SIGTERM)
     assert replica.process.wait(timeout=30) == 0
     assert not replica.alive()
+
+
+def test_a_bare_chain_answers_through_its_next_hop(start_echo_server: StartEchoServer) -> None:
+    last = start_echo_server(bare=True)
+    first = start_echo_server(bare=True, forward=last.grpc_addr)
+    with grpc.insecure_channel(first.grpc_addr) as channel:
+        echo = echo_pb2_grpc.EchoStub(channel).Echo
+        assert echo(echo_pb2.EchoMessage(payload=b"two hops"), timeout=5).payload == b"two hops"
+        # The answer came from the last hop: without it the first cannot answer.
+        assert last.process is not None
+        last.process.send_signal(signal.SIGTERM)
+        assert last.process.wait(timeout=30) == 0
+        with pytest.raises(grpc.RpcError) as error:
+            echo(echo_pb2.EchoMessage(payload=b"gone"), timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert last.grpc_addr in (error.value.details() or "")
+    assert first.alive()
+
+
+def test_a_hop_forwarding_to_a_closed_port_fails_the_call_at_once(
+    start_echo_server: StartEchoServer,
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    first = start_echo_server(bare=True, forward=closed)
+    with grpc.insecure_channel(first.grpc_addr) as channel, pytest.raises(grpc.RpcError) as error:
+        # A hang would end DEADLINE_EXCEEDED after these 10 s instead.
+        echo_pb2_grpc.EchoStub(channel).Echo(echo_pb2.EchoMessage(payload=b"x"), timeout=10)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()
+    assert f"next hop {closed}" in (error.value.details() or "")
+    assert first.alive()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bare", "--forward", "nonsense"],
+        ["--bare", "--forward", "127.0.0.1"],
+        ["--bare", "--forward", "127.0.0.1:0"],
+        ["--bare", "--forward", "127.0.0.1:70000"],
+        ["--bare", "--forward", ":50051"],
+        ["--bare", "--forward=http://127.0.0.1:50051"],
+        # The runtime's Echo does not forward.
+        ["--forward", "127.0.0.1:50051"],
+    ],
+)
+def test_a_bad_forward_is_refused_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        echo_main(argv)
+    assert exit_info.value.code == 2
+    assert "argument --forward" in capsys.readouterr().err

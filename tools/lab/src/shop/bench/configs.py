@@ -1,10 +1,14 @@
-"""What the benchmark compares: eight configurations and the ratios between them.
+"""What the benchmark compares: nine configurations and the ratios between them.
 
 Each pair in a ratio differs in one thing only, so the ratio is the price of that
 thing: the runtime kit (interceptors + Prometheus metrics, which are always on in
 the runtime), then tracing on one hop (every call, and the chart's 10% sampling),
-then tracing on the whole shop. One more ratio sets the whole PlaceOrder chain
-against one bare hop: what the shop's own work costs beyond gRPC's.
+then tracing on the whole shop. More ratios set the whole PlaceOrder chain against
+one bare hop (what the shop's own work costs beyond gRPC's) and against
+``chain-bare``, gRPC's floor for a chain of three: three plain ``grpc.aio`` Echo
+servers, each but the last forwarding every call to the next (``python -m
+shop.echo --bare --forward``), loaded like ``echo-bare``. Its own ratio to
+``echo-bare`` is the best the chain's ratio to one bare hop can get on the machine.
 
 Every configuration but one keeps a fixed number of calls in flight (closed loop):
 it measures capacity, and its latency is mostly queueing. ``chain-fixed`` offers
@@ -24,6 +28,8 @@ class System(Enum):
 
     ECHO_BARE = "echo-bare"
     ECHO_RUNTIME = "echo-runtime"
+    # Bare echo servers in a row, each forwarding to the next: gRPC's chain.
+    CHAIN_BARE = "chain-bare"
     CHAIN = "chain"
 
 
@@ -62,6 +68,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
         tracing=True,
         sampling=0.1,
     ),
+    BenchConfig("chain-bare", "3-hop chain, bare grpc.aio", System.CHAIN_BARE, tracing=False),
     BenchConfig("chain", "chain", System.CHAIN, tracing=False),
     BenchConfig("chain-traced", "chain+trace", System.CHAIN, tracing=True),
     BenchConfig("chain-fixed", "chain, fixed rate", System.CHAIN, tracing=False, fixed_rate=True),
@@ -76,6 +83,8 @@ CONFIGS: tuple[BenchConfig, ...] = (
 DEFAULT_CHAIN_RATE = 100.0
 # The latency objective chain-fixed's calls are judged by (the lab's objective).
 DEFAULT_CHAIN_OBJECTIVE_MS = 250.0
+# Servers in chain-bare, like the chain's gateway, orders and inventory.
+CHAIN_BARE_HOPS = 3
 
 CONFIG_KEYS = tuple(config.key for config in CONFIGS)
 
@@ -85,6 +94,10 @@ RATIOS: tuple[Ratio, ...] = (
     Ratio("echo_sampled_vs_off", "echo trace 10%/off", "echo-sampled", "echo-runtime"),
     Ratio("chain_tracing_on_vs_off", "chain trace on/off", "chain-traced", "chain"),
     Ratio("chain_vs_echo_bare", "chain/bare echo", "chain", "echo-bare"),
+    # What the shop's runtime, storage and saga add over gRPC's own three hops.
+    Ratio("chain_vs_chain_bare", "chain/bare 3-hop chain", "chain", "chain-bare"),
+    # The best chain/bare echo ratio gRPC allows on this machine.
+    Ratio("chain_bare_vs_echo_bare", "bare 3-hop chain/bare echo", "chain-bare", "echo-bare"),
     Ratio("chain_pg_vs_echo_bare", "chain on PostgreSQL/bare echo", "chain-pg", "echo-bare"),
     # calls/s: the share of the closed loop's capacity offered; p50/p99: latency
     # without the queue against with it; CPU per call: at that load against saturated.

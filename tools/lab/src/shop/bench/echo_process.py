@@ -1,10 +1,10 @@
 """Starts and stops ``python -m shop.echo`` processes for the benchmark and its tests.
 
 ``LocalCluster`` runs the shop's own services; the echo server differs in that its
-bare mode is chosen by a command-line flag, so it gets this small launcher. It
-keeps the cluster's conventions: one loopback IP per server from the
-:class:`AddressPlan`, a log file per process, readiness through gRPC health, and
-SIGTERM first, SIGKILL only for a process that outlives its budget.
+bare mode (and a bare hop's next hop) is chosen by command-line flags, so it gets
+this small launcher. It keeps the cluster's conventions: one loopback IP per server
+from the :class:`AddressPlan`, a log file per process, readiness through gRPC
+health, and SIGTERM first, SIGKILL only for a process that outlives its budget.
 """
 
 from __future__ import annotations
@@ -38,9 +38,20 @@ def echo_env(plan: AddressPlan, index: int, pod: str, extra: Mapping[str, str]) 
 
 
 def start_echo(
-    plan: AddressPlan, index: int, bare: bool, log_dir: Path, extra_env: Mapping[str, str]
+    plan: AddressPlan,
+    index: int,
+    bare: bool,
+    log_dir: Path,
+    extra_env: Mapping[str, str],
+    forward: str | None = None,
 ) -> Replica:
-    """Starts echo server ``index`` of ``plan``; returns at once (see :func:`wait_serving`)."""
+    """Starts echo server ``index`` of ``plan``; returns at once (see :func:`wait_serving`).
+
+    ``forward`` (``host:port``, bare servers only): the server answers each call with
+    that server's Echo (``--forward``), a hop of a bare chain.
+    """
+    if forward is not None and not bare:
+        raise ValueError("only a bare echo server forwards")
     pod = f"echo-{index}"
     replica = Replica(
         "echo",
@@ -55,6 +66,8 @@ def start_echo(
         if problem:
             raise ClusterError(f"{problem} (needed by {pod})")
     command = [sys.executable, "-m", "shop.echo", *(["--bare"] if bare else [])]
+    if forward is not None:
+        command += ["--forward", forward]
     replica.spawn(command, echo_env(plan, index, pod, extra_env))
     return replica
 

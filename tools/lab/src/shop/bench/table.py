@@ -15,13 +15,17 @@ NOTES = (
     "Medians over rounds. spread: (highest - lowest calls/s) / 2, relative to the median.",
     "echo-bare: plain grpc.aio server. echo-runtime: the same Echo on the shop's runtime "
     "(interceptor, Prometheus metrics: always on), OTEL_SDK_DISABLED=true.",
+    "chain-bare: gRPC's floor for the chain, three echo-bare servers in a row, the first "
+    "two forwarding each call to the next (python -m shop.echo --bare --forward), loaded "
+    "like echo-bare; its cpu us counts all three.",
     "chain: client -> gateway -> orders -> inventory, one replica each, SQLite. chain-pg: "
     "the same on a local PostgreSQL server (fsync off, as SQLite's WAL here does not sync "
     "on commit either), whose CPU counts in its cpu us.",
     "*-traced: every span exported over OTLP/gRPC to a sink in the bench process, "
     "which counted them (spans: received per call handled).",
     "cpu us: user + system CPU of the configuration's server processes per call they "
-    "handled (front server's grpc_server_handled; echo-bare: rate x (warm-up + window)).",
+    "handled (front server's grpc_server_handled; echo-bare and chain-bare, which have no "
+    "metrics: rate x (warm-up + window)).",
     "chain-fixed: the chain offered a fixed rate (open loop, --chain-rate), latency from "
     "each call's scheduled send; 'OK within': share of the calls asked for that ended OK "
     "within the objective (--chain-objective-ms). Its ratio to chain: calls/s is the "

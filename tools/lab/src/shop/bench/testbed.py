@@ -4,10 +4,11 @@ Keeping every configuration's servers up for the whole run (idle ones cost next 
 nothing) is what lets the rounds interleave configurations: A B C D A B C D, so a
 burst of noise on the shared machine lands on all of them rather than on one.
 
-Layout: the echo servers get the ``echo`` addresses of one loopback net; each
-chain is a :class:`LocalCluster` with one replica per service (more replicas would
-only compete for the same two cores; the chain measures the cost of the hops, not
-balancing), on a net of its own.
+Layout: the echo servers get the ``echo`` addresses of one loopback net, the bare
+chain's three (front first) after the single ones; each chain is a
+:class:`LocalCluster` with one replica per service (more replicas would only compete
+for the same two cores; the chain measures the cost of the hops, not balancing), on
+a net of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from shop.api.services import ECHO as ECHO_SERVICE
 from shop.api.services import GATEWAY as GATEWAY_SERVICE
-from shop.bench.configs import BenchConfig, System
+from shop.bench.configs import CHAIN_BARE_HOPS, BenchConfig, System
 from shop.bench.echo_process import start_echo, stop_echoes, wait_serving
 from shop.local.addresses import AddressPlan, free_net
 from shop.local.cluster import ClusterSpec, LocalCluster, Replica
@@ -51,8 +52,8 @@ class Target:
     """Where a configuration's load goes, and which processes serve it."""
 
     address: str
-    # The processes serving it, by name (the pod for an echo server, the service for
-    # the chain, which runs one replica of each).
+    # The processes serving it, by name (the pod for an echo server, the pods front
+    # first for the bare chain, the service for the chain, which runs one replica of each).
     processes: dict[str, int]
     # The front server's Prometheus address (None for the bare echo, which has none)
     # and the gRPC service whose handled calls it counts there.
@@ -89,6 +90,8 @@ class Testbed(StartStop):
         self._work_dir = work_dir
         self._otlp_endpoint = otlp_endpoint
         self._echoes: dict[str, Replica] = {}
+        # chain-bare's servers, front first.
+        self._bare_chains: dict[str, list[Replica]] = {}
         self._clusters: dict[str, LocalCluster] = {}
         self._postgres: PostgresServer | None = None
 
@@ -113,11 +116,16 @@ class Testbed(StartStop):
     def start(self, timeout_s: float = 90.0) -> None:
         plan = AddressPlan(net=free_net())
         logs = self._work_dir / "logs"
-        echo_configs = [c for c in self._configs if c.system is not System.CHAIN]
+        single = (System.ECHO_BARE, System.ECHO_RUNTIME)
+        echo_configs = [c for c in self._configs if c.system in single]
         for index, config in enumerate(echo_configs):
             bare = config.system is System.ECHO_BARE
             env = {} if bare else {**self._telemetry_env(config), "OTEL_SERVICE_NAME": config.key}
             self._echoes[config.key] = start_echo(plan, index, bare, logs, env)
+        first_free = len(echo_configs)
+        for config in (c for c in self._configs if c.system is System.CHAIN_BARE):
+            self._start_bare_chain(config, plan, first_free, logs, timeout_s)
+            first_free += CHAIN_BARE_HOPS
         for replica in self._echoes.values():
             wait_serving(replica, timeout_s)
         for config in (c for c in self._configs if c.system is System.CHAIN):
@@ -136,7 +144,25 @@ class Testbed(StartStop):
             self._clusters[config.key] = cluster
             cluster.start(timeout_s)
 
+    def _start_bare_chain(
+        self, config: BenchConfig, plan: AddressPlan, first: int, logs: Path, timeout_s: float
+    ) -> None:
+        """Bare echo servers ``first``, ``first + 1``, ... in a row, each forwarding to the
+        next; started last one first, each SERVING before the one that calls it starts."""
+        hops = self._bare_chains.setdefault(config.key, [])
+        onward: str | None = None
+        for index in reversed(range(first, first + CHAIN_BARE_HOPS)):
+            replica = start_echo(plan, index, True, logs, {}, forward=onward)
+            hops.insert(0, replica)  # kept front first; stop() finds it if the wait fails
+            wait_serving(replica, timeout_s)
+            onward = replica.grpc_addr
+
     def target(self, config: BenchConfig) -> Target:
+        if config.key in self._bare_chains:
+            hops = self._bare_chains[config.key]
+            processes = {r.pod: r.process.pid for r in hops if r.process is not None}
+            # No metrics endpoint: CPU per call uses the loader's rate, as for echo-bare.
+            return Target(hops[0].grpc_addr, processes, None, ECHO_SERVICE)
         if config.key in self._echoes:
             replica = self._echoes[config.key]
             assert replica.process is not None
@@ -155,16 +181,21 @@ class Testbed(StartStop):
             self._postgres.pid if config.database == "postgres" and self._postgres else None,
         )
 
+    def _echo_replicas(self) -> list[Replica]:
+        """Every echo server started: the single ones, then the bare chains' hops."""
+        hops = [replica for chain in self._bare_chains.values() for replica in chain]
+        return [*self._echoes.values(), *hops]
+
     def dead_servers(self) -> list[str]:
         """Names of servers that exited: a measurement against them would be meaningless."""
-        replicas = [*self._echoes.values()]
+        replicas = self._echo_replicas()
         for cluster in self._clusters.values():
             replicas += cluster.replicas
         return [r.pod for r in replicas if not r.alive()]
 
     def stop(self) -> None:
         """Stops everything (servers flush their spans on the way out)."""
-        stop_echoes(self._echoes.values())
+        stop_echoes(self._echo_replicas())
         for cluster in self._clusters.values():
             cluster.stop()
         if self._postgres is not None:

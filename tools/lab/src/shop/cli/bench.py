@@ -7,6 +7,9 @@ another, keeping --concurrency calls in flight on one channel):
   echo-runtime   Echo on the shop runtime, tracing off (Prometheus metrics stay on)
   echo-traced    the same with every span exported over OTLP to a sink in this process
   echo-sampled   the same with the chart's sampling: 10% of calls (parentbased_traceidratio)
+  chain-bare     gRPC's floor for a three-hop chain: three bare Echo servers in a row, the
+                 first two forwarding each call to the next (``python -m shop.echo --bare
+                 --forward HOST:PORT``), loaded like echo-bare
   chain          gateway -> orders -> inventory (one replica each), tracing off
   chain-traced   the same with tracing on
   chain-fixed    the chain offered a fixed rate, open loop (--chain-rate, default 100
@@ -16,11 +19,14 @@ another, keeping --concurrency calls in flight on one channel):
   chain-pg       the chain on a local PostgreSQL server the bench starts (its CPU
                  counts in the chain's CPU per call)
 
-They run interleaved in rounds (A B C ... H, A B C ... H, ...) and the report gives
+They run interleaved in rounds (A B C ... I, A B C ... I, ...) and the report gives
 the median of each and the ratios between them (the chain's against the bare hop's
-too), so the figures hold on a shared machine.
+and the bare three-hop chain's too: chain/bare 3-hop chain is what the shop's runtime,
+storage and saga add over gRPC's floor; bare 3-hop chain/bare echo the best chain/bare
+echo ratio gRPC allows on the machine), so the figures hold on a shared machine.
 
---profile DIR samples every process of the SQLite chains with py-spy while it is measured, writes a
+--profile DIR samples every process of the SQLite chains (chain, chain-traced,
+chain-fixed; not chain-bare or chain-pg) with py-spy while it is measured, writes a
 flame graph per configuration and process into DIR (with the raw stacks and the
 report as bench.json), and splits the chain's CPU per call into gRPC, storage,
 telemetry, protobuf/validation, event loop and the rest (needs py-spy, and the right
@@ -121,8 +127,8 @@ def add_parser(subparsers: Any) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="sample the chain's processes with py-spy: flame graphs into DIR and the CPU per "
-        "call split into gRPC, storage, telemetry, protobuf, event loop and the rest",
+        help="sample the SQLite chains' processes with py-spy: flame graphs into DIR and the "
+        "CPU per call split into gRPC, storage, telemetry, protobuf, event loop and the rest",
     )
     parser.add_argument(
         "--data-dir",
@@ -142,8 +148,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     if args.profile is not None:
         if not any(profiled(config) for config in configs):
             args.parser.error(
-                "argument --profile: it samples the chain's processes, and no chain "
-                "configuration is selected (add chain, chain-traced or chain-fixed to --only)"
+                "argument --profile: it samples the SQLite chains' processes, and none is "
+                "selected (add chain, chain-traced or chain-fixed to --only; chain-bare and "
+                "chain-pg are not profiled)"
             )
         if args.profile.exists() and not args.profile.is_dir():
             args.parser.error(f"argument --profile: {args.profile} exists and is no directory")
