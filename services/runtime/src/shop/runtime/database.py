@@ -410,6 +410,7 @@ class Database:
                     min_size=0,
                     max_size=_POSTGRES_POOL_SIZE,
                     timeout=_POSTGRES_CONNECT_TIMEOUT_S,
+                    reset=_end_transaction,
                 )
             return self._pool
 
@@ -502,6 +503,16 @@ class Database:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
+
+
+async def _end_transaction(connection: Any) -> None:
+    """What a connection needs on its way back to the pool: no transaction left open.
+
+    asyncpg's default reset also clears session state (settings, LISTENs, cursors,
+    advisory locks), one more round trip and statement per transaction; the stores
+    never leave any (their one advisory lock is transaction-scoped)."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 _SCHEMA_LOCK = sql("SELECT pg_advisory_xact_lock($1)")

@@ -17,43 +17,47 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of ``pid`` so far, or None where ``/proc`` cannot tell."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            text = stat.read()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    # The command name (field 2) may hold spaces; the fields after its ')' are fixed:
-    # state is [0], utime [11], stime [12].
-    fields = text.rpartition(")")[2].split()
+    # utime [11], stime [12].
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def tree_cpu_s(pid: int) -> float | None:
-    """CPU seconds of ``pid`` and of its children alive now (a server that forks a
-    process per connection, such as PostgreSQL); None if ``pid`` cannot be read.
+    """CPU seconds of ``pid`` and of all its children, past and present (a server that
+    forks a process per connection, such as PostgreSQL); None if ``pid`` cannot be read.
 
-    A child that started since an earlier reading counts all its CPU, which was all
-    spent since; one that exited since loses its share (the bench's database keeps its
-    connections)."""
-    own = process_cpu_s(pid)
-    if own is None:
+    Children alive now count their own CPU; the kernel adds the CPU of children that
+    exited (once ``pid`` has reaped them) to ``pid``'s own ``cutime``/``cstime``, so a
+    connection closed between two readings keeps its share. A child that started since
+    an earlier reading counts all its CPU, which was all spent since."""
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    return own + live_cpu_s(_children(pid))
+    # utime [11], stime [12], cutime [13], cstime [14] (reaped children).
+    own_and_reaped = sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS
+    return own_and_reaped + live_cpu_s(_children(pid))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state is [0]): the
+    name (field 2) may hold spaces, the fields after its ')' are fixed."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
 
 
 def _children(parent: int) -> list[int]:
     children = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue  # gone meanwhile
-        # After the command name: state [0], parent pid [1].
-        if int(fields[1]) == parent:
-            children.append(int(entry))
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))  # None: gone meanwhile
+            # The parent pid is [1].
+            if fields is not None and int(fields[1]) == parent:
+                children.append(int(entry))
     return children
 
 
