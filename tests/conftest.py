@@ -39,7 +39,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database of each supported kind."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/shop.db"
+        return f"sqlite:///{tmp_path}/shop.db"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 

@@ -68,11 +68,11 @@ def test_service_settings_read_their_variables() -> None:
     assert gateway.streams.max_per_caller == 3
     orders = OrdersSettings.from_env(env)
     assert orders.inventory_target == "dns:///inventory:50051"
-    assert orders.database.url == "sqlite+aiosqlite:////srv/data/orders.db"
+    assert orders.database.url == "sqlite:////srv/data/orders.db"
     assert orders.downstream_timeout_s == 2.0
     inventory = InventorySettings.from_env(env)
     assert inventory.seed_stock == 7
-    assert inventory.database.url == "sqlite+aiosqlite:////srv/data/inventory.db"
+    assert inventory.database.url == "sqlite:////srv/data/inventory.db"
 
 
 @pytest.mark.parametrize(

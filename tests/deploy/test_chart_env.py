@@ -54,7 +54,7 @@ def _local_values(
     env["SHOP_UVLOOP"] = "false"
     env["SHOP_DRAIN_DELAY_S"] = "0"
     if "DATABASE_URL" in env:
-        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path}/{service}.db"
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path}/{service}.db"
     if "SHOP_SEED_STOCK" in env:
         env["SHOP_SEED_STOCK"] = "10"
     if "OTEL_EXPORTER_OTLP_ENDPOINT" in env:  # nothing listens there; no span is sent

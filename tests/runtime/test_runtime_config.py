@@ -133,11 +133,20 @@ def test_choices_are_case_insensitive() -> None:
 
 def test_database_url() -> None:
     assert database_url("orders", {"SHOP_DATA_DIR": "/srv/data"}) == (
-        "sqlite+aiosqlite:////srv/data/orders.db"
+        "sqlite:////srv/data/orders.db"
     )
     assert database_url("orders", {"DATABASE_URL": "postgresql://u@h/db"}) == (
-        "postgresql+asyncpg://u@h/db"
+        "postgresql://u@h/db"
     )
+    # The forms earlier releases documented still name the same databases.
+    assert database_url("orders", {"DATABASE_URL": "postgresql+asyncpg://u@h/db"}) == (
+        "postgresql://u@h/db"
+    )
+    assert database_url("orders", {"DATABASE_URL": "sqlite+aiosqlite:////d/o.db"}) == (
+        "sqlite:////d/o.db"
+    )
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL="):
+        database_url("orders", {"DATABASE_URL": "postgres://u@h/db"})
     with pytest.raises(ConfigError, match=r"^DATABASE_URL="):
         database_url("orders", {"DATABASE_URL": "mysql://u@h/db"})
 
@@ -145,7 +154,7 @@ def test_database_url() -> None:
 def test_database_settings() -> None:
     env = {"SHOP_DATA_DIR": "/srv/data", "SHOP_DATABASE_WAIT_S": "2.5"}
     assert DatabaseSettings.from_env("inventory", env) == DatabaseSettings(
-        url="sqlite+aiosqlite:////srv/data/inventory.db", wait_s=2.5
+        url="sqlite:////srv/data/inventory.db", wait_s=2.5
     )
     with pytest.raises(ConfigError, match=r"^SHOP_DATABASE_WAIT_S="):
         DatabaseSettings.from_env("inventory", {"SHOP_DATABASE_WAIT_S": "-1"})

@@ -81,7 +81,7 @@ async def test_sqlite_waits_for_another_process_lock_without_blocking_the_loop(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "shared.db"
-    db = Database(f"sqlite+aiosqlite:///{path}")
+    db = Database(f"sqlite:///{path}")
     await db.create_schema([CREATE])
     holding = threading.Event()
     release = threading.Event()
@@ -128,7 +128,7 @@ async def test_sqlite_checkpoints_off_the_loop_every_few_commits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(database, "_CHECKPOINT_EVERY", 3)
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/wal.db")
+    db = Database(f"sqlite:///{tmp_path}/wal.db")
     await db.create_schema([CREATE])  # the first commit
     for n in range(2):
         async with db.write() as tx:

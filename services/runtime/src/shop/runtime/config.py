@@ -207,7 +207,7 @@ DATABASE_URL = Setting(
     "DATABASE_URL",
     "",
     _text,
-    "a database URL (sqlite+aiosqlite:///<file>, postgresql:// or postgresql+asyncpg://)",
+    "a database URL (sqlite:///<file> or postgresql://)",
     "database; empty means an SQLite file in SHOP_DATA_DIR",
 )
 DATABASE_WAIT_S = Setting(
@@ -454,14 +454,26 @@ def database_url(name: str, environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     url = DATABASE_URL.read(env)
     if url:
-        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql://")):
+        scheme, separator, rest = url.partition("://")
+        # The driver-named forms (sqlite+aiosqlite, postgresql+asyncpg) are what earlier
+        # releases documented; they name the same databases.
+        plain = _DATABASE_SCHEMES.get(scheme)
+        if not separator or plain is None:
             raise ConfigError(
                 f"{DATABASE_URL.name}={mask_url(url)!r} is not valid: "
                 f"expected {DATABASE_URL.allowed}"
             )
-        return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        return f"{plain}://{rest}"
     data_dir = os.path.abspath(DATA_DIR.read(env))
-    return f"sqlite+aiosqlite:///{data_dir}/{name}.db"
+    return f"sqlite:///{data_dir}/{name}.db"
+
+
+_DATABASE_SCHEMES = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgresql+asyncpg": "postgresql",
+}
 
 
 @dataclass(frozen=True)

@@ -384,13 +384,14 @@ def _sqlite_path(url: str) -> str:
 
 
 def _postgres_dsn(url: str) -> str:
-    """asyncpg's form of the URL: without SQLAlchemy's ``+asyncpg`` driver name."""
+    """asyncpg's form of the URL (without a ``+asyncpg`` driver name, which older
+    configurations carry)."""
     return "postgresql://" + url.split("://", 1)[1]
 
 
 class Database:
-    """SQLite or PostgreSQL, by URL (``sqlite+aiosqlite:///path`` or ``sqlite:///path``;
-    ``postgresql://`` or ``postgresql+asyncpg://``). Connections open on first use."""
+    """SQLite or PostgreSQL, by URL (``sqlite:///path`` or ``postgresql://...``, the forms
+    ``shop.runtime.config.database_url`` gives). Connections open on first use."""
 
     def __init__(self, url: str) -> None:
         self.url = url

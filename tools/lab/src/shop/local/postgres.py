@@ -49,7 +49,7 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/shop"
+        return f"postgresql://{self.user}@{self.host}:{self.port}/shop"
 
     @property
     def pid(self) -> int:
@@ -62,7 +62,7 @@ class PostgresServer:
         _run(self._command(
             find_binary("createdb"), "-h", self.host, "-p", str(self.port), "-U", self.user, name
         ))  # fmt: skip
-        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{name}"
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{name}"
 
     def _command(self, *args: str) -> list[str]:
         if self._run_as:
