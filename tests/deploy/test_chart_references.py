@@ -178,7 +178,7 @@ def test_secret_database_url_reaches_the_database_service(render_chart: ChartRen
     statefulset = rendered.get("StatefulSet", "shop-postgresql")
     assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
     # The services accept this URL as it is (the scheme is rewritten for asyncpg).
-    assert database_url("orders", {"DATABASE_URL": url}).startswith("postgresql+asyncpg://shop:")
+    assert database_url("orders", {"DATABASE_URL": url}).startswith("postgresql://shop:")
 
 
 def test_service_monitor_port_exists(render_chart: ChartRenderer) -> None:

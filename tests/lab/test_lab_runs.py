@@ -2,7 +2,8 @@
 
 Every run has the chart's pod limits (real cgroups) and its own PostgreSQL database,
 and is offered a fixed rate, open loop, derived from its own closed-loop run: 60% of
-what its replicas can take *if the calls are spread*.
+what its replicas can take *if the calls are spread* (100% for clusterip, see
+``CLUSTERIP_LOAD_FACTOR``).
 
 Exact numbers depend on the machine; the shapes do not:
 - ClusterIP pins a channel to one pod: at the fixed rate that orders pod is at its CPU
@@ -29,6 +30,12 @@ from shop.lab.runner import LabSettings, run_mode
 from ..support.cgroups import require_cgroups
 
 SCALE_WINDOW_S = 10.0
+# clusterip's run is offered all that its two orders pods could take, 2x what its
+# pinned pod can by the same estimate. The estimate comes from CPU per call in the
+# closed loop, which in these short runs has been up to 1.6x the open loop's (CI runs
+# at 60% and at 80% saw the pinned pod keep up at its limit: 117.8 and 84.5 calls/s
+# with every call within the objective), so only a wide margin is an overload.
+CLUSTERIP_LOAD_FACTOR = 1.0
 NEW_PODS = ("inventory-2", "inventory-3")
 
 
@@ -37,7 +44,7 @@ def _cgroups() -> None:
     require_cgroups()
 
 
-def _settings(tmp_path: Path) -> LabSettings:
+def _settings(tmp_path: Path, load_factor: float = 0.6) -> LabSettings:
     return LabSettings(
         data_dir=tmp_path,
         orders=2,
@@ -48,12 +55,13 @@ def _settings(tmp_path: Path) -> LabSettings:
         scale_window_s=SCALE_WINDOW_S,
         settle_s=2.0,
         concurrency=8,
+        load_factor=load_factor,
     )
 
 
-async def _run(mode: str, tmp_path: Path) -> ModeResult:
+async def _run(mode: str, tmp_path: Path, load_factor: float = 0.6) -> ModeResult:
     steps: list[str] = []
-    result = await run_mode(mode, _settings(tmp_path), steps.append)
+    result = await run_mode(mode, _settings(tmp_path, load_factor), steps.append)
     assert any("scale-up" in step for step in steps)
     assert any("calls/s offered" in step for step in steps)
     assert "starting PostgreSQL" in steps  # the chart's database, one per run
@@ -107,7 +115,7 @@ def _new_pods_cpu(result: ModeResult) -> float:
 
 
 async def test_clusterip_pins_one_pod_at_its_limit_and_never_rebalances(tmp_path: Path) -> None:
-    result = await _run("clusterip", tmp_path)
+    result = await _run("clusterip", tmp_path, CLUSTERIP_LOAD_FACTOR)
     steady = result.steady
     # One gateway channel -> one orders pod -> its one connection -> one inventory pod.
     assert steady.imbalance["orders"] == pytest.approx(2.0)
@@ -121,10 +129,9 @@ async def test_clusterip_pins_one_pod_at_its_limit_and_never_rebalances(tmp_path
     assert pinned.throttled_share >= 0.5, fixed.pods
     idle, _ = _orders_cores(fixed)
     assert idle < 0.1 * pinned.limit_cores, fixed.pods
-    # Offered what two pods could take, one pod's queue grows: most calls miss, the
-    # tail among them. How far the tail goes is not a shape: the pod is offered 1.2x
-    # what it serves times (CPU per call arriving alone / CPU per call in the closed
-    # loop), so after the 5 s window the backlog is 0.4 s to over 1 s, run to run.
+    # Offered more than one pod can take, its queue grows: most calls miss, the tail
+    # among them. How far the tail goes is not a shape: it depends on how far the
+    # closed loop's CPU per call is from the open loop's, which varies run to run.
     assert fixed.within_objective < 0.6, fixed
     assert fixed.p99_ms > fixed.objective_ms, fixed
     assert result.scale_up.first_traffic_s is None
