@@ -31,6 +31,7 @@ from shop.runtime.errors import (
 )
 
 from ..support.servers import StartServer, open_methods
+from ..support.waiting import wait_until_async
 
 
 def _decode(error: ShopError) -> status_pb2.Status:
@@ -245,6 +246,13 @@ async def test_metrics_count_each_outcome_under_its_code(
     assert handled("Invalid", "INVALID_ARGUMENT") == 1
     assert handled("RelayMissing", "NOT_FOUND") == 1
     assert handled("Broken", "INTERNAL") == 1
+    # A stream's outcome is recorded as its handler finishes, which can be just after
+    # the client has read the status: wait for it rather than race it.
+    await wait_until_async(
+        lambda: handled("StreamThenFail", "FAILED_PRECONDITION", "server_stream") is not None,
+        "the failed stream recorded as handled",
+        30,
+    )
     assert handled("StreamThenFail", "FAILED_PRECONDITION", "server_stream") == 1
     client = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Missing"}
     assert (
