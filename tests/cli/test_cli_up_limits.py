@@ -15,6 +15,7 @@ import pytest
 
 from shop.cli.main import main
 from shop.local.addresses import free_net
+from shop.local.cpu import child_pids
 
 from ..support.cgroups import make_cgroups_unavailable, require_cgroups
 from ..support.waiting import wait_until
@@ -41,19 +42,6 @@ def test_missing_cgroups_is_one_line_naming_the_flag(
         "shop up: --limits: no cgroup v1 memory controller mounted"
     )
     assert "Traceback" not in err
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 def _group_dirs(pid: int, marker: str) -> set[Path]:
@@ -96,7 +84,7 @@ def test_up_with_limits(tmp_path: Path) -> None:
         assert re.search(r"gateway-0 .* cpu 500m, memory 256Mi", output), output
         assert re.search(r"orders-0 .* cpu 1000m, memory 256Mi", output), output
         assert re.search(r"inventory-0 .* cpu 1500m, memory 256Mi", output), output
-        replicas = _children(process.pid)
+        replicas = child_pids(process.pid)
         assert len(replicas) == 3
         marker = f"grpc-shop/shop-{process.pid}/"
         dirs = set().union(*(_group_dirs(pid, marker) for pid in replicas))

@@ -158,6 +158,11 @@ def sql(statement: str) -> Sql:
 Row = Sequence[Any]
 
 
+def _log_statement(text: str) -> None:
+    if sql_log.isEnabledFor(logging.DEBUG):
+        sql_log.debug(text)
+
+
 class Tx(Protocol):
     """A transaction of either database, as the stores use it."""
 
@@ -183,8 +188,7 @@ class _SqliteTx:
         self._connection = connection
 
     def _run(self, statement: Sql, args: Sequence[object]) -> sqlite3.Cursor:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.sqlite)
+        _log_statement(statement.sqlite)
         if statement.lists:
             args = [
                 json.dumps(list(a)) if i in statement.lists else a  # type: ignore[call-overload]
@@ -196,8 +200,7 @@ class _SqliteTx:
         return self._run(statement, args).rowcount
 
     async def executemany(self, statement: Sql, rows: Sequence[Sequence[object]]) -> None:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.sqlite)
+        _log_statement(statement.sqlite)
         self._connection.executemany(statement.sqlite, rows)
 
     async def fetch(self, statement: Sql, *args: object) -> list[Row]:
@@ -217,27 +220,23 @@ class _PostgresTx:
         self._connection = connection
 
     async def execute(self, statement: Sql, *args: object) -> int:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.postgres)
+        _log_statement(statement.postgres)
         status: str = await self._connection.execute(statement.postgres, *args)
         # A command tag such as "INSERT 0 1" or "UPDATE 3": the count comes last.
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
     async def executemany(self, statement: Sql, rows: Sequence[Sequence[object]]) -> None:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.postgres)
+        _log_statement(statement.postgres)
         await self._connection.executemany(statement.postgres, rows)
 
     async def fetch(self, statement: Sql, *args: object) -> list[Row]:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.postgres)
+        _log_statement(statement.postgres)
         rows: list[Row] = await self._connection.fetch(statement.postgres, *args)
         return rows
 
     async def fetchrow(self, statement: Sql, *args: object) -> Row | None:
-        if sql_log.isEnabledFor(logging.DEBUG):
-            sql_log.debug(statement.postgres)
+        _log_statement(statement.postgres)
         row: Row | None = await self._connection.fetchrow(statement.postgres, *args)
         return row
 

@@ -37,7 +37,7 @@ def tree_cpu_s(pid: int) -> float | None:
         return None
     # utime [11], stime [12], cutime [13], cstime [14] (reaped children).
     own_and_reaped = sum(int(field) for field in fields[11:15]) / _CLOCK_TICKS
-    return own_and_reaped + live_cpu_s(_children(pid))
+    return own_and_reaped + live_cpu_s(child_pids(pid))
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -50,7 +50,8 @@ def _stat_fields(pid: int) -> list[str] | None:
         return None
 
 
-def _children(parent: int) -> list[int]:
+def child_pids(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` now, from ``/proc``."""
     children = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
