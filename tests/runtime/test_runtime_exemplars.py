@@ -1,11 +1,12 @@
 """Trace ids on the latency histograms (exemplars), as Prometheus scrapes them.
 
-With tracing on, every sampled call leaves its trace id on the histogram bucket its
-duration fell into, server side and client side, so a Grafana latency panel can open
-the trace behind a slow bucket. prometheus_client writes exemplars only in the
-OpenMetrics format, which Prometheus asks for; the test scrapes the replicas the
-same way and also lets a real Prometheus store them. Replicas are real processes on
-loopback; spans go over OTLP/gRPC to a sink in this process.
+With tracing on, a sampled call leaves its trace id on the histogram bucket its
+duration fell into, server side and client side (at most one a second per bucket),
+so a Grafana latency panel can open the trace behind a slow bucket.
+prometheus_client writes exemplars only in the OpenMetrics format, which Prometheus
+asks for; the test scrapes the replicas the same way and also lets a real
+Prometheus store them. Replicas are real processes on loopback; spans go over
+OTLP/gRPC to a sink in this process.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.samples import Sample
 from shop.bench.otlp_sink import OtlpSink
 from shop.local.cluster import LocalCluster
 from shop.local.prometheus import start_prometheus
+from shop.runtime.metrics import LATENCY_BUCKETS, ExemplarThrottle
 from shop.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 from ..support.clusters import ClusterFactory
@@ -161,3 +163,16 @@ def test_with_tracing_off_the_histograms_carry_no_exemplars(
         buckets = _buckets(samples, histogram, method)
         assert buckets and max(s.value for s in buckets) >= 1, f"{service}: call not counted"
         assert _exemplar_traces(samples) == set(), service
+
+
+def test_a_bucket_takes_one_exemplar_per_interval_and_each_bucket_its_own() -> None:
+    throttle = ExemplarThrottle(interval_s=1.0)
+    fast, slow = LATENCY_BUCKETS[0] / 2, LATENCY_BUCKETS[-1] * 2  # first bucket, +Inf
+    assert throttle.admit(fast, now_s=100.0)
+    # The same bucket within the interval: its exemplar would be overwritten unread.
+    assert not throttle.admit(fast, now_s=100.5)
+    assert not throttle.admit(LATENCY_BUCKETS[0], now_s=100.9)  # the bound itself
+    # A slow call's bucket is not held back by the fast ones.
+    assert throttle.admit(slow, now_s=100.5)
+    assert throttle.admit(LATENCY_BUCKETS[0] * 1.5, now_s=100.5)  # the next bucket
+    assert throttle.admit(fast, now_s=101.0)

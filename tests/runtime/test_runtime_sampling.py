@@ -15,9 +15,10 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBasedTraceIdRatio,
     TraceIdRatioBased,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shop.runtime.config import ConfigError
-from shop.runtime.sampling import FastSampling, PresetIdGenerator, sampler_from_env
+from shop.runtime.sampling import FastSampling, PresetIdGenerator, SpanInUse, sampler_from_env
 
 RATIO = 0.1
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -108,6 +109,33 @@ def test_tracestate_travels_with_an_unsampled_parent() -> None:
 def test_what_the_fast_path_leaves_to_the_sdk(metadata: tuple[tuple[str, str], ...]) -> None:
     decision = _fast().incoming(metadata)
     assert decision.unsampled is None and decision.root_trace_id is None
+
+
+@pytest.mark.parametrize("flags", [f"{value:02x}" for value in range(256)])
+def test_a_parents_flags_are_read_as_the_sdk_reads_them(flags: str) -> None:
+    """The fast path tests the sampled bit on the header's text; the SDK's propagator
+    and sampler decide from the parsed flags byte. Every byte must agree."""
+    metadata = _traceparent(flags)
+    parent = TraceContextTextMapPropagator().extract(dict(metadata))
+    sdk = ParentBasedTraceIdRatio(RATIO).should_sample(parent, TRACE_ID, "call").decision
+    decision = _fast().incoming(metadata)
+    assert (decision.unsampled is None) == (sdk == SdkDecision.RECORD_AND_SAMPLE)
+    if decision.unsampled is not None:
+        assert decision.unsampled.span.get_span_context().trace_flags == int(flags, 16)
+
+
+def test_span_in_use_ends_its_span_only_when_asked() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    kept, ended = tracer.start_span("kept"), tracer.start_span("ended")
+    with SpanInUse(kept):
+        assert trace.get_current_span() is kept
+    with pytest.raises(RuntimeError), SpanInUse(ended, end_on_exit=True):
+        raise RuntimeError("the handler failed")
+    assert [span.name for span in exporter.get_finished_spans()] == ["ended"]
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_no_unsampled_span_is_current_outside_an_unsampled_call() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
 
 from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
@@ -26,8 +27,8 @@ from shop.runtime.callscope import ROUTE_TRAILER, CallScope, current_scope, form
 from shop.runtime.decoding import Undecodable, tolerant
 from shop.runtime.errors import abort_with
 from shop.runtime.failures import Failures
-from shop.runtime.metrics import RpcMetrics, code_name, split_method
-from shop.runtime.sampling import FastSampling
+from shop.runtime.metrics import ExemplarThrottle, RpcMetrics, code_name, split_method
+from shop.runtime.sampling import FastSampling, SpanInUse
 
 _TYPES = {
     (False, False): "unary",
@@ -41,6 +42,9 @@ _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 # Set by gRPC on every retried attempt of a call (gRFC A6), absent on the first.
 PREVIOUS_ATTEMPTS_HEADER = "grpc-previous-rpc-attempts"
+
+# The parent context of a call that brought no trace context and no baggage.
+_EMPTY_CONTEXT = Context()
 
 
 def trace_exemplar(span: trace.Span) -> dict[str, str] | None:
@@ -83,6 +87,7 @@ class _MethodTelemetry:
         self.retried = metrics.server_retried.labels(*labels)
         self.in_flight = metrics.server_in_flight.labels(*labels)
         self.seconds = metrics.server_handling_seconds.labels(*labels)
+        self.exemplars = ExemplarThrottle()
         self._handled_family = metrics.server_handled
         self._labels = labels
         self._handled: dict[grpc.StatusCode | None, Any] = {}
@@ -157,24 +162,43 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return handler  # client/bidi streaming: not used by the shop
 
     def _open(
-        self, context: grpc.aio.ServicerContext, telemetry: _MethodTelemetry
-    ) -> tuple[CallScope, AbstractContextManager[Any]]:
+        self, context: grpc.aio.ServicerContext, telemetry: _MethodTelemetry, metadata: Any
+    ) -> tuple[CallScope, AbstractContextManager[Any], trace.Span | None]:
+        """Counts the call, opens its scope and, with tracing, its span: returns the
+        scope, the context manager that makes the span current, and the span if it
+        records (a sampled call)."""
+        # One pass over the headers for everything this call needs from them.
+        retried = baggage = False
+        traceparent: str | None = None
+        tracestate: str | None = None
+        for key, value in metadata or ():
+            if key == PREVIOUS_ATTEMPTS_HEADER:
+                retried = True
+            elif key == "traceparent":
+                traceparent = value
+            elif key == "tracestate":
+                tracestate = value
+            elif key == "baggage":
+                baggage = True
         telemetry.started.inc()
         telemetry.in_flight.inc()
-        if _is_retry(context):
+        if retried:
             telemetry.retried.inc()
         remaining = context.time_remaining()
         scope = CallScope(deadline=None if remaining is None else time.monotonic() + remaining)
         current_scope.set(scope)
         if telemetry.tracer is None:
-            return scope, nullcontext()
+            return scope, nullcontext(), None
         root_trace_id = None
         if self._fast is not None:
-            decision = self._fast.incoming(context.invocation_metadata())
+            decision = self._fast.decide(traceparent, tracestate)
             if decision.unsampled is not None:
-                return scope, decision.unsampled
+                return scope, decision.unsampled, None
             root_trace_id = decision.root_trace_id
-        parent = propagate.extract(_metadata_dict(context.invocation_metadata()))
+        if traceparent is None and not baggage:
+            parent = _EMPTY_CONTEXT  # nothing to extract: a root with no baggage
+        else:
+            parent = propagate.extract(_metadata_dict(metadata))
         span = FastSampling.start_root(
             telemetry.tracer,
             root_trace_id,
@@ -183,10 +207,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             kind=SpanKind.SERVER,
             attributes={"rpc.system": "grpc", "rpc.method": telemetry.full_method},
         )
-        span_cm = trace.use_span(
-            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        )
-        return scope, span_cm
+        return scope, SpanInUse(span, end_on_exit=True), span if span.is_recording() else None
 
     def _finish(
         self,
@@ -195,17 +216,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         code: grpc.StatusCode | None,
         telemetry: _MethodTelemetry,
         started: float,
+        span: trace.Span | None,
     ) -> None:
+        """Records the call's outcome; ``span`` is the call's span if it records."""
         ok = code in (None, grpc.StatusCode.OK)
         if ok:
             route = " ".join([self._hop, *scope.downstream_route])
             context.set_trailing_metadata(((ROUTE_TRAILER, route),))
         telemetry.handled(None if ok else code).inc()
-        span = None if telemetry.tracer is None else trace.get_current_span()
-        exemplar = None if span is None else trace_exemplar(span)
-        telemetry.seconds.observe(time.perf_counter() - started, exemplar)
+        now = time.perf_counter()
+        if span is not None and telemetry.exemplars.admit(now - started, now):
+            telemetry.seconds.observe(now - started, trace_exemplar(span))
+        else:
+            telemetry.seconds.observe(now - started)
         telemetry.in_flight.dec()
-        if span is not None and span.is_recording():
+        if span is not None:
             # Required by the OpenTelemetry RPC conventions, also on success.
             span.set_attribute("rpc.grpc.status_code", 0 if ok or code is None else code.value[0])
             if not ok:
@@ -216,15 +241,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., Any]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            scope, span_cm = self._open(context, telemetry)
+            metadata = context.invocation_metadata()
+            scope, span_cm, span = self._open(context, telemetry, metadata)
             code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
             with span_cm:
                 try:
                     try:
                         if telemetry.check is not None:
-                            scope.principal = await telemetry.check(
-                                _metadata_dict(context.invocation_metadata())
-                            )
+                            scope.principal = await telemetry.check(_metadata_dict(metadata))
                         if type(request) is Undecodable:
                             raise request.error()
                         response = await behavior(request, context)
@@ -240,7 +264,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     code = context.code() or _code_for_exception(exc)
                     raise
                 finally:
-                    self._finish(context, scope, code, telemetry, started)
+                    self._finish(context, scope, code, telemetry, started, span)
 
         return handle
 
@@ -249,15 +273,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            scope, span_cm = self._open(context, telemetry)
+            metadata = context.invocation_metadata()
+            scope, span_cm, span = self._open(context, telemetry, metadata)
             code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN
             with span_cm:
                 try:
                     try:
                         if telemetry.check is not None:
-                            scope.principal = await telemetry.check(
-                                _metadata_dict(context.invocation_metadata())
-                            )
+                            scope.principal = await telemetry.check(_metadata_dict(metadata))
                         if type(request) is Undecodable:
                             raise request.error()
                         result = behavior(request, context)
@@ -277,13 +300,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     code = context.code() or _code_for_exception(exc)
                     raise
                 finally:
-                    self._finish(context, scope, code, telemetry, started)
+                    self._finish(context, scope, code, telemetry, started, span)
 
         return handle
-
-
-def _is_retry(context: grpc.aio.ServicerContext) -> bool:
-    return any(key == PREVIOUS_ATTEMPTS_HEADER for key, _ in context.invocation_metadata() or ())
 
 
 def _code_for_exception(exc: BaseException) -> grpc.StatusCode:
@@ -297,7 +316,32 @@ def _code_for_exception(exc: BaseException) -> grpc.StatusCode:
 _pending_records: set[asyncio.Task[None]] = set()
 
 
+class _ClientMethod:
+    """What the client records for one method, resolved once (as :class:`_MethodTelemetry`
+    does for the server)."""
+
+    def __init__(self, metrics: RpcMetrics, labels: tuple[str, str, str]) -> None:
+        self.service = labels[1]
+        self.full_method = f"/{labels[1]}/{labels[2]}"
+        self.span_name = self.full_method[1:]
+        self.started = metrics.client_started.labels(*labels)
+        self.seconds = metrics.client_handling_seconds.labels(*labels)
+        self.exemplars = ExemplarThrottle()
+        self._handled_family = metrics.client_handled
+        self._labels = labels
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled_family.labels(*self._labels, code.name)
+            self._handled[code] = child
+        return child
+
+
 class _ClientBase:
+    _grpc_type = "unary"
+
     def __init__(
         self,
         metrics: RpcMetrics,
@@ -312,6 +356,8 @@ class _ClientBase:
         self._default_timeout_s = default_timeout_s or None
         # This service's identity for the callee (shop.runtime.auth.internal).
         self._caller_token = caller_token
+        # Per method as the channel names it (str or bytes): a channel calls few.
+        self._methods: dict[str | bytes, _ClientMethod] = {}
 
     def _details(self, details: Any, span: trace.Span | None) -> Any:
         timeout = details.timeout
@@ -331,16 +377,17 @@ class _ClientBase:
             metadata.extend(carrier.items())
         return details._replace(timeout=timeout, metadata=grpc.aio.Metadata(*metadata))
 
-    def _begin(
-        self, details: Any, grpc_type: str
-    ) -> tuple[tuple[str, str, str], float, trace.Span | None, Any]:
+    def _begin(self, details: Any) -> tuple[_ClientMethod, float, trace.Span | None, Any]:
         """Counts the start, opens the CLIENT span and returns the details to send."""
-        labels = _method_labels(details, grpc_type)
-        self._metrics.client_started.labels(*labels).inc()
-        span = self._start_span(f"/{labels[1]}/{labels[2]}")
-        return labels, time.perf_counter(), span, self._details(details, span)
+        method = self._methods.get(details.method)
+        if method is None:
+            method = _ClientMethod(self._metrics, _method_labels(details, self._grpc_type))
+            self._methods[details.method] = method
+        method.started.inc()
+        span = self._start_span(method)
+        return method, time.perf_counter(), span, self._details(details, span)
 
-    def _start_span(self, method: str) -> trace.Span | None:
+    def _start_span(self, method: _ClientMethod) -> trace.Span | None:
         if self._tracer is None:
             return None
         if self._fast is not None:
@@ -350,24 +397,25 @@ class _ClientBase:
             if unsampled is not None:
                 return unsampled
         return self._tracer.start_span(
-            method.lstrip("/"),
+            method.span_name,
             kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "grpc", "rpc.method": method},
+            attributes={"rpc.system": "grpc", "rpc.method": method.full_method},
         )
 
     def _record(
         self,
-        labels: tuple[str, str, str],
+        method: _ClientMethod,
         code: grpc.StatusCode,
         started: float,
         span: trace.Span | None,
         trailers: Any,
     ) -> None:
-        self._metrics.client_handled.labels(*labels, code.name).inc()
-        exemplar = None if span is None else trace_exemplar(span)
-        self._metrics.client_handling_seconds.labels(*labels).observe(
-            time.perf_counter() - started, exemplar
-        )
+        method.handled(code).inc()
+        now = time.perf_counter()
+        exemplar = None
+        if span is not None and span.is_recording() and method.exemplars.admit(now - started, now):
+            exemplar = trace_exemplar(span)
+        method.seconds.observe(now - started, exemplar)
         if span is not None:
             span.set_attribute("rpc.grpc.status_code", code.value[0])
             if code != grpc.StatusCode.OK:
@@ -376,7 +424,7 @@ class _ClientBase:
         scope = current_scope.get()
         if scope is not None and code == grpc.StatusCode.UNAVAILABLE:
             # Lets the server name the callee if this error reaches its client.
-            scope.unavailable_dependency = labels[1]
+            scope.unavailable_dependency = method.service
         if scope is not None and trailers:
             for key, value in trailers:
                 if key == ROUTE_TRAILER:
@@ -393,29 +441,31 @@ class UnaryClientInterceptor(_ClientBase, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
-        labels, started, span, new_details = self._begin(details, "unary")
+        method, started, span, new_details = self._begin(details)
         call = await continuation(new_details, request)
         try:
             await call
         except grpc.aio.AioRpcError:
             pass  # the caller sees the error when it awaits the call itself
         except BaseException:
-            self._record(labels, grpc.StatusCode.CANCELLED, started, span, None)
+            self._record(method, grpc.StatusCode.CANCELLED, started, span, None)
             raise
-        self._record(labels, await call.code(), started, span, await call.trailing_metadata())
+        self._record(method, await call.code(), started, span, await call.trailing_metadata())
         return call
 
 
 class StreamClientInterceptor(_ClientBase, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    _grpc_type = "server_stream"
+
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], details: Any, request: Any
     ) -> Any:
-        labels, started, span, new_details = self._begin(details, "server_stream")
+        method, started, span, new_details = self._begin(details)
         call = await continuation(new_details, request)
 
         def on_done(done_call: Any) -> None:
             async def record() -> None:
-                self._record(labels, await done_call.code(), started, span, None)
+                self._record(method, await done_call.code(), started, span, None)
 
             task = asyncio.get_running_loop().create_task(record())
             _pending_records.add(task)

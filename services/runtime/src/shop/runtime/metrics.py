@@ -9,6 +9,7 @@ every series, which keeps cardinality the same as the dashboards expect.
 from __future__ import annotations
 
 import importlib.metadata
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import grpc
@@ -20,6 +21,38 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 
 _METHOD_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+
+# How often one histogram bucket takes a new exemplar. Prometheus reads a bucket's
+# exemplar once per scrape (15 s by default), so one a second loses nothing it would show.
+EXEMPLAR_INTERVAL_S = 1.0
+
+
+class ExemplarThrottle:
+    """Admits at most one exemplar per bucket of one latency histogram per interval.
+
+    A bucket keeps only the last exemplar it was given, and prometheus_client's
+    exemplar path (label validation, a lock, a new object) is several times the cost
+    of a plain observation; giving every sampled call's trace id to its bucket pays
+    that for exemplars overwritten before any scrape reads them. The throttle is per
+    bucket, not per histogram, so a rare slow call still marks the slow bucket.
+    """
+
+    __slots__ = ("_interval_s", "_next_s")
+
+    def __init__(self, interval_s: float = EXEMPLAR_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        # One slot per bucket in LATENCY_BUCKETS and one for +Inf.
+        self._next_s = [0.0] * (len(LATENCY_BUCKETS) + 1)
+
+    def admit(self, seconds: float, now_s: float) -> bool:
+        """Whether an observation of ``seconds`` at monotonic time ``now_s`` may carry
+        an exemplar (its bucket has not taken one within the interval)."""
+        # prometheus_client puts a value in the first bucket whose bound is >= it.
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        if now_s < self._next_s[bucket]:
+            return False
+        self._next_s[bucket] = now_s + self._interval_s
+        return True
 
 
 @dataclass

@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -66,14 +65,16 @@ class PresetIdGenerator(RandomIdGenerator):
         return preset if preset is not None else super().generate_trace_id()
 
 
-class _Current:
-    """Makes ``span`` the current span for a ``with`` block (the little that
-    ``trace.use_span`` does for a span that records nothing)."""
+class SpanInUse:
+    """Makes ``span`` the current span for a ``with`` block and, if ``end_on_exit``,
+    ends it there: what ``trace.use_span`` does with exception recording off, without
+    its generator-based context manager (a frame and a generator per call)."""
 
-    __slots__ = ("_token", "span")
+    __slots__ = ("_end_on_exit", "_token", "span")
 
-    def __init__(self, span: trace.Span) -> None:
+    def __init__(self, span: trace.Span, end_on_exit: bool = False) -> None:
         self.span = span
+        self._end_on_exit = end_on_exit
         self._token: object = None
 
     def __enter__(self) -> trace.Span:
@@ -81,18 +82,30 @@ class _Current:
         return self.span
 
     def __exit__(self, *exc: object) -> None:
-        otel_context.detach(self._token)  # type: ignore[arg-type]
+        try:
+            if self._end_on_exit:
+                self.span.end()
+        finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
 class Decision:
     """For an incoming call: ``unsampled`` (a context manager making its non-recording
     span current) when it is not sampled; otherwise ``root_trace_id``, the trace id
-    the SDK must give a root, or None for a sampled parent (the SDK decides)."""
+    the SDK must give a root, or None for a sampled parent (the SDK decides).
 
-    unsampled: _Current | None
-    root_trace_id: int | None = None
+    A plain class with slots, not a frozen dataclass: one is made for every call, and
+    a frozen dataclass's ``__init__`` costs several times as much."""
 
+    __slots__ = ("root_trace_id", "unsampled")
+
+    def __init__(self, unsampled: SpanInUse | None, root_trace_id: int | None = None) -> None:
+        self.unsampled = unsampled
+        self.root_trace_id = root_trace_id
+
+
+# A sampled parent, or a header the SDK would not accept either: the SDK decides.
+_SDK_DECIDES = Decision(None)
 
 # Ids are drawn as the SDK draws them, so a decision made here sees the same ids.
 _IDS = RandomIdGenerator()
@@ -114,19 +127,27 @@ class FastSampling:
                 traceparent = value
             elif key == "tracestate":
                 tracestate = value
+        return self.decide(traceparent, tracestate)
+
+    def decide(self, traceparent: object, tracestate: object) -> Decision:
+        """The decision for a call whose ``traceparent`` and ``tracestate`` headers
+        are these (None when absent)."""
         if not isinstance(traceparent, str):
             trace_id = _IDS.generate_trace_id()
             if trace_id & _LOW_64 < self.root_bound:
                 return Decision(None, trace_id)
-            return Decision(_Current(_unsampled(trace_id, _NOT_SAMPLED, None)))
+            return Decision(SpanInUse(_unsampled(trace_id, _NOT_SAMPLED, None)))
         match = _TRACEPARENT.match(traceparent)
-        if match is None or int(match.group(1), 16) == 0 or int(match.group(2), 16) == 0:
-            return Decision(None)  # not a context the SDK would accept either: it decides
-        flags = int(match.group(3), 16)
-        if flags & TraceFlags.SAMPLED:
-            return Decision(None)
+        if match is None:
+            return _SDK_DECIDES
+        trace_hex, span_hex, flags_hex = match.groups()
+        if flags_hex[1] in "13579bdf":  # the sampled flag (bit 0) is set
+            return _SDK_DECIDES
+        trace_id = int(trace_hex, 16)
+        if trace_id == 0 or int(span_hex, 16) == 0:
+            return _SDK_DECIDES  # not a context the SDK would accept either
         state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) else None
-        return Decision(_Current(_unsampled(int(match.group(1), 16), TraceFlags(flags), state)))
+        return Decision(SpanInUse(_unsampled(trace_id, TraceFlags(int(flags_hex, 16)), state)))
 
     @staticmethod
     def unsampled_current() -> trace.Span | None:
