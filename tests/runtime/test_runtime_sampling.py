@@ -46,14 +46,14 @@ def test_roots_are_decided_as_the_sdks_sampler_decides_and_keep_the_ratio() -> N
     runs = 20_000
     for _ in range(runs):
         decision = fast.incoming((("user-agent", "grpc-python"),))
-        if decision.unsampled is None:
-            assert decision.root_trace_id is not None
-            trace_id = decision.root_trace_id
-            sampled += 1
+        if isinstance(decision, SpanInUse):
+            trace_id = decision.span.get_span_context().trace_id
         else:
-            trace_id = decision.unsampled.span.get_span_context().trace_id
+            assert isinstance(decision, int)
+            trace_id = decision
+            sampled += 1
         expected = sdk.should_sample(None, trace_id, "call").decision
-        assert (expected == SdkDecision.RECORD_AND_SAMPLE) == (decision.unsampled is None)
+        assert (expected == SdkDecision.RECORD_AND_SAMPLE) == (not isinstance(decision, SpanInUse))
     assert 0.085 < sampled / runs < 0.115
 
 
@@ -66,7 +66,7 @@ def test_a_sampled_root_reaches_the_sdk_with_the_trace_id_drawn_for_it() -> None
     tracer = provider.get_tracer("test")
     fast = _fast()
     roots = [fast.incoming(()) for _ in range(400)]
-    sampled = [d.root_trace_id for d in roots if d.unsampled is None]
+    sampled = [d for d in roots if isinstance(d, int)]
     assert sampled
     for trace_id in sampled:
         span = FastSampling.start_root(tracer, trace_id, "root")
@@ -79,21 +79,21 @@ def test_a_sampled_root_reaches_the_sdk_with_the_trace_id_drawn_for_it() -> None
 
 def test_an_unsampled_parent_gives_a_current_span_of_its_trace() -> None:
     decision = _fast().incoming(_traceparent("00"))
-    assert decision.unsampled is not None
-    with decision.unsampled:
+    assert isinstance(decision, SpanInUse)
+    with decision:
         context = trace.get_current_span().get_span_context()
         assert context.trace_id == TRACE_ID
         assert context.span_id not in (PARENT_SPAN_ID, 0)
         assert not context.trace_flags.sampled
         # A call made under it goes out unsampled, as its own context.
-        assert FastSampling.unsampled_current() is decision.unsampled.span
+        assert FastSampling.unsampled_current() is decision.span
     assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_tracestate_travels_with_an_unsampled_parent() -> None:
     decision = _fast().incoming((*_traceparent("00"), ("tracestate", "vendor=value")))
-    assert decision.unsampled is not None
-    state = decision.unsampled.span.get_span_context().trace_state
+    assert isinstance(decision, SpanInUse)
+    state = decision.span.get_span_context().trace_state
     assert state.get("vendor") == "value"
 
 
@@ -107,8 +107,7 @@ def test_tracestate_travels_with_an_unsampled_parent() -> None:
     ],
 )
 def test_what_the_fast_path_leaves_to_the_sdk(metadata: tuple[tuple[str, str], ...]) -> None:
-    decision = _fast().incoming(metadata)
-    assert decision.unsampled is None and decision.root_trace_id is None
+    assert _fast().incoming(metadata) is None
 
 
 @pytest.mark.parametrize("flags", [f"{value:02x}" for value in range(256)])
@@ -119,9 +118,9 @@ def test_a_parents_flags_are_read_as_the_sdk_reads_them(flags: str) -> None:
     parent = TraceContextTextMapPropagator().extract(dict(metadata))
     sdk = ParentBasedTraceIdRatio(RATIO).should_sample(parent, TRACE_ID, "call").decision
     decision = _fast().incoming(metadata)
-    assert (decision.unsampled is None) == (sdk == SdkDecision.RECORD_AND_SAMPLE)
-    if decision.unsampled is not None:
-        assert decision.unsampled.span.get_span_context().trace_flags == int(flags, 16)
+    assert (decision is None) == (sdk == SdkDecision.RECORD_AND_SAMPLE)
+    if isinstance(decision, SpanInUse):
+        assert decision.span.get_span_context().trace_flags == int(flags, 16)
 
 
 def test_span_in_use_ends_its_span_only_when_asked() -> None:

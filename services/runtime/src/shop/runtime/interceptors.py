@@ -192,9 +192,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         root_trace_id = None
         if self._fast is not None:
             decision = self._fast.decide(traceparent, tracestate)
-            if decision.unsampled is not None:
-                return scope, decision.unsampled, None
-            root_trace_id = decision.root_trace_id
+            if isinstance(decision, SpanInUse):
+                return scope, decision, None  # not sampled
+            root_trace_id = decision
         if traceparent is None and not baggage:
             parent = _EMPTY_CONTEXT  # nothing to extract: a root with no baggage
         else:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
+from random import getrandbits
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -51,6 +52,7 @@ _LOW_64 = (1 << 64) - 1
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ALL_ON = TraceIdRatioBased.TRACE_ID_LIMIT + 1
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_NO_TRACE_STATE = TraceState()
 
 # The trace id the fast path drew for a root it decided to sample; read by the SDK's
 # id generator while that root's span is being created.
@@ -89,26 +91,15 @@ class SpanInUse:
             otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-class Decision:
-    """For an incoming call: ``unsampled`` (a context manager making its non-recording
-    span current) when it is not sampled; otherwise ``root_trace_id``, the trace id
-    the SDK must give a root, or None for a sampled parent (the SDK decides).
+# What the fast path decided for an incoming call: not sampled (a SpanInUse that makes
+# the call's non-recording span current), a sampled root (the trace id the SDK must
+# give it), or None: a sampled parent, or a header the SDK would not accept either,
+# so the SDK decides. No wrapper object: one decision is made for every call.
+Decision = SpanInUse | int | None
 
-    A plain class with slots, not a frozen dataclass: one is made for every call, and
-    a frozen dataclass's ``__init__`` costs several times as much."""
-
-    __slots__ = ("root_trace_id", "unsampled")
-
-    def __init__(self, unsampled: SpanInUse | None, root_trace_id: int | None = None) -> None:
-        self.unsampled = unsampled
-        self.root_trace_id = root_trace_id
-
-
-# A sampled parent, or a header the SDK would not accept either: the SDK decides.
-_SDK_DECIDES = Decision(None)
-
-# Ids are drawn as the SDK draws them, so a decision made here sees the same ids.
-_IDS = RandomIdGenerator()
+# Ids are drawn as the SDK's RandomIdGenerator draws them (random.getrandbits, never
+# all zeros), so a decision made here sees the ids the SDK would.
+_INVALID_ID = 0
 
 
 class FastSampling:
@@ -133,21 +124,23 @@ class FastSampling:
         """The decision for a call whose ``traceparent`` and ``tracestate`` headers
         are these (None when absent)."""
         if not isinstance(traceparent, str):
-            trace_id = _IDS.generate_trace_id()
+            trace_id = getrandbits(128)
+            while trace_id == _INVALID_ID:
+                trace_id = getrandbits(128)
             if trace_id & _LOW_64 < self.root_bound:
-                return Decision(None, trace_id)
-            return Decision(SpanInUse(_unsampled(trace_id, _NOT_SAMPLED, None)))
+                return trace_id
+            return SpanInUse(_unsampled(trace_id, _NOT_SAMPLED, None))
         match = _TRACEPARENT.match(traceparent)
         if match is None:
-            return _SDK_DECIDES
+            return None
         trace_hex, span_hex, flags_hex = match.groups()
         if flags_hex[1] in "13579bdf":  # the sampled flag (bit 0) is set
-            return _SDK_DECIDES
+            return None
         trace_id = int(trace_hex, 16)
         if trace_id == 0 or int(span_hex, 16) == 0:
-            return _SDK_DECIDES  # not a context the SDK would accept either
+            return None  # not a context the SDK would accept either
         state = TraceState.from_header([tracestate]) if isinstance(tracestate, str) else None
-        return Decision(SpanInUse(_unsampled(trace_id, TraceFlags(int(flags_hex, 16)), state)))
+        return SpanInUse(_unsampled(trace_id, TraceFlags(int(flags_hex, 16)), state))
 
     @staticmethod
     def unsampled_current() -> trace.Span | None:
@@ -170,11 +163,10 @@ class FastSampling:
 
 
 def _unsampled(trace_id: int, flags: TraceFlags, state: TraceState | None) -> trace.Span:
-    return NonRecordingSpan(
-        SpanContext(
-            trace_id, _IDS.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
-        )
-    )
+    span_id = getrandbits(64)
+    while span_id == _INVALID_ID:
+        span_id = getrandbits(64)
+    return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, state or _NO_TRACE_STATE))
 
 
 def sampler_from_env(environ: Mapping[str, str]) -> tuple[Sampler, FastSampling | None]:
