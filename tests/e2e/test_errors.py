@@ -239,9 +239,20 @@ async def test_too_short_a_deadline_is_deadline_exceeded(gateway: Any) -> None:
             timeout=0.001,
         )
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await gateway.ListProducts(inventory_pb2.ListProductsRequest(), timeout=0.0001)
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # A read two hops deep with 0.1 ms to live. gRPC ends a call with DEADLINE_EXCEEDED
+    # when the client's deadline timer fires before the answer is in; on a loaded
+    # machine the timer can run late and a fast answer win, so one attempt may end OK.
+    # What must hold: the short deadline cuts calls, and a cut call is
+    # DEADLINE_EXCEEDED, never another code.
+    codes = []
+    for _ in range(20):
+        try:
+            await gateway.ListProducts(inventory_pb2.ListProductsRequest(), timeout=0.0001)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as error:
+            codes.append(error.code())
+    assert grpc.StatusCode.DEADLINE_EXCEEDED in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED}, codes
 
 
 # --- what generic clients can send -----------------------------------------------------
