@@ -2,7 +2,7 @@
 
 Modules, one job each:
 
-- :mod:`shop.bench.configs`: the nine configurations and the ratios between them.
+- :mod:`shop.bench.configs`: the ten configurations and the ratios between them.
 - :mod:`shop.bench.testbed`: starts every configuration's servers on loopback.
 - :mod:`shop.bench.echo_process`: launcher for ``python -m shop.echo [--bare
   [--forward HOST:PORT]]`` (a bare chain's hops forward).

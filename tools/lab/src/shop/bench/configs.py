@@ -1,8 +1,8 @@
-"""What the benchmark compares: nine configurations and the ratios between them.
+"""What the benchmark compares: ten configurations and the ratios between them.
 
 Each pair in a ratio differs in one thing only, so the ratio is the price of that
 thing: the runtime kit (interceptors + Prometheus metrics, which are always on in
-the runtime), then tracing on one hop (every call, and the chart's 10% sampling),
+the runtime), then tracing on one hop (every call, no call sampled, and the chart's 10% sampling),
 then tracing on the whole shop. More ratios set the whole PlaceOrder chain against
 one bare hop (what the shop's own work costs beyond gRPC's) and against
 ``chain-bare``, gRPC's floor for a chain of three: three plain ``grpc.aio`` Echo
@@ -61,6 +61,15 @@ CONFIGS: tuple[BenchConfig, ...] = (
     BenchConfig("echo-bare", "echo, bare grpc.aio", System.ECHO_BARE, tracing=False),
     BenchConfig("echo-runtime", "echo, runtime", System.ECHO_RUNTIME, tracing=False),
     BenchConfig("echo-traced", "echo, runtime+trace", System.ECHO_RUNTIME, tracing=True),
+    # Tracing on with nothing sampled: what the decision and the current span of an
+    # unsampled call cost (shop.runtime.sampling), apart from the sampled calls' spans.
+    BenchConfig(
+        "echo-unsampled",
+        "echo, runtime+trace 0%",
+        System.ECHO_RUNTIME,
+        tracing=True,
+        sampling=0.0,
+    ),
     BenchConfig(
         "echo-sampled",
         "echo, runtime+trace 10%",
@@ -91,6 +100,7 @@ CONFIG_KEYS = tuple(config.key for config in CONFIGS)
 RATIOS: tuple[Ratio, ...] = (
     Ratio("echo_runtime_vs_bare", "echo runtime/bare", "echo-runtime", "echo-bare"),
     Ratio("echo_tracing_on_vs_off", "echo trace on/off", "echo-traced", "echo-runtime"),
+    Ratio("echo_unsampled_vs_off", "echo trace 0%/off", "echo-unsampled", "echo-runtime"),
     Ratio("echo_sampled_vs_off", "echo trace 10%/off", "echo-sampled", "echo-runtime"),
     Ratio("chain_tracing_on_vs_off", "chain trace on/off", "chain-traced", "chain"),
     Ratio("chain_vs_echo_bare", "chain/bare echo", "chain", "echo-bare"),

@@ -6,6 +6,8 @@ another, keeping --concurrency calls in flight on one channel):
   echo-bare      Echo on a plain grpc.aio server (``python -m shop.echo --bare``)
   echo-runtime   Echo on the shop runtime, tracing off (Prometheus metrics stay on)
   echo-traced    the same with every span exported over OTLP to a sink in this process
+  echo-unsampled the same with tracing on and no call sampled (parentbased_traceidratio
+                 at 0): what an unsampled call's decision and current span cost
   echo-sampled   the same with the chart's sampling: 10% of calls (parentbased_traceidratio)
   chain-bare     gRPC's floor for a three-hop chain: three bare Echo servers in a row, the
                  first two forwarding each call to the next (``python -m shop.echo --bare
@@ -19,7 +21,7 @@ another, keeping --concurrency calls in flight on one channel):
   chain-pg       the chain on a local PostgreSQL server the bench starts (its CPU
                  counts in the chain's CPU per call)
 
-They run interleaved in rounds (A B C ... I, A B C ... I, ...) and the report gives
+They run interleaved in rounds (A B C ... J, A B C ... J, ...) and the report gives
 the median of each and the ratios between them (the chain's against the bare hop's
 and the bare three-hop chain's too: chain/bare 3-hop chain is what the shop's runtime,
 storage and saga add over gRPC's floor; bare 3-hop chain/bare echo the best chain/bare
