@@ -4,7 +4,8 @@ Stacking separate interceptors (metrics, tracing, deadline, route) costs a Pytho
 frame and an awaitable wrapper each on every call; the OpenTelemetry gRPC
 instrumentation alone cost about a third of the throughput on our machines. These
 two do metrics, spans, deadline propagation and pod-route reporting together. With
-tracing on, a sampled call's trace id rides on its latency bucket as an exemplar.
+tracing on, a sampled call's trace id rides on its latency bucket as an exemplar (at
+most one a second per bucket: see ``ExemplarThrottle``).
 """
 
 from __future__ import annotations
