@@ -33,11 +33,8 @@ def _fast() -> FastSampling:
     return fast
 
 
-def _traceparent(flags: str, trace_id: int = TRACE_ID) -> tuple[tuple[str, str], ...]:
-    return (
-        ("user-agent", "grpc-python"),
-        ("traceparent", f"00-{trace_id:032x}-{PARENT_SPAN_ID:016x}-{flags}"),
-    )
+def _traceparent(flags: str, trace_id: int = TRACE_ID) -> str:
+    return f"00-{trace_id:032x}-{PARENT_SPAN_ID:016x}-{flags}"
 
 
 def test_roots_are_decided_as_the_sdks_sampler_decides_and_keep_the_ratio() -> None:
@@ -45,7 +42,7 @@ def test_roots_are_decided_as_the_sdks_sampler_decides_and_keep_the_ratio() -> N
     sampled = 0
     runs = 20_000
     for _ in range(runs):
-        decision = fast.incoming((("user-agent", "grpc-python"),))
+        decision = fast.decide(None, None)
         if isinstance(decision, SpanInUse):
             trace_id = decision.span.get_span_context().trace_id
         else:
@@ -65,7 +62,7 @@ def test_a_sampled_root_reaches_the_sdk_with_the_trace_id_drawn_for_it() -> None
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
     fast = _fast()
-    roots = [fast.incoming(()) for _ in range(400)]
+    roots = [fast.decide(None, None) for _ in range(400)]
     sampled = [d for d in roots if isinstance(d, int)]
     assert sampled
     for trace_id in sampled:
@@ -78,7 +75,7 @@ def test_a_sampled_root_reaches_the_sdk_with_the_trace_id_drawn_for_it() -> None
 
 
 def test_an_unsampled_parent_gives_a_current_span_of_its_trace() -> None:
-    decision = _fast().incoming(_traceparent("00"))
+    decision = _fast().decide(_traceparent("00"), None)
     assert isinstance(decision, SpanInUse)
     with decision:
         context = trace.get_current_span().get_span_context()
@@ -91,33 +88,33 @@ def test_an_unsampled_parent_gives_a_current_span_of_its_trace() -> None:
 
 
 def test_tracestate_travels_with_an_unsampled_parent() -> None:
-    decision = _fast().incoming((*_traceparent("00"), ("tracestate", "vendor=value")))
+    decision = _fast().decide(_traceparent("00"), "vendor=value")
     assert isinstance(decision, SpanInUse)
     state = decision.span.get_span_context().trace_state
     assert state.get("vendor") == "value"
 
 
 @pytest.mark.parametrize(
-    "metadata",
+    "traceparent",
     [
         _traceparent("01"),  # sampled parent: the SDK records a child
         _traceparent("00", trace_id=0),  # invalid ids: the SDK decides as for garbage
-        (("traceparent", "not a traceparent"),),
-        (("traceparent", "01-" + "a" * 32 + "-" + "b" * 16 + "-00"),),  # unknown version
+        "not a traceparent",
+        "01-" + "a" * 32 + "-" + "b" * 16 + "-00",  # unknown version
     ],
 )
-def test_what_the_fast_path_leaves_to_the_sdk(metadata: tuple[tuple[str, str], ...]) -> None:
-    assert _fast().incoming(metadata) is None
+def test_what_the_fast_path_leaves_to_the_sdk(traceparent: str) -> None:
+    assert _fast().decide(traceparent, None) is None
 
 
 @pytest.mark.parametrize("flags", [f"{value:02x}" for value in range(256)])
 def test_a_parents_flags_are_read_as_the_sdk_reads_them(flags: str) -> None:
     """The fast path tests the sampled bit on the header's text; the SDK's propagator
     and sampler decide from the parsed flags byte. Every byte must agree."""
-    metadata = _traceparent(flags)
-    parent = TraceContextTextMapPropagator().extract(dict(metadata))
+    traceparent = _traceparent(flags)
+    parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
     sdk = ParentBasedTraceIdRatio(RATIO).should_sample(parent, TRACE_ID, "call").decision
-    decision = _fast().incoming(metadata)
+    decision = _fast().decide(traceparent, None)
     assert (decision is None) == (sdk == SdkDecision.RECORD_AND_SAMPLE)
     if isinstance(decision, SpanInUse):
         assert decision.span.get_span_context().trace_flags == int(flags, 16)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from contextvars import ContextVar
-from random import getrandbits
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -97,9 +96,8 @@ class SpanInUse:
 # so the SDK decides. No wrapper object: one decision is made for every call.
 Decision = SpanInUse | int | None
 
-# Ids are drawn as the SDK's RandomIdGenerator draws them (random.getrandbits, never
-# all zeros), so a decision made here sees the ids the SDK would.
-_INVALID_ID = 0
+# Ids are drawn as the SDK draws them, so a decision made here sees the same ids.
+_IDS = RandomIdGenerator()
 
 
 class FastSampling:
@@ -109,24 +107,12 @@ class FastSampling:
     def __init__(self, root_bound: int) -> None:
         self.root_bound = root_bound
 
-    def incoming(self, metadata: Any) -> Decision:
-        """The decision for a call that arrived with ``metadata`` (gRPC's pairs)."""
-        traceparent: str | None = None
-        tracestate: str | None = None
-        for key, value in metadata or ():
-            if key == "traceparent":
-                traceparent = value
-            elif key == "tracestate":
-                tracestate = value
-        return self.decide(traceparent, tracestate)
-
     def decide(self, traceparent: object, tracestate: object) -> Decision:
         """The decision for a call whose ``traceparent`` and ``tracestate`` headers
-        are these (None when absent)."""
+        are these (None when absent; the server interceptor reads them in its one
+        pass over the call's metadata)."""
         if not isinstance(traceparent, str):
-            trace_id = getrandbits(128)
-            while trace_id == _INVALID_ID:
-                trace_id = getrandbits(128)
+            trace_id = _IDS.generate_trace_id()
             if trace_id & _LOW_64 < self.root_bound:
                 return trace_id
             return SpanInUse(_unsampled(trace_id, _NOT_SAMPLED, None))
@@ -163,9 +149,7 @@ class FastSampling:
 
 
 def _unsampled(trace_id: int, flags: TraceFlags, state: TraceState | None) -> trace.Span:
-    span_id = getrandbits(64)
-    while span_id == _INVALID_ID:
-        span_id = getrandbits(64)
+    span_id = _IDS.generate_span_id()
     return NonRecordingSpan(SpanContext(trace_id, span_id, False, flags, state or _NO_TRACE_STATE))
 
 
