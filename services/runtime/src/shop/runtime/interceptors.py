@@ -21,6 +21,7 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, format_trace_id
+from prometheus_client import Counter
 
 from shop.runtime.auth.internal import CALLER_TOKEN_HEADER
 from shop.runtime.auth.policy import AccessPolicy, Check
@@ -65,6 +66,27 @@ def _metadata_dict(metadata: Any) -> dict[str, str]:
     return {k: v for k, v in (metadata or ()) if isinstance(v, str)}
 
 
+class _HandledByCode:
+    """One method's children of a ``*_handled`` counter, one per status code, each
+    looked up the first time its code is seen (a labelled lookup costs a lock and a
+    dict walk; a method ends with few codes)."""
+
+    __slots__ = ("_children", "_family", "_labels")
+
+    def __init__(self, family: Counter, labels: tuple[str, str, str]) -> None:
+        self._family = family
+        self._labels = labels
+        self._children: dict[grpc.StatusCode | None, Any] = {}
+
+    def __call__(self, code: grpc.StatusCode | None) -> Any:
+        """The counter child for ``code`` (None: OK)."""
+        child = self._children.get(code)
+        if child is None:
+            child = self._family.labels(*self._labels, code_name(code))
+            self._children[code] = child
+        return child
+
+
 class _MethodTelemetry:
     """Everything the server records for one method, resolved once.
 
@@ -89,16 +111,7 @@ class _MethodTelemetry:
         self.in_flight = metrics.server_in_flight.labels(*labels)
         self.seconds = metrics.server_handling_seconds.labels(*labels)
         self.exemplars = ExemplarThrottle()
-        self._handled_family = metrics.server_handled
-        self._labels = labels
-        self._handled: dict[grpc.StatusCode | None, Any] = {}
-
-    def handled(self, code: grpc.StatusCode | None) -> Any:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled_family.labels(*self._labels, code_name(code))
-            self._handled[code] = child
-        return child
+        self.handled = _HandledByCode(metrics.server_handled, labels)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -328,16 +341,7 @@ class _ClientMethod:
         self.started = metrics.client_started.labels(*labels)
         self.seconds = metrics.client_handling_seconds.labels(*labels)
         self.exemplars = ExemplarThrottle()
-        self._handled_family = metrics.client_handled
-        self._labels = labels
-        self._handled: dict[grpc.StatusCode, Any] = {}
-
-    def handled(self, code: grpc.StatusCode) -> Any:
-        child = self._handled.get(code)
-        if child is None:
-            child = self._handled_family.labels(*self._labels, code.name)
-            self._handled[code] = child
-        return child
+        self.handled = _HandledByCode(metrics.client_handled, labels)
 
 
 class _ClientBase:
