@@ -33,6 +33,22 @@ SHOP_NAMES = {s.name for s in every_setting()}
 # which reads many; the chart's must be among those the SDK actually read.
 OWN = re.compile(r"^(SHOP_|DATABASE_URL$)")
 RECORDED = re.compile(r"^(SHOP_|DATABASE_URL$|OTEL_)")
+# Settings the chart sets only when a value switches their feature on (mode=headless's
+# weighted_round_robin and outlier detection; test_chart_balancing.py): left unset, the
+# service reads the runtime's default, which is off. The "balancing-on" render sets them.
+SWITCHED_ON = re.compile(r"^SHOP_(WRR|OUTLIER)_")
+# The values of each render: the defaults, trace export on, mode=headless's balancing
+# switches on (the other modes ignore headless.*: their render is the defaults').
+VARIANTS: dict[str, dict[str, Any]] = {
+    "tracing-off": {},
+    "tracing-on": {"otel": {"endpoint": "http://collector:4317"}},
+    "balancing-on": {
+        "headless": {
+            "loadBalancingPolicy": "weighted_round_robin",
+            "outlierDetection": {"enabled": True},
+        },
+    },
+}
 
 
 def _local_values(
@@ -96,11 +112,11 @@ async def _start_and_stop(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("tracing", ["tracing-off", "tracing-on"])
+@pytest.mark.parametrize("variant", VARIANTS)
 async def test_chart_env_is_what_the_service_reads(
     mode: str,
     service: str,
-    tracing: str,
+    variant: str,
     render_chart: ChartRenderer,
     env_of: EnvOf,
     mount_volumes: MountVolumes,
@@ -108,8 +124,7 @@ async def test_chart_env_is_what_the_service_reads(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    values = {"otel": {"endpoint": "http://collector:4317"}} if tracing == "tracing-on" else {}
-    rendered = render_chart(mode, values)
+    rendered = render_chart(mode, VARIANTS[variant])
     deployment = rendered.get("Deployment", f"shop-{service}")
     chart_env = env_of(deployment)
     mounts = mount_volumes(rendered, deployment, tmp_path / "pod")
@@ -124,7 +139,7 @@ async def test_chart_env_is_what_the_service_reads(
     read = {n for n in recorded_reads if RECORDED.match(n)}
     chart_names = set(chart_env)
     assert chart_names - read == set(), "the chart sets variables the service never reads"
-    own_read = {n for n in read if OWN.match(n)}
+    own_read = {n for n in read if OWN.match(n) and not SWITCHED_ON.match(n)}
     assert own_read - chart_names == set(), "the service reads settings the chart leaves unset"
     assert {n for n in chart_names if OWN.match(n)} <= SHOP_NAMES
 

@@ -85,9 +85,17 @@ gRPC target a client uses to reach a component; this is where the modes differ.
 {{- end }}
 {{- end }}
 
-{{/* Client balancing policy: round_robin where the client balances itself. */}}
+{{/* Client balancing policy of the mode: round_robin where the client balances itself.
+The load generator takes it as is (`shop load --lb-policy`: pick_first or round_robin). */}}
 {{- define "shop.lbPolicy" -}}
 {{- if has .Values.mode (list "headless" "proxyless") }}round_robin{{ else }}pick_first{{ end }}
+{{- end }}
+
+{{/* The services' client policy (SHOP_LB_POLICY): the mode's, except that mode=headless
+takes headless.loadBalancingPolicy (round_robin, or weighted_round_robin fed by the
+servers' ORCA load reports). */}}
+{{- define "shop.serviceLbPolicy" -}}
+{{- if eq .Values.mode "headless" }}{{ .Values.headless.loadBalancingPolicy }}{{ else }}{{ include "shop.lbPolicy" . }}{{ end }}
 {{- end }}
 
 {{/* Whether a mode puts the pods in the Istio mesh (sidecar or grpc-agent). */}}
@@ -292,8 +300,39 @@ shop.runtime.config); values come from the mode and the flat values above.
   value: {{ $v.headless.maxConnectionAgeGraceSeconds | quote }}
 - name: SHOP_KEEPALIVE_TIME_S
   value: {{ $v.client.keepaliveTimeSeconds | quote }}
+{{- /* Every server, in every mode: a load report in each answer's trailers. */}}
+- name: SHOP_ORCA_REPORTS
+  value: {{ $v.orcaReports | quote }}
 - name: SHOP_LB_POLICY
-  value: {{ include "shop.lbPolicy" $root | quote }}
+  value: {{ include "shop.serviceLbPolicy" $root | quote }}
+{{- /* mode=headless only, and only when switched on: the other modes' clients keep the
+runtime's defaults (and proxyless gets its policy from xDS). */}}
+{{- if and $headless (eq $v.headless.loadBalancingPolicy "weighted_round_robin") }}
+{{- with $v.headless.weightedRoundRobin }}
+- name: SHOP_WRR_BLACKOUT_S
+  value: {{ .blackoutPeriodSeconds | quote }}
+- name: SHOP_WRR_ERROR_PENALTY
+  value: {{ .errorUtilizationPenalty | quote }}
+{{- end }}
+{{- end }}
+{{- if and $headless $v.headless.outlierDetection.enabled }}
+{{- with $v.headless.outlierDetection }}
+- name: SHOP_OUTLIER_DETECTION
+  value: "true"
+- name: SHOP_OUTLIER_INTERVAL_S
+  value: {{ .intervalSeconds | quote }}
+- name: SHOP_OUTLIER_BASE_EJECTION_S
+  value: {{ .baseEjectionTimeSeconds | quote }}
+- name: SHOP_OUTLIER_MAX_EJECTION_PERCENT
+  value: {{ .maxEjectionPercent | int | quote }}
+- name: SHOP_OUTLIER_FAILURE_PERCENT
+  value: {{ .failurePercentageThreshold | int | quote }}
+- name: SHOP_OUTLIER_MIN_HOSTS
+  value: {{ .minimumHosts | int | quote }}
+- name: SHOP_OUTLIER_REQUEST_VOLUME
+  value: {{ .requestVolume | int | quote }}
+{{- end }}
+{{- end }}
 - name: SHOP_CLIENT_HEALTH_CHECK
   value: {{ and $headless $v.headless.clientHealthCheck | quote }}
 - name: SHOP_DNS_MIN_RERESOLUTION_S
