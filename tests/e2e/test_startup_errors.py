@@ -33,7 +33,7 @@ def _one_line(stderr: str) -> str:
     ("variable", "value", "allowed"),
     [
         ("SHOP_DRAIN_DELAY_S", "abc", "a number of seconds >= 0"),
-        ("SHOP_LB_POLICY", "random", "pick_first or round_robin"),
+        ("SHOP_LB_POLICY", "random", "pick_first, round_robin or weighted_round_robin"),
         ("SHOP_LISTEN_ADDR", "nope", "HOST:PORT"),
         ("SHOP_METRICS_ADDR", "9464", "HOST:PORT or 'off'"),
         ("SHOP_RETRY_MAX_ATTEMPTS", "9", "an integer from 1 to 5"),

@@ -16,7 +16,7 @@ import pytest
 
 from shop.runtime import Runtime
 from shop.runtime.channels import build_channel, channel_options, service_config
-from shop.runtime.config import ChannelConfig
+from shop.runtime.config import ChannelConfig, OutlierDetection
 from shop.runtime.metrics import RpcMetrics
 
 from ..support.servers import StartServer, open_methods
@@ -135,6 +135,12 @@ def _who_setup() -> Any:
         {"retry_max_attempts": 5},
         {"lb_policy": "pick_first"},
         {"client_health_check": False},
+        {"lb_policy": "weighted_round_robin"},
+        {
+            "lb_policy": "weighted_round_robin",
+            "outlier_detection": OutlierDetection(10, 30, 10, 85, 5, 50),
+        },
+        {"outlier_detection": OutlierDetection(0.5, 1.5, 100, 1, 1, 1)},
     ],
     ids=lambda changes: ",".join(f"{k}={v}" for k, v in changes.items()) or "defaults",
 )
@@ -151,13 +157,17 @@ async def test_grpc_accepts_the_service_config(
         assert await channel.unary_unary(f"/{WHO}/Who")(b"", timeout=10) == b"who-0"
 
 
-async def test_round_robin_skips_a_draining_backend(start_server: StartServer) -> None:
-    """A backend whose health says NOT_SERVING gets no new calls while it is still up."""
+@pytest.mark.parametrize("lb_policy", ["round_robin", "weighted_round_robin"])
+async def test_round_robin_skips_a_draining_backend(
+    start_server: StartServer, lb_policy: str
+) -> None:
+    """A backend whose health says NOT_SERVING gets no new calls while it is still up
+    (weighted_round_robin honours client health checks as round_robin does)."""
     a = await start_server("a", _who_setup(), pod_name="a-0", drain_delay_s=5.0)
     b = await start_server("b", _who_setup(), pod_name="b-0")
     channel = build_channel(
         f"ipv4:{a.address},{b.address}",
-        BASE,
+        _config(lb_policy=lb_policy),
         WHO,
         RpcMetrics.create("client", "client-0"),
         tracer=None,
@@ -170,7 +180,10 @@ async def test_round_robin_skips_a_draining_backend(start_server: StartServer) -
             assert time.monotonic() < deadline, f"not balanced: {served}"
             served[await who(b"", timeout=5)] += 1
         balanced = Counter([await who(b"", timeout=5) for _ in range(20)])
-        assert balanced == {b"a-0": 10, b"b-0": 10}
+        if lb_policy == "round_robin":
+            assert balanced == {b"a-0": 10, b"b-0": 10}
+        else:  # no weights yet (blackout): even, from a random starting backend
+            assert set(balanced) == {b"a-0", b"b-0"} and min(balanced.values()) >= 5, balanced
 
         a.shutdown.trigger("test")  # a: NOT_SERVING, then 5 s of drain
         deadline = time.monotonic() + 3.5

@@ -66,7 +66,7 @@ BAD_VALUES = [
     ("SHOP_LISTEN_ADDR", "http://127.0.0.1:50051", "HOST:PORT"),
     ("SHOP_METRICS_ADDR", "9464", "HOST:PORT or 'off'"),
     ("SHOP_LOG_LEVEL", "verbose", "one of debug, info, warning, error"),
-    ("SHOP_LB_POLICY", "random", "pick_first or round_robin"),
+    ("SHOP_LB_POLICY", "random", "pick_first, round_robin or weighted_round_robin"),
     ("SHOP_CLIENT_HEALTH_CHECK", "maybe", "true or false"),
     ("SHOP_UVLOOP", "2", "true or false"),
     ("SHOP_RETRY_MAX_ATTEMPTS", "0", "an integer from 1 to 5"),

@@ -89,10 +89,51 @@ def service_config(config: ChannelConfig, target: str, health_service: str) -> d
         document["retryThrottling"] = dict(RETRY_THROTTLING)
     if not target.startswith("xds:"):
         # With xds:/// targets the control plane chooses the policy.
-        document["loadBalancingConfig"] = [{config.lb_policy: {}}]
-        if config.lb_policy == "round_robin" and config.client_health_check:
+        document["loadBalancingConfig"] = [balancing_config(config)]
+        if config.lb_policy in HEALTH_CHECKING_POLICIES and config.client_health_check:
             document["healthCheckConfig"] = {"serviceName": health_service}
     return document
+
+
+# The policies that balance over many backends and so can skip an unhealthy one
+# (pick_first has one connection at a time: nothing to skip to).
+HEALTH_CHECKING_POLICIES = ("round_robin", "weighted_round_robin")
+
+
+def balancing_config(config: ChannelConfig) -> dict[str, Any]:
+    """One ``loadBalancingConfig`` entry: the policy, inside outlier detection if on."""
+    policy: dict[str, Any] = {}
+    if config.lb_policy == "weighted_round_robin":
+        # Weights come from the ORCA reports on each answer (shop.runtime.orca), not
+        # from a separate out-of-band stream, which grpcio servers cannot serve.
+        policy = {
+            "blackoutPeriod": duration(config.wrr.blackout_s),
+            "errorUtilizationPenalty": config.wrr.error_penalty,
+        }
+    entry: dict[str, Any] = {config.lb_policy: policy}
+    outliers = config.outlier_detection
+    if outliers is None:
+        return entry
+    # Still "_experimental" in gRPC's registry (C core, Python and Node alike).
+    return {
+        "outlier_detection_experimental": {
+            "interval": duration(outliers.interval_s),
+            "baseEjectionTime": duration(outliers.base_ejection_s),
+            "maxEjectionPercent": outliers.max_ejection_percent,
+            "failurePercentageEjection": {
+                "threshold": outliers.failure_percent,
+                "enforcementPercentage": 100,
+                "minimumHosts": outliers.min_hosts,
+                "requestVolume": outliers.request_volume,
+            },
+            "childPolicy": [entry],
+        }
+    }
+
+
+def duration(seconds: float) -> str:
+    """A service config duration ("1.5s"): protobuf's JSON form, nanosecond precision."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
 
 
 def channel_options(

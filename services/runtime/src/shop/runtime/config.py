@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import grpc
+
 T = TypeVar("T")
 
 
@@ -64,6 +66,22 @@ def _positive_float(raw: str) -> float:
     if not 0 < value < float("inf"):
         raise ValueError("")
     return value
+
+
+def _percent(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 100:
+        raise ValueError("")
+    return value
+
+
+def _status_or_off(raw: str) -> grpc.StatusCode | None:
+    if raw.lower() in {"", "off", "none"}:
+        return None
+    code = grpc.StatusCode.__members__.get(raw.upper())
+    if code is None or code is grpc.StatusCode.OK:
+        raise ValueError("")
+    return code
 
 
 def positive_int(raw: str) -> int:
@@ -223,9 +241,92 @@ DATA_DIR = Setting(
 LB_POLICY = Setting(
     "SHOP_LB_POLICY",
     "round_robin",
-    _choice("pick_first", "round_robin"),
-    "pick_first or round_robin",
-    "client load-balancing policy (ignored for xds:/// targets, which get it from xDS)",
+    _choice("pick_first", "round_robin", "weighted_round_robin"),
+    "pick_first, round_robin or weighted_round_robin",
+    "client load-balancing policy (ignored for xds:/// targets, which get it from xDS); "
+    "weighted_round_robin weighs each backend by the ORCA load reports its answers carry",
+)
+WRR_BLACKOUT_S = Setting(
+    "SHOP_WRR_BLACKOUT_S",
+    "10",
+    _non_negative_float,
+    "a number of seconds >= 0",
+    "weighted_round_robin: a backend's weight counts only once it has reported this long "
+    "(gRPC's blackoutPeriod)",
+)
+WRR_ERROR_PENALTY = Setting(
+    "SHOP_WRR_ERROR_PENALTY",
+    "1.0",
+    _non_negative_float,
+    "a number >= 0",
+    "weighted_round_robin: how much a backend's reported errors/s count against its weight "
+    "(gRPC's errorUtilizationPenalty)",
+)
+OUTLIER_DETECTION = Setting(
+    "SHOP_OUTLIER_DETECTION",
+    "false",
+    _boolean,
+    "true or false",
+    "wrap the client policy in gRPC outlier detection (failure-percentage ejection)",
+)
+OUTLIER_INTERVAL_S = Setting(
+    "SHOP_OUTLIER_INTERVAL_S",
+    "10",
+    _positive_float,
+    "a number of seconds > 0",
+    "outlier detection: how often backends are judged",
+)
+OUTLIER_BASE_EJECTION_S = Setting(
+    "SHOP_OUTLIER_BASE_EJECTION_S",
+    "30",
+    _positive_float,
+    "a number of seconds > 0",
+    "outlier detection: an ejection lasts this long times the backend's ejections so far",
+)
+OUTLIER_MAX_EJECTION_PERCENT = Setting(
+    "SHOP_OUTLIER_MAX_EJECTION_PERCENT",
+    "10",
+    _percent,
+    "an integer from 0 to 100",
+    "outlier detection: no more backends are ejected once this share is",
+)
+OUTLIER_FAILURE_PERCENT = Setting(
+    "SHOP_OUTLIER_FAILURE_PERCENT",
+    "85",
+    _percent,
+    "an integer from 0 to 100",
+    "outlier detection: a backend whose calls failed at least this often is ejected",
+)
+OUTLIER_MIN_HOSTS = Setting(
+    "SHOP_OUTLIER_MIN_HOSTS",
+    "5",
+    positive_int,
+    "an integer > 0",
+    "outlier detection: nothing is ejected with fewer backends than this "
+    "(gRPC's default, 5, ejects nothing in a Service of 2-4 pods)",
+)
+OUTLIER_REQUEST_VOLUME = Setting(
+    "SHOP_OUTLIER_REQUEST_VOLUME",
+    "50",
+    positive_int,
+    "an integer > 0",
+    "outlier detection: a backend is judged only with this many calls in an interval",
+)
+ORCA_REPORTS = Setting(
+    "SHOP_ORCA_REPORTS",
+    "true",
+    _boolean,
+    "true or false",
+    "attach an ORCA load report (CPU utilization against the pod's limit, calls/s, "
+    "errors/s) to every answer, for weighted_round_robin callers",
+)
+FAULT_STATUS = Setting(
+    "SHOP_FAULT_STATUS",
+    "off",
+    _status_or_off,
+    "off or a gRPC status name other than OK (e.g. UNAVAILABLE)",
+    "fault injection: every call but health checks and reflection ends at once with this "
+    "status, while health stays SERVING (the lab's failing pod)",
 )
 CLIENT_HEALTH_CHECK = Setting(
     "SHOP_CLIENT_HEALTH_CHECK",
@@ -329,6 +430,17 @@ SHARED_SETTINGS: tuple[Setting[Any], ...] = (
     DATABASE_WAIT_S,
     DATA_DIR,
     LB_POLICY,
+    WRR_BLACKOUT_S,
+    WRR_ERROR_PENALTY,
+    OUTLIER_DETECTION,
+    OUTLIER_INTERVAL_S,
+    OUTLIER_BASE_EJECTION_S,
+    OUTLIER_MAX_EJECTION_PERCENT,
+    OUTLIER_FAILURE_PERCENT,
+    OUTLIER_MIN_HOSTS,
+    OUTLIER_REQUEST_VOLUME,
+    ORCA_REPORTS,
+    FAULT_STATUS,
     CLIENT_HEALTH_CHECK,
     DNS_MIN_RERESOLUTION_S,
     DOWNSTREAM_TIMEOUT_S,
@@ -359,6 +471,9 @@ class ServerConfig:
     keepalive_time_s: float
     use_uvloop: bool
     mode: str = MODE.default
+    orca_reports: bool = True
+    # A status every call ends with at once (fault injection), None: off.
+    fault_status: grpc.StatusCode | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -375,6 +490,46 @@ class ServerConfig:
             keepalive_time_s=KEEPALIVE_TIME_S.read(env),
             use_uvloop=UVLOOP.read(env),
             mode=MODE.read(env),
+            orca_reports=ORCA_REPORTS.read(env),
+            fault_status=FAULT_STATUS.read(env),
+        )
+
+
+@dataclass(frozen=True)
+class WeightedRoundRobin:
+    """gRPC's ``weighted_round_robin`` settings (gRFC A58) the shop exposes; the
+    others keep gRPC's defaults (weights updated every second, forgotten after
+    three minutes without a report)."""
+
+    blackout_s: float = 10.0
+    error_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class OutlierDetection:
+    """gRPC's outlier detection (gRFC A50) with failure-percentage ejection only:
+    every ``interval_s``, a backend that got at least ``request_volume`` calls and
+    failed ``failure_percent`` of them or more is ejected for ``base_ejection_s``
+    times its ejections so far, while fewer than ``max_ejection_percent`` of the
+    backends are ejected and there are at least ``min_hosts``. (Success-rate ejection,
+    the other algorithm, needs a spread of several hosts to judge by.)"""
+
+    interval_s: float
+    base_ejection_s: float
+    max_ejection_percent: int
+    failure_percent: int
+    min_hosts: int
+    request_volume: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OutlierDetection:
+        return cls(
+            interval_s=OUTLIER_INTERVAL_S.read(env),
+            base_ejection_s=OUTLIER_BASE_EJECTION_S.read(env),
+            max_ejection_percent=OUTLIER_MAX_EJECTION_PERCENT.read(env),
+            failure_percent=OUTLIER_FAILURE_PERCENT.read(env),
+            min_hosts=OUTLIER_MIN_HOSTS.read(env),
+            request_volume=OUTLIER_REQUEST_VOLUME.read(env),
         )
 
 
@@ -388,6 +543,9 @@ class ChannelConfig:
     downstream_timeout_s: float
     retry_max_attempts: int
     keepalive_time_s: float
+    wrr: WeightedRoundRobin = WeightedRoundRobin()
+    # None: no outlier detection.
+    outlier_detection: OutlierDetection | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ChannelConfig:
@@ -406,6 +564,12 @@ class ChannelConfig:
             downstream_timeout_s=DOWNSTREAM_TIMEOUT_S.read(env),
             retry_max_attempts=attempts,
             keepalive_time_s=KEEPALIVE_TIME_S.read(env),
+            wrr=WeightedRoundRobin(
+                blackout_s=WRR_BLACKOUT_S.read(env), error_penalty=WRR_ERROR_PENALTY.read(env)
+            ),
+            outlier_detection=OutlierDetection.from_env(env)
+            if OUTLIER_DETECTION.read(env)
+            else None,
         )
 
 

@@ -207,14 +207,20 @@ def status_details_of(error: grpc.aio.AioRpcError) -> bytes | None:
     return None
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+async def abort_with(
+    context: grpc.aio.ServicerContext,
+    error: BaseException,
+    extra: tuple[tuple[str, str | bytes], ...] = (),
+) -> None:
     """Aborts the call for a domain error or a failed downstream call; else re-raises.
+    ``extra``: more trailers to send (the load report): an abort sends the trailers it
+    is given, and what is set after it is lost.
 
     (``shop.runtime.failures.Failures.answer`` turns any other exception into a
     ShopError first.)"""
     if isinstance(error, ShopError):
         code, message, trailers = status_for(error)
-        await context.abort(code, message, trailers)
+        await context.abort(code, message, (*trailers, *extra))
     if isinstance(error, grpc.aio.AioRpcError):
         passed: tuple[tuple[str, str | bytes], ...] = tuple(
             (k, v) for k, v in (error.trailing_metadata() or ()) if k == STATUS_DETAILS_KEY
@@ -223,5 +229,5 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
             # Our channel already retried the hop that failed; a retry by our caller
             # would repeat all of that (attempts multiply with every hop).
             passed = (*passed, (RETRY_PUSHBACK_KEY, "-1"))
-        await context.abort(error.code(), error.details() or "", passed)
+        await context.abort(error.code(), error.details() or "", (*passed, *extra))
     raise error

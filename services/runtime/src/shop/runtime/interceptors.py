@@ -30,6 +30,7 @@ from shop.runtime.decoding import Undecodable, tolerant
 from shop.runtime.errors import abort_with
 from shop.runtime.failures import Failures
 from shop.runtime.metrics import ExemplarThrottle, RpcMetrics, code_name, split_method
+from shop.runtime.orca import LoadReporter
 from shop.runtime.sampling import FastSampling, SpanInUse
 
 _TYPES = {
@@ -39,8 +40,9 @@ _TYPES = {
     (True, True): "bidi_stream",
 }
 
-# Health checks and reflection are infrastructure: keep them out of spans (not metrics).
-_UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+# Health checks and reflection are infrastructure: keep them out of spans (not metrics),
+# load reports and fault injection.
+_INFRASTRUCTURE_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 # Set by gRPC on every retried attempt of a call (gRFC A6), absent on the first.
 PREVIOUS_ATTEMPTS_HEADER = "grpc-previous-rpc-attempts"
@@ -100,8 +102,15 @@ class _MethodTelemetry:
         labels: tuple[str, str, str],
         tracer: trace.Tracer | None,
         check: Check | None = None,
+        load: LoadReporter | None = None,
     ) -> None:
         self.full_method = f"/{labels[1]}/{labels[2]}"
+        # Where answered calls are counted and their load report comes from; None: the
+        # method's answers carry none (streams, infrastructure, reports off).
+        self.load = load
+        self.load_trailers: Callable[[], tuple[tuple[str, bytes], ...]] = (
+            _no_trailers if load is None else load.trailers
+        )
         # Who may call (shop.runtime.auth); None for an open method.
         self.check = check
         self.span_name = self.full_method[1:]
@@ -127,8 +136,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         tracer: trace.Tracer | None,
         access: AccessPolicy | None = None,
         fast: FastSampling | None = None,
+        load: LoadReporter | None = None,
+        fault: grpc.StatusCode | None = None,
     ) -> None:
+        """``load``: ORCA reports on unary answers (``shop.runtime.orca``); ``fault``:
+        every call but infrastructure ends with this status (fault injection)."""
         self._hop = format_hop(service, pod)
+        self._load = load
+        self._fault = fault
         self._access = access
         self._metrics = metrics
         self._tracer = tracer
@@ -158,9 +173,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, handler: Any, full_method: str) -> Any:
         grpc_type = _TYPES[(handler.request_streaming, handler.response_streaming)]
         service, method = split_method(full_method)
-        tracer = None if full_method.startswith(_UNTRACED_PREFIXES) else self._tracer
+        infrastructure = full_method.startswith(_INFRASTRUCTURE_PREFIXES)
+        tracer = None if infrastructure else self._tracer
         check = None if self._access is None else self._access.checker(full_method)
-        telemetry = _MethodTelemetry(self._metrics, (grpc_type, service, method), tracer, check)
+        # A stream's calls per second say little about load: only unary answers report.
+        load = None if infrastructure or grpc_type != "unary" else self._load
+        labels = (grpc_type, service, method)
+        telemetry = _MethodTelemetry(self._metrics, labels, tracer, check, load)
+        if self._fault is not None and not infrastructure:
+            # Swapped in here rather than tested on every call: no cost when off.
+            fail = _failing_behavior(self._fault, telemetry)
+            handler = handler._replace(
+                unary_unary=handler.unary_unary and fail, unary_stream=handler.unary_stream and fail
+            )
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, telemetry),
@@ -234,9 +259,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> None:
         """Records the call's outcome; ``span`` is the call's span if it records."""
         ok = code in (None, grpc.StatusCode.OK)
+        if telemetry.load is not None:
+            telemetry.load.answered(code)
         if ok:
             route = " ".join([self._hop, *scope.downstream_route])
-            context.set_trailing_metadata(((ROUTE_TRAILER, route),))
+            # (A failed call got its load report with its abort: trailers set after an
+            # abort are not sent.)
+            context.set_trailing_metadata(((ROUTE_TRAILER, route), *telemetry.load_trailers()))
         telemetry.handled(None if ok else code).inc()
         now = time.perf_counter()
         if span is not None and telemetry.exemplars.admit(now - started, now):
@@ -270,7 +299,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         raise  # the handler chose its status itself
                     except Exception as error:
                         await abort_with(
-                            context, self._failures.answer(error, telemetry.full_method)
+                            context,
+                            self._failures.answer(error, telemetry.full_method),
+                            telemetry.load_trailers(),
                         )
                     code = context.code()
                     return response
@@ -307,7 +338,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         raise
                     except Exception as error:
                         await abort_with(
-                            context, self._failures.answer(error, telemetry.full_method)
+                            context,
+                            self._failures.answer(error, telemetry.full_method),
+                            telemetry.load_trailers(),
                         )
                     code = context.code()
                 except BaseException as exc:
@@ -317,6 +350,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     self._finish(context, scope, code, telemetry, started, span)
 
         return handle
+
+
+def _failing_behavior(code: grpc.StatusCode, telemetry: _MethodTelemetry) -> Callable[..., Any]:
+    """A handler that ends every call with ``code`` at once (unary or stream alike: the
+    stream wrapper awaits a handler that is no generator), its load report attached."""
+    message = f"fault injected on this pod (SHOP_FAULT_STATUS={code.name})"
+
+    async def fail(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message, telemetry.load_trailers())
+
+    return fail
+
+
+def _no_trailers() -> tuple[tuple[str, bytes], ...]:
+    return ()
 
 
 def _code_for_exception(exc: BaseException) -> grpc.StatusCode:

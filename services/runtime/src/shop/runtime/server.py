@@ -30,6 +30,7 @@ from shop.runtime.interceptors import ServerInterceptor
 from shop.runtime.listening import listen_problem
 from shop.runtime.logs import configure_logging
 from shop.runtime.metrics import RpcMetrics
+from shop.runtime.orca import LoadReporter
 from shop.runtime.shutdown import DrainCallbacks, ShutdownSignal, drain_and_stop, release
 from shop.runtime.tracing import Tracing
 
@@ -128,6 +129,8 @@ async def serve(
                 tracing.tracer if tracing.enabled else None,
                 access,
                 tracing.fast,
+                LoadReporter() if config.orca_reports else None,
+                config.fault_status,
             ),
         ],
         options=server_options(config),
@@ -176,6 +179,8 @@ async def serve(
                 "serving",
                 extra={"listen": config.listen_addr, "metrics": config.metrics_addr or None},
             )
+            if config.fault_status is not None:
+                log.warning("fault injection on: every call ends with %s", config.fault_status.name)
             reason = await shutdown.wait()
             await drain_and_stop(
                 server,

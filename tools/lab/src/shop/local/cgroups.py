@@ -32,6 +32,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 
+from shop.runtime.cgroupfs import parse_mounts, parse_own_paths, under_mount
+
 # The kubelet's default cpu.cfs_period_us (its --cpu-cfs-quota-period).
 CFS_PERIOD_US = 100_000
 # The kubelet's floor for a quota (and the kernel's: it rejects less than 1 ms).
@@ -302,47 +304,10 @@ class _V2(_Driver):
 # --- finding this process's cgroups --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Mount:
-    point: Path
-    root: str  # the hierarchy's path mounted there (not "/" in some containers)
-    fstype: str
-    options: frozenset[str]
-
-
-def _mounts(mountinfo: str) -> list[_Mount]:
-    mounts = []
-    for line in mountinfo.splitlines():
-        # "id parent dev root point options [optional...] - fstype source superoptions"
-        before, _, after = line.partition(" - ")
-        fields, tail = before.split(), after.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        point = fields[4].replace("\\040", " ")
-        mounts.append(_Mount(Path(point), fields[3], tail[0], frozenset(tail[2].split(","))))
-    return mounts
-
-
-def _own_paths(proc_cgroup: str) -> dict[str, str]:
-    """controller -> this process's cgroup path; "" for the cgroup2 hierarchy."""
-    paths = {}
-    for line in proc_cgroup.splitlines():
-        _, controllers, path = line.split(":", 2)
-        for controller in controllers.split(","):
-            paths[controller] = path
-    return paths
-
-
-def _under_mount(mount: _Mount, path: str) -> Path:
-    relative = os.path.relpath(path, mount.root)
-    # A path outside the mounted part (a container's view): the mount is all we have.
-    return mount.point if relative.startswith("..") else mount.point / relative
-
-
 def _detect_system() -> _Driver:
     try:
-        mounts = _mounts(Path("/proc/self/mountinfo").read_text())
-        own = _own_paths(Path("/proc/self/cgroup").read_text())
+        mounts = parse_mounts(Path("/proc/self/mountinfo").read_text())
+        own = parse_own_paths(Path("/proc/self/cgroup").read_text())
     except OSError as error:
         raise CgroupsUnavailable(
             f"cannot find this process's cgroups (Linux only): {error}"
@@ -352,7 +317,7 @@ def _detect_system() -> _Driver:
     for controller in ("cpu", "cpuacct", "memory"):
         mount = next((m for m in mounts if m.fstype == "cgroup" and controller in m.options), None)
         if mount is not None and controller in own:
-            v1[controller] = _under_mount(mount, own[controller])
+            v1[controller] = under_mount(mount, own[controller])
     if len(v1) == 3:
         if not (v1["cpu"] / "cpu.cfs_quota_us").exists():
             raise CgroupsUnavailable(
@@ -367,7 +332,7 @@ def _detect_system() -> _Driver:
             f"no cgroup v1 {', '.join(missing)} controller(s) mounted and no cgroup2 "
             f"mount: mount them under /sys/fs/cgroup, or run without pod limits"
         )
-    return _v2_at(_under_mount(unified, own[""]))
+    return _v2_at(under_mount(unified, own[""]))
 
 
 def _v2_at(own: Path) -> _V2:
