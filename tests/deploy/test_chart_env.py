@@ -37,6 +37,9 @@ RECORDED = re.compile(r"^(SHOP_|DATABASE_URL$|OTEL_)")
 # weighted_round_robin and outlier detection; test_chart_balancing.py): left unset, the
 # service reads the runtime's default, which is off. The "balancing-on" render sets them.
 SWITCHED_ON = re.compile(r"^SHOP_(WRR|OUTLIER)_")
+# Read by every server, deliberately never set by the chart: fault injection is for the
+# lab and chaos experiments, not a value a release should carry.
+NOT_FOR_THE_CHART = {"SHOP_FAULT_STATUS"}
 # The values of each render: the defaults, trace export on, mode=headless's balancing
 # switches on (the other modes ignore headless.*: their render is the defaults').
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -139,7 +142,10 @@ async def test_chart_env_is_what_the_service_reads(
     read = {n for n in recorded_reads if RECORDED.match(n)}
     chart_names = set(chart_env)
     assert chart_names - read == set(), "the chart sets variables the service never reads"
-    own_read = {n for n in read if OWN.match(n) and not SWITCHED_ON.match(n)}
+    own_read = {
+        n for n in read if OWN.match(n) and not SWITCHED_ON.match(n) and n not in NOT_FOR_THE_CHART
+    }
+    assert "SHOP_FAULT_STATUS" in read and "SHOP_FAULT_STATUS" not in chart_names
     assert own_read - chart_names == set(), "the service reads settings the chart leaves unset"
     assert {n for n in chart_names if OWN.match(n)} <= SHOP_NAMES
 

@@ -295,7 +295,8 @@ OUTLIER_FAILURE_PERCENT = Setting(
     "85",
     _percent,
     "an integer from 0 to 100",
-    "outlier detection: a backend whose calls failed at least this often is ejected",
+    "outlier detection: a backend whose share of failed calls in an interval is above this "
+    "percentage is ejected",
 )
 OUTLIER_MIN_HOSTS = Setting(
     "SHOP_OUTLIER_MIN_HOSTS",
@@ -509,7 +510,7 @@ class WeightedRoundRobin:
 class OutlierDetection:
     """gRPC's outlier detection (gRFC A50) with failure-percentage ejection only:
     every ``interval_s``, a backend that got at least ``request_volume`` calls and
-    failed ``failure_percent`` of them or more is ejected for ``base_ejection_s``
+    failed more than ``failure_percent`` of them is ejected for ``base_ejection_s``
     times its ejections so far, while fewer than ``max_ejection_percent`` of the
     backends are ejected and there are at least ``min_hosts``. (Success-rate ejection,
     the other algorithm, needs a spread of several hosts to judge by.)"""
