@@ -182,7 +182,7 @@ async def test_round_robin_skips_a_draining_backend(
         balanced = Counter([await who(b"", timeout=5) for _ in range(20)])
         if lb_policy == "round_robin":
             assert balanced == {b"a-0": 10, b"b-0": 10}
-        else:  # no weights yet (blackout): even, from a random starting backend
+        else:  # both report the same (one process): about even, from a random start
             assert set(balanced) == {b"a-0", b"b-0"} and min(balanced.values()) >= 5, balanced
 
         a.shutdown.trigger("test")  # a: NOT_SERVING, then 5 s of drain

@@ -3,6 +3,10 @@
 Writes ``lab.json`` (every figure, every timeline) and ``lab.html`` (per-pod call
 rate over time per mode, with the scale and rollout events marked) to ``--out``,
 and prints a table. ``--mode`` (repeatable) runs a subset.
+
+``--scenario slow-pod`` or ``--scenario failing-pod`` runs a scenario instead, where
+one inventory pod is not like the others (see ``shop.lab.scenarios``), in every mode
+it applies to, and writes ``<scenario>.json`` and ``<scenario>.html``.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from rich.console import Console
 from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.options import bounded_float, bounded_int, non_negative_float, positive_float
 from shop.cli.up import cpu_limit
-from shop.lab.modes import MODE_NAMES, MODES
+from shop.lab.modes import DEFAULT_MODES, MODE_NAMES, MODES
 from shop.lab.page import write_page
 from shop.lab.report import print_table
 from shop.lab.results import LabResults, Machine
 from shop.lab.runner import Lab, LabSettings
+from shop.lab.scenario_report import print_scenario_table, write_scenario_page
+from shop.lab.scenario_results import ScenarioResults
+from shop.lab.scenarios import SCENARIO_NAMES, SCENARIOS, ScenarioLab, ScenarioSettings
 from shop.loadgen.session import run_async
 from shop.local.cgroups import (
     CHART_LIMITS,
@@ -46,7 +53,16 @@ def chart_cpu_limits() -> str:
 def _modes_help() -> str:
     width = max(len(name) for name in MODE_NAMES) + 2
     lines = [f"  {name:<{width}}{mode.description}" for name, mode in MODES.items()]
-    return "modes (--mode), named as the chart's mode values where they match:\n" + "\n".join(lines)
+    scenarios = [
+        f"  {name:<{width}}{s.question} (modes: {', '.join(s.modes)})"
+        for name, s in SCENARIOS.items()
+    ]
+    return (
+        "modes (--mode), named as the chart's mode values where they match:\n"
+        + "\n".join(lines)
+        + "\n\nscenarios (--scenario):\n"
+        + "\n".join(scenarios)
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -61,11 +77,29 @@ def add_parser(subparsers: Any) -> None:
         "--mode",
         action="append",
         choices=MODE_NAMES,
-        help="run only this mode (repeatable); default: all, in this order",
+        help="run only this mode (repeatable); default: "
+        + ", ".join(DEFAULT_MODES)
+        + " (with --scenario: the scenario's modes)",
+    )
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIO_NAMES,
+        default=None,
+        help="run a scenario with one unlike inventory pod instead of the events run",
+    )
+    parser.add_argument(
+        "--failing-run",
+        type=positive_float,
+        default=ScenarioSettings.failing_s,
+        metavar="SECONDS",
+        help="--scenario failing-pod: how long the load runs (default %(default)s)",
     )
     parser.add_argument("--orders", type=bounded_int(1, 8), default=2, help="orders replicas")
     parser.add_argument(
-        "--inventory", type=bounded_int(1, 6), default=2, help="inventory replicas before scale-up"
+        "--inventory",
+        type=bounded_int(1, 6),
+        default=None,
+        help="inventory replicas before scale-up (default 2; with --scenario, 3)",
     )
     parser.add_argument(
         "--scale-to", type=bounded_int(2, 8), default=4, help="inventory replicas after scale-up"
@@ -207,12 +241,20 @@ def preflight(settings: LabSettings) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.scale_to <= args.inventory:
+    if args.inventory is None:
+        args.inventory = 2 if args.scenario is None else 3
+    if args.scenario is None and args.scale_to <= args.inventory:
         args.parser.error("argument --scale-to: must be larger than --inventory")
+    if args.scenario is not None and args.inventory < 2:
+        args.parser.error("argument --inventory: a scenario needs at least 2 inventory pods")
+    if args.scenario == "slow-pod" and args.no_limits:
+        # The slow pod is slow by its CPU limit: without cgroups there is nothing to cut.
+        args.parser.error("argument --scenario: slow-pod needs pod CPU limits (not --no-limits)")
     from shop.lab.envoy import EnvoyError, envoy_binary
     from shop.lab.haproxy import HAProxyError, haproxy_binary
 
-    modes = args.mode or list(MODE_NAMES)
+    default_modes = DEFAULT_MODES if args.scenario is None else SCENARIOS[args.scenario].modes
+    modes = args.mode or list(default_modes)
     try:
         if any(MODES[m].needs_haproxy for m in modes):
             haproxy_binary()
@@ -250,6 +292,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     # SIGTERM (e.g. from a CI runner) and SIGHUP stop the lab the way Ctrl-C does:
     # every replica, proxy and server it started is stopped on the way out.
+    if args.scenario is not None:
+        scenario_settings = ScenarioSettings(settings, failing_s=args.failing_run)
+        return _scenario(args, modes, scenario_settings, console, out, work)
     try:
         with stop_signals_interrupt():
             results = run_async(_run_all(modes, settings, console))
@@ -264,5 +309,43 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(document)
     print_table(results, console)
+    console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
+    return 0
+
+
+async def _run_scenario(
+    name: str, modes: list[str], settings: ScenarioSettings, console: Console
+) -> ScenarioResults:
+    def announce(line: str) -> None:
+        console.print(line, highlight=False)
+
+    with console.status("") as status:
+        lab = ScenarioLab(settings, status.update, announce)
+        return await lab.run_scenario(SCENARIOS[name], modes, _machine())
+
+
+def _scenario(
+    args: argparse.Namespace,
+    modes: list[str],
+    settings: ScenarioSettings,
+    console: Console,
+    out: Path,
+    work: Path,
+) -> int:
+    try:
+        with stop_signals_interrupt():
+            results = run_async(_run_scenario(args.scenario, modes, settings, console))
+    except KeyboardInterrupt:
+        console.print("interrupted; every process was stopped")
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    document = json.dumps(results.to_json(), indent=2)
+    written = [out / f"{args.scenario}.json", out / f"{args.scenario}.html"]
+    written[0].write_text(document)
+    write_scenario_page(results, written[1])
+    if args.json:
+        print(document)
+    print_scenario_table(results, console)
     console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
     return 0

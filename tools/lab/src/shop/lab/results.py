@@ -24,7 +24,8 @@ the same::
          "control_plane": {"dns_queries" | "xds_pushes": int},
          "cpu_timeline": {"interval_s", "pods": {pod: [[t, cores, throttled_share]]},
                           "limits": {pod: cores}} | null,
-         "retries": {service: int}}},
+         "retries": {service: int},
+         "node_client": {"target", "calls", "failures", "shares": {pod: share}} | null}},
      "offered": {"rate", "load_factor", "capacity_per_s", "bottleneck",
                  "cpu_ms_per_call": {service: ms}, "measured_in"}}
 
@@ -464,6 +465,34 @@ class PhaseCalls:
 
 
 @dataclass(frozen=True)
+class NodeClientShares:
+    """A Node.js client's calls over the same inventory pods (``shop.lab.node_client``:
+    grpc-js with the headless fix's service config, or grpc-js-xds for ``xds:///``)."""
+
+    target: str
+    calls: int
+    failures: int
+    shares: dict[str, float]  # pod -> fraction of the OK calls
+
+    def to_json(self) -> Json:
+        return {
+            "target": self.target,
+            "calls": self.calls,
+            "failures": self.failures,
+            "shares": dict(self.shares),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> NodeClientShares:
+        return cls(
+            target=str(raw["target"]),
+            calls=int(raw["calls"]),
+            failures=int(raw["failures"]),
+            shares=floats_from_json(raw["shares"]),
+        )
+
+
+@dataclass(frozen=True)
 class ModeResult:
     """Everything the lab measured for one balancing mode."""
 
@@ -483,6 +512,8 @@ class ModeResult:
     # Attempts the servers saw arrive as retries (grpc_server_retried_total), per
     # service, over the events run: the failures a retry hid from the caller.
     retries: dict[str, int] = field(default_factory=dict)
+    # None: the mode has no target a Node.js client takes (or an older lab.json).
+    node_client: NodeClientShares | None = None
 
     def to_json(self) -> Json:
         return {
@@ -499,11 +530,13 @@ class ModeResult:
             "control_plane": dict(self.control_plane),
             "cpu_timeline": None if self.cpu_timeline is None else self.cpu_timeline.to_json(),
             "retries": dict(self.retries),
+            "node_client": None if self.node_client is None else self.node_client.to_json(),
         }
 
     @classmethod
     def from_json(cls, name: str, raw: Mapping[str, Any]) -> ModeResult:
         fixed_rate, cpu_timeline = raw.get("fixed_rate"), raw.get("cpu_timeline")
+        node_client = raw.get("node_client")
         return cls(
             name=name,
             description=str(raw.get("description", "")),
@@ -519,6 +552,7 @@ class ModeResult:
             fixed_rate=None if fixed_rate is None else FixedRate.from_json(fixed_rate),
             cpu_timeline=None if cpu_timeline is None else CpuTimeline.from_json(cpu_timeline),
             retries=counts_from_json(raw.get("retries", {})),
+            node_client=None if node_client is None else NodeClientShares.from_json(node_client),
         )
 
 

@@ -9,6 +9,9 @@ its own, then three load runs from a separate ``shop load`` process:
    calls, per-pod CPU and throttling;
 2. fixed rate, open loop: the same offered rate in every mode (see
    ``shop.lab.capacity``), judged by a latency objective, with per-pod CPU;
+   then, where the mode has a target a client outside the pods can take (headless
+   DNS, xDS), a Node.js client's calls over the inventory pods
+   (``shop.lab.node_client``);
 3. events, on one timeline: inventory scales up (2 -> 4 by default), then every
    inventory replica is restarted one at a time (a rollout), then one is removed;
    per-pod CPU over time, and the retries the servers saw.
@@ -31,6 +34,7 @@ from shop.lab import analysis, capacity
 from shop.lab.endpoints import Endpoint, ReadinessTracker
 from shop.lab.load import FixedRateSpec, LoadProcess, LoadReport, LoadSpec
 from shop.lab.modes import LabCluster, create_mode
+from shop.lab.node_client import run_node_shares
 from shop.lab.podcpu import PodCpuSampler
 from shop.lab.results import (
     Event,
@@ -39,6 +43,7 @@ from shop.lab.results import (
     Machine,
     ModeCost,
     ModeResult,
+    NodeClientShares,
     OfferedRate,
     PodCpu,
     ScaleUp,
@@ -53,6 +58,9 @@ from shop.local.cpu import live_cpu_s, rss_bytes
 from shop.local.postgres import PostgresServer, start_postgres
 
 log = logging.getLogger(__name__)
+
+# Health/Check calls the Node.js client makes per mode: a few hundred show its shares.
+NODE_CALLS = 300
 
 Progress = Callable[[str], None]
 
@@ -129,9 +137,17 @@ class LabSettings:
 
 class ModeRun:
     def __init__(
-        self, name: str, settings: LabSettings, progress: Progress, database_url: str = ""
+        self,
+        name: str,
+        settings: LabSettings,
+        progress: Progress,
+        database_url: str = "",
+        pod_env: Mapping[tuple[str, int], Mapping[str, str]] | None = None,
     ) -> None:
+        """``pod_env``: more environment for some pods, (service, index) -> env, after
+        the mode's (a scenario's fault on one pod)."""
         self.name = name
+        self.pod_env = pod_env or {}
         self.settings = settings
         self.progress = progress
         self.database_url = database_url
@@ -163,7 +179,10 @@ class ModeRun:
             shutdown_grace_s=s.shutdown_grace_s,
             extra_env=env.common,
             service_env=env.per_service,
-            replica_env=env.for_replica,
+            replica_env=lambda service, index: {
+                **env.for_replica(service, index),
+                **self.pod_env.get((service, index), {}),
+            },
         )
         self.cluster = LocalCluster(spec)
         await asyncio.to_thread(self.cluster.preflight)
@@ -341,7 +360,31 @@ class ModeRun:
             pods=self.window_cpu(report, s.steady_s),
         )
 
-    async def events(self, steady: SteadyState, fixed_rate: FixedRate | None) -> ModeResult:
+    async def node_client(self) -> NodeClientShares | None:
+        """A Node.js client's calls over the inventory pods, the way this mode's clients
+        reach them (the headless fix's service config, or xDS); None where the mode has
+        no such target."""
+        found = self.mode.node_client_target("inventory", self.plan.grpc_port)
+        if found is None:
+            return None
+        target, env = found
+        pods = self.settings.inventory_start
+        self.progress(f"{self.name}: a Node.js client over the same pods ({NODE_CALLS} calls)")
+        # Warm-up first: a cold channel's first calls all wait for its first connection.
+        run = await run_node_shares(target, NODE_CALLS, 4, env, warmup_pods=pods)
+        return NodeClientShares(
+            target=target,
+            calls=run.calls,
+            failures=run.failures,
+            shares=_pod_shares({"inventory": run.per_pod}, {"inventory": pods})["inventory"],
+        )
+
+    async def events(
+        self,
+        steady: SteadyState,
+        fixed_rate: FixedRate | None,
+        node_client: NodeClientShares | None = None,
+    ) -> ModeResult:
         """The events run (scale-up, rollout, scale-down); with the steady runs, the
         mode's whole result."""
         s = self.settings
@@ -442,6 +485,7 @@ class ModeRun:
                 else None
             ),
             retries=self.retries.totals(),
+            node_client=node_client,
         )
 
 
@@ -551,7 +595,8 @@ class Lab:
             await run.start()
             steady = await run.steady()
             fixed = await run.fixed_rate(self.offer(name, steady).rate)
-            return await run.events(steady, fixed)
+            node = await run.node_client()
+            return await run.events(steady, fixed, node)
         finally:
             with contextlib.suppress(Exception):
                 await run.close()

@@ -14,6 +14,12 @@ the same set-up (its ``mode`` value), the lab uses the chart's name for it:
   over ADS by the lab's control plane, balancing per call.
 - ``proxyless``: proxyless gRPC with istiod -> the lab's ADS control plane; ``xds:///``
   targets.
+
+Two more run in the scenarios (``shop.lab.scenarios``), where pods are not equal; they
+are the chart's headless mode with one of its balancing values switched on:
+
+- ``headless-wrr``: ``weighted_round_robin`` fed by the pods' ORCA load reports;
+- ``headless-outlier``: round_robin inside gRPC's outlier detection.
 """
 
 from __future__ import annotations
@@ -22,15 +28,29 @@ from shop.lab.modes.base import LabCluster, Mode, ModeEnv
 from shop.lab.modes.clusterip import ClusterIp
 from shop.lab.modes.headless import Headless
 from shop.lab.modes.headless_no_maxage import HeadlessNoMaxAge
+from shop.lab.modes.headless_outlier import HeadlessOutlier
+from shop.lab.modes.headless_wrr import HeadlessWrr
 from shop.lab.modes.istio import Istio
 from shop.lab.modes.proxyless import Proxyless
 
-# In the order the lab runs them: the problem, DNS without and with the fix, then the
-# two ways a mesh balances.
+# In the order the lab runs them: the problem, DNS without and with the fix, the two
+# load-aware variants of the fix, then the two ways a mesh balances.
 MODES: dict[str, type[Mode]] = {
-    mode.name: mode for mode in (ClusterIp, HeadlessNoMaxAge, Headless, Istio, Proxyless)
+    mode.name: mode
+    for mode in (
+        ClusterIp,
+        HeadlessNoMaxAge,
+        Headless,
+        HeadlessWrr,
+        HeadlessOutlier,
+        Istio,
+        Proxyless,
+    )
 }
 MODE_NAMES = tuple(MODES)
+# What a plain ``shop lab`` runs: one mode per chart set-up, and the one that shows why
+# the chart's headless mode ages connections.
+DEFAULT_MODES = ("clusterip", "headless-no-maxage", "headless", "istio", "proxyless")
 
 
 def mode_class(name: str) -> type[Mode]:
@@ -45,4 +65,13 @@ def create_mode(name: str, cluster: LabCluster) -> Mode:
     return mode_class(name)(cluster)
 
 
-__all__ = ["MODES", "MODE_NAMES", "LabCluster", "Mode", "ModeEnv", "create_mode", "mode_class"]
+__all__ = [
+    "DEFAULT_MODES",
+    "MODES",
+    "MODE_NAMES",
+    "LabCluster",
+    "Mode",
+    "ModeEnv",
+    "create_mode",
+    "mode_class",
+]

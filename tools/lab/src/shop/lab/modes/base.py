@@ -97,6 +97,12 @@ class Mode(ABC):
         """Control-plane activity (DNS queries answered, xDS responses pushed)."""
         return {}
 
+    def node_client_target(self, service: str, port: int) -> tuple[str, dict[str, str]] | None:
+        """Where a Node.js client outside the pods reaches ``service`` the way this mode's
+        clients do, and the environment it needs; None where the mode offers none (a
+        ClusterIP's callers dial one address, a sidecar's callers their own sidecar)."""
+        return None
+
     async def add_proxy(self, proxy: HAProxy) -> None:
         self._proxies.append(proxy)
         self.publishers.append(proxy)

@@ -36,5 +36,8 @@ class HeadlessNoMaxAge(Mode):
         if self._dns is not None:
             await self._dns.close()
 
+    def node_client_target(self, service: str, port: int) -> tuple[str, dict[str, str]] | None:
+        return None if self._dns is None else (self._dns.target(service, port), {})
+
     def counters(self) -> dict[str, int]:
         return {"dns_queries": self._dns.queries} if self._dns is not None else {}

@@ -1,0 +1,301 @@
+"""A scenario's results as a terminal table and a self-contained HTML page with a chart.
+
+One list of rows per scenario serves both: the terminal shows modes as columns (as
+``shop.lab.report`` does), the page shows the same figures as a table, then a chart:
+
+- ``slow-pod``: the slow pod's share of its service's calls per mode, beside the share
+  an even spread gives it and the share its CPU limit would justify;
+- ``failing-pod``: attempts per second the failing pod answered over the run, one line
+  per mode, so "ejected after 1 s" and "never ejected" are seen, not read.
+
+Like the lab's page: inline CSS and SVG, no JavaScript, nothing fetched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from shop.lab import capacity, svg
+from shop.lab.page import CSS
+from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode
+from shop.lab.scenarios import SCENARIOS
+
+WIDTH = 1040
+MARGIN_LEFT = 150
+MARGIN_RIGHT = 60
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _shares(mode: SlowPodMode) -> str:
+    return " ".join(f"{round(s * 100):d}" for s in mode.steady.shares[mode.service].values())
+
+
+def _slow_pod_cpu(mode: SlowPodMode) -> str:
+    pod = next((p for p in mode.fixed_rate.pods if p.pod == mode.slow_pod), None)
+    if pod is None or pod.limit_cores is None:
+        return "-"
+    return f"{pod.cores / pod.limit_cores:.0%}·{pod.throttled_share:.0%}"
+
+
+SLOW_ROWS: tuple[tuple[str, Callable[[SlowPodMode], str]], ...] = (
+    ("slow pod's share", lambda m: _pct(m.slow_share)),
+    ("inventory share %", _shares),
+    ("closed calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
+    ("closed p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
+    ("fixed p50/p99 ms", lambda m: f"{m.fixed_rate.p50_ms:.0f}/{m.fixed_rate.p99_ms:.0f}"),
+    ("fixed in objective", lambda m: f"{m.fixed_rate.within_objective:.1%}"),
+    ("fixed failed (t/o)", lambda m: f"{m.fixed_rate.failures} ({m.fixed_rate.timeouts})"),
+    ("slow pod CPU·thr.", _slow_pod_cpu),
+)
+
+
+def _stopped(mode: FailingPodMode) -> str:
+    if mode.stopped_after_s is None:
+        return "-"  # it got no attempt at all (a pinned client chose another pod)
+    return f"{mode.stopped_after_s:.1f} s" if mode.ejected else "never"
+
+
+def _retried(mode: FailingPodMode) -> str:
+    """Retried attempts that reached the healthy pods / the failing one."""
+    at_failing = mode.retried.get(mode.failing_pod, 0)
+    return f"{sum(mode.retried.values()) - at_failing}/{at_failing}"
+
+
+FAILING_ROWS: tuple[tuple[str, Callable[[FailingPodMode], str]], ...] = (
+    ("caller calls", lambda m: f"{m.calls}"),
+    ("caller failed", lambda m: f"{m.failures}"),
+    ("caller failed %", lambda m: f"{m.failures / max(1, m.calls):.1%}"),
+    ("closed p99 ms", lambda m: f"{m.p99_ms:.0f}"),
+    ("failing pod attempts", lambda m: f"{m.failing_attempts}"),
+    ("its attempt share", lambda m: _pct(m.failing_share)),
+    ("ejected after", _stopped),
+    ("retries ok/failing pod", _retried),
+)
+
+SLOW_NOTES = (
+    "slow pod's share: of the inventory calls in the closed loop (an even spread gives "
+    "each pod 1/n); inventory share: % per pod; closed: the closed loop; fixed: the open "
+    "loop at the fixed rate, latency from the intended send time, failed calls (of which "
+    "timeouts); slow pod CPU·thr.: at the fixed rate, its CPU as a share of its limit · "
+    "the share of CFS periods in which it was throttled."
+)
+FAILING_NOTES = (
+    "caller: the load generator at the gateway, closed loop; failed: calls it saw fail "
+    "(after every retry); attempts: answered by the failing pod, as its own counters say, "
+    "and its share of all the inventory pods' attempts; ejected after: when it got its "
+    "last attempt, seconds after the load began ('never': it still got attempts at the "
+    "end; '-': it got none at all); retries: attempts that reached the healthy pods / the "
+    "failing pod as a gRPC retry (Envoy's own retries carry no such mark and count as "
+    "plain attempts)."
+)
+
+
+def _rows(results: ScenarioResults) -> tuple[list[tuple[str, list[str]]], str]:
+    """(label, one cell per mode) rows and the notes under them."""
+    if results.scenario == "slow-pod":
+        slow = [m for m in results.modes if isinstance(m, SlowPodMode)]
+        return [(label, [read(m) for m in slow]) for label, read in SLOW_ROWS], SLOW_NOTES
+    failing = [m for m in results.modes if isinstance(m, FailingPodMode)]
+    return [(label, [read(m) for m in failing]) for label, read in FAILING_ROWS], FAILING_NOTES
+
+
+def print_scenario_table(results: ScenarioResults, console: Console) -> None:
+    scenario = SCENARIOS[results.scenario]
+    table = Table(
+        title=f"scenario {scenario.name}: {scenario.question}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+    )
+    table.add_column("", no_wrap=True)
+    for mode in results.modes:
+        table.add_column(mode.name.replace("-", "-\n"), justify="right")
+    rows, notes = _rows(results)
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    console.print(table)
+    if results.offered is not None:
+        objective = float(results.settings.get("objective_ms", 0.0))
+        console.print("fixed rate: " + capacity.describe(results.offered, objective))
+    console.print(notes, highlight=False)
+
+
+# --- charts -------------------------------------------------------------------------
+
+
+def slow_pod_chart(modes: Sequence[SlowPodMode]) -> str:
+    """Bars: the slow pod's share per mode; rules at the even share and at the share
+    its CPU limit would justify."""
+    if not modes:
+        return ""
+    title = "the slow pod's share of inventory calls, closed loop"
+    row, bar_height, top = 32, 22, 56
+    bottom = top + row * len(modes)
+    height = bottom + 44
+    first = modes[0]
+    n = len(first.steady.shares[first.service])
+    even = 1 / n
+    by_cpu = first.slow_cores / (first.slow_cores + (n - 1) * first.peer_cores)
+    high = max([even, by_cpu, *(m.slow_share for m in modes)]) * 1.15
+    x_ticks = svg.ticks(high * 100)
+    x = svg.Linear(0.0, x_ticks[-1] / 100 or 1.0, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    parts = [
+        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
+        'data-chart="slow-pod">',
+        f"<title>{svg.escape(title)}</title>",
+        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
+        '<g class="axes">',
+    ]
+    for value in x_ticks:
+        px = x(value / 100)
+        color = svg.GRID_COLOR if value else svg.AXIS_COLOR
+        parts.append(
+            f'<line x1="{svg.coord(px)}" y1="{top - 6}" x2="{svg.coord(px)}" y2="{bottom}" '
+            f'stroke="{color}"/>'
+        )
+        parts.append(
+            svg.text(px, bottom + 16, f"{svg.tick_label(value)}%", svg.SMALL_FONT,
+                     ' text-anchor="middle"')
+        )  # fmt: skip
+    parts.append("</g>")
+    for label, share, color in (
+        ("even spread", even, svg.AXIS_COLOR),
+        ("by CPU limit", by_cpu, svg.PALETTE[3]),
+    ):
+        px = x(share)
+        parts.append(
+            svg.vertical_rule(px, top - 18, bottom, color, f"{label}: {share:.0%}",
+                              f' data-rule="{svg.escape(label)}"')
+        )  # fmt: skip
+        parts.append(svg.text(px + 4, top - 22, f"{label} {share:.0%}", svg.SMALL_FONT))
+    for index, mode in enumerate(modes):
+        y0 = top + index * row
+        middle = y0 + bar_height / 2 + 4
+        parts.append(svg.text(MARGIN_LEFT - 8, middle, mode.name, svg.FONT, ' text-anchor="end"'))
+        color = svg.PALETTE[0]
+        rect = svg.bar(x(0), x(mode.slow_share), y0, y0 + bar_height, color,
+                       f"{mode.name}: {mode.slow_share:.1%}")  # fmt: skip
+        parts.append(
+            f'<g data-mode="{svg.escape(mode.name)}" fill="{color}" fill-opacity="0.45">{rect}</g>'
+        )
+        parts.append(
+            svg.text(x(mode.slow_share) + 6, middle, f"{mode.slow_share:.0%}", svg.SMALL_FONT)
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def failing_pod_chart(modes: Sequence[FailingPodMode]) -> str:
+    """Lines: attempts/s the failing pod answered over the run, one per mode."""
+    if not modes:
+        return ""
+    title = "attempts/s the failing pod answered"
+    series: dict[str, list[tuple[float, float]]] = {}
+    for mode in modes:
+        points = []
+        previous = 0.0
+        for t, pods in mode.attempt_timeline:
+            interval = t - previous if t > previous else 1.0
+            points.append((t, pods.get(mode.failing_pod, 0) / interval))
+            previous = t
+        series[mode.name] = points
+    end = max((t for points in series.values() for t, _ in points), default=1.0)
+    peak = max((v for points in series.values() for _, v in points), default=1.0)
+    styles = {name: (svg.PALETTE[i % len(svg.PALETTE)], "") for i, name in enumerate(series)}
+    legend = svg.Legend.flow(
+        [svg.LegendEntry(name, color, dash) for name, (color, dash) in styles.items()],
+        start=svg.text_width(title, svg.FONT) + 40,
+        left=70,
+        right=WIDTH - MARGIN_RIGHT,
+    )
+    top = 30 + legend.rows * svg.LEGEND_ROW
+    bottom = top + 220
+    height = bottom + 44
+    x_ticks = svg.ticks(end)
+    y_ticks = svg.ticks(peak or 1.0)
+    axes = svg.Axes(
+        x=svg.Linear(0.0, x_ticks[-1] or 1.0, 70, WIDTH - MARGIN_RIGHT),
+        y=svg.Linear(0.0, y_ticks[-1] or 1.0, bottom, top),
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        x_title="seconds since the load began",
+        y_title="attempts/s",
+    )
+    parts = [
+        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
+        'data-chart="failing-pod">',
+        f"<title>{svg.escape(title)}</title>",
+        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
+        *legend.svg(),
+        *axes.svg(),
+        '<g fill="none" stroke-width="2">',
+    ]
+    for name, points in series.items():
+        color, dash = styles[name]
+        pixels = [(axes.x(t), axes.y(v)) for t, v in points]
+        parts.append(
+            svg.polyline(pixels, color, dash, f"{name}: attempts/s at the failing pod",
+                         f' data-mode="{svg.escape(name)}"')
+        )  # fmt: skip
+    parts.append("</g></svg>")
+    return "\n".join(parts)
+
+
+# --- the page -----------------------------------------------------------------------
+
+
+def render_scenario_html(results: ScenarioResults) -> str:
+    scenario = SCENARIOS[results.scenario]
+    rows, notes = _rows(results)
+    head = "".join(f'<th scope="col">{svg.escape(m.name)}</th>' for m in results.modes)
+    body = "".join(
+        f"<tr><td>{svg.escape(label)}</td>"
+        + "".join(f"<td>{svg.escape(c)}</td>" for c in cells)
+        + "</tr>"
+        for label, cells in rows
+    )
+    if results.scenario == "slow-pod":
+        chart = slow_pod_chart([m for m in results.modes if isinstance(m, SlowPodMode)])
+    else:
+        chart = failing_pod_chart([m for m in results.modes if isinstance(m, FailingPodMode)])
+    offered = ""
+    if results.offered is not None:
+        objective = float(results.settings.get("objective_ms", 0.0))
+        offered = (
+            f'<p class="offered">{svg.escape(capacity.describe(results.offered, objective))}</p>'
+        )
+    descriptions = "".join(
+        f"<li><b>{svg.escape(m.name)}</b>: {svg.escape(m.description)}</li>" for m in results.modes
+    )
+    title = f"shop lab scenario: {scenario.title}"
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{svg.escape(title)}</title>",
+            f"<style>{CSS}</style></head><body><main>",
+            f"<h1>{svg.escape(title)}</h1>",
+            f'<p class="lede">{svg.escape(scenario.question)}</p>',
+            offered,
+            f'<table class="scenario"><thead><tr><th></th>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>",
+            f'<p class="notes">{svg.escape(notes)}</p>',
+            f"<figure>{chart}</figure>",
+            f'<ul class="description">{descriptions}</ul>',
+            "</main></body></html>",
+        ]
+    )
+
+
+def write_scenario_page(results: ScenarioResults, path: Path) -> Path:
+    path.write_text(render_scenario_html(results), encoding="utf-8")
+    return path
