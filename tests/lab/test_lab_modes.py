@@ -98,11 +98,13 @@ async def test_only_the_charts_headless_ages_connections_out(
 ) -> None:
     mode, env, _ = started
     aged = {s: e.get("SHOP_MAX_CONNECTION_AGE_S") for s, e in env.per_service.items()}
-    if mode.name == "headless":
+    # The chart's headless mode, and its two balancing variants the scenarios run.
+    if mode.name in ("headless", "headless-wrr", "headless-outlier"):
         assert aged == {"orders": "2", "inventory": "2"}
         assert env.common["SHOP_DNS_MIN_RERESOLUTION_S"] == "1"
     else:
         assert not any(aged.values())
     if mode.name.startswith("headless"):
-        assert env.common["SHOP_LB_POLICY"] == "round_robin"
+        policy = "weighted_round_robin" if mode.name == "headless-wrr" else "round_robin"
+        assert env.common["SHOP_LB_POLICY"] == policy
         assert mode.counters().keys() == {"dns_queries"}

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from shop.lab.modes import MODE_NAMES
+from shop.lab.modes import DEFAULT_MODES
 from shop.lab.report import ROWS, print_table
 from shop.lab.results import (
     FixedRate,
@@ -72,13 +72,13 @@ def _mode(name: str, first_call: float | None) -> ModeResult:
 
 def test_every_mode_and_figure_fits_in_80_columns() -> None:
     results = LabResults(
-        modes=[_mode(name, 0.2 if i % 2 else None) for i, name in enumerate(MODE_NAMES)]
+        modes=[_mode(name, 0.2 if i % 2 else None) for i, name in enumerate(DEFAULT_MODES)]
     )
     out = io.StringIO()
     print_table(results, Console(file=out, width=80, color_system=None))
     text = out.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
-    for name in MODE_NAMES:  # long names wrap at their hyphen
+    for name in DEFAULT_MODES:  # long names wrap at their hyphen
         assert all(part in text for part in name.split("-"))
     for label, _ in ROWS:
         assert label in text
@@ -86,8 +86,8 @@ def test_every_mode_and_figure_fits_in_80_columns() -> None:
     assert "100 0" in text and "1 / 2385" in text and "85/215" in text
     # No figure wraps onto a second line: each row holds all five modes' values.
     rows = {" ".join(line.split()[:2]): line for line in text.splitlines() if len(line.split()) > 2}
-    assert rows["fixed p50/p99"].count("1002/1011") == len(MODE_NAMES)
-    assert rows["fixed failed"].count("526 (526)") == len(MODE_NAMES)
-    assert rows["busiest orders"].count("99%·99%") == len(MODE_NAMES)
-    assert rows["fixed in"].count("10.7%") == len(MODE_NAMES)
-    assert rows["retried attempts"].count("12") == len(MODE_NAMES)
+    assert rows["fixed p50/p99"].count("1002/1011") == len(DEFAULT_MODES)
+    assert rows["fixed failed"].count("526 (526)") == len(DEFAULT_MODES)
+    assert rows["busiest orders"].count("99%·99%") == len(DEFAULT_MODES)
+    assert rows["fixed in"].count("10.7%") == len(DEFAULT_MODES)
+    assert rows["retried attempts"].count("12") == len(DEFAULT_MODES)

@@ -19,6 +19,7 @@ from shop.lab.results import (
     Machine,
     ModeCost,
     ModeResult,
+    NodeClientShares,
     OfferedRate,
     PhaseCalls,
     PodCpu,
@@ -94,6 +95,12 @@ def _results() -> LabResults:
         timeline=timeline,
         events=(Event(1.0, "scale-up", "inventory 2->3 ready"), Event(1.2, "restart")),
         control_plane={"dns_queries": 7},
+        node_client=NodeClientShares(
+            target="dns://127.9.0.53:53/inventory.shop.svc.cluster.local:50051",
+            calls=300,
+            failures=0,
+            shares={"inventory-0": 0.5, "inventory-1": 0.5},
+        ),
     )
     machine = Machine(cpus=2, python="3.11.9", grpcio="1.76.0", platform="Linux")
     offered = OfferedRate(
@@ -122,8 +129,9 @@ def test_the_json_keeps_the_keys_scripts_read() -> None:
     assert set(mode) == {
         "description", "steady", "fixed_rate", "scale_up", "rollout", "scale_down",
         "failures_total", "status_counts", "timeline", "events", "control_plane",
-        "cpu_timeline", "retries",
+        "cpu_timeline", "retries", "node_client",
     }  # fmt: skip
+    assert mode["node_client"]["shares"] == {"inventory-0": 0.5, "inventory-1": 0.5}
     assert set(mode["steady"]) == {
         "calls", "calls_per_s", "p50_ms", "p99_ms", "shares", "imbalance",
         "cpu_s_per_1000_calls", "failures", "status_counts", "pods", "cost",

@@ -70,6 +70,18 @@ async def _run(mode: str, tmp_path: Path, load_factor: float = 0.6) -> ModeResul
     return result
 
 
+def _assert_node_client(result: ModeResult, expected: bool) -> None:
+    """A Node.js client (grpc-js with the headless fix's service config, or grpc-js-xds)
+    through the mode's own DNS or control plane spreads its calls over both inventory
+    pods, evenly once warmed up; modes with no such target run none."""
+    node = result.node_client
+    if not expected:
+        assert node is None
+        return
+    assert node is not None and node.calls > 0 and node.failures == 0, node
+    assert node.shares == {"inventory-0": 0.5, "inventory-1": 0.5}, node
+
+
 def _assert_no_lost_calls(result: ModeResult) -> None:
     assert result.steady.failures == 0, result.steady.status_counts
     assert result.rollout.calls > 0
@@ -136,6 +148,7 @@ async def test_clusterip_pins_one_pod_at_its_limit_and_never_rebalances(tmp_path
     assert fixed.p99_ms > fixed.objective_ms, fixed
     assert result.scale_up.first_traffic_s is None
     assert _new_pods_cpu(result) < 0.02
+    _assert_node_client(result, expected=False)
     _assert_no_lost_calls(result)
 
 
@@ -148,6 +161,7 @@ async def test_headless_without_max_age_balances_but_never_sees_new_pods(tmp_pat
     assert result.scale_up.first_traffic_s is None
     assert _new_pods_cpu(result) < 0.02
     assert result.control_plane["dns_queries"] > 0
+    _assert_node_client(result, expected=True)
     _assert_no_lost_calls(result)
 
 
@@ -181,6 +195,7 @@ async def test_istio_and_proxyless_rebalance_at_once(mode: str, tmp_path: Path) 
         _assert_the_sidecars_carried_every_call(result)
     else:
         assert cost.proxies == 0 and cost.proxy_cpu_s_per_1000_calls is None
+    _assert_node_client(result, expected=mode == "proxyless")
     _assert_no_lost_calls(result)
 
 

@@ -216,6 +216,13 @@ def _facts(mode: ModeResult) -> str:
             f" · <b>fixed rate</b> {amount(run.rate)} calls/s, p99 {num(run.p99_ms, 2)} ms, "
             f"{run.within_objective:.1%} within {run.objective_ms:g} ms"
         )
+    node = mode.node_client
+    if node is not None:
+        shares = " ".join(f"{share:.0%}" for share in node.shares.values())
+        facts += (
+            f" · <b>Node.js client</b> (grpc-js) {node.calls:,} calls, "
+            f"{node.failures:,} failed, inventory shares {escape(shares)}"
+        )
     return f'<p class="facts">{facts}</p>'
 
 

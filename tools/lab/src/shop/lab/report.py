@@ -85,6 +85,10 @@ ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
     ("rollout failed", lambda m: _failed(m.rollout)),
     ("scale-down failed", lambda m: _failed(m.scale_down)),
     ("retried attempts", _retries),
+    (
+        "node client inv. %",
+        lambda m: "-" if m.node_client is None else _shares(m.node_client.shares),
+    ),
 )
 
 
@@ -121,6 +125,7 @@ def print_table(results: LabResults, console: Console) -> None:
         "in which it was throttled; scale-up: from the new pods being ready, to the "
         "timeline's bucket; failed: failed calls / calls in that phase; retried attempts: "
         "attempts the servers saw arrive as retries in the events run (failures a retry "
-        "hid from the caller).",
+        "hid from the caller); node client: a Node.js client's (grpc-js) shares of its "
+        "Health/Check calls over the inventory pods, through the mode's DNS or xDS.",
         highlight=False,
     )
