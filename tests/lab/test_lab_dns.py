@@ -167,6 +167,8 @@ async def test_answers_follow_publish(dns: ClusterDns) -> None:
 
     assert dns.queries == 5
     assert dns.query_types == Counter({"A": 5})
+    # Resolutions per service name, whatever the case it was asked in.
+    assert dns.resolutions("inventory") == 4 and dns.resolutions("payments") == 1
 
 
 async def test_other_types_and_other_domains(dns: ClusterDns) -> None:
@@ -177,6 +179,8 @@ async def test_other_types_and_other_domains(dns: ClusterDns) -> None:
     reply = await ask(dns, "example.com")
     assert (reply.header.rcode, reply.rr) == (RCODE.REFUSED, [])
     assert dns.query_types == Counter({"AAAA": 1, "TXT": 1, "SRV": 1, "A": 1})
+    # Only A queries count as a resolution (c-ares asks AAAA beside each A).
+    assert dns.resolutions("orders") == 0
 
 
 async def test_large_answers_are_truncated_over_udp_and_complete_over_tcp(

@@ -8,7 +8,9 @@ inventory pods and the last of them unlike the others:
 - failing pod (UNAVAILABLE at once, health SERVING): round_robin never stops sending it
   attempts, and once retry throttling (gRFC A6) stops the retries the caller sees about
   a third of its calls fail; gRPC's outlier detection ejects it within a few of its 1 s
-  intervals, after which the caller sees no more failures.
+  intervals, after which the caller sees no more failures;
+- a new pod under headless waits for its callers' connections to age out: the wait
+  rises with the max connection age.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from pathlib import Path
 import pytest
 
 from shop.lab.runner import LabSettings
-from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode
-from shop.lab.scenarios import FAILING_POD, SLOW_POD, ScenarioLab, ScenarioSettings
+from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode, WaitPoint
+from shop.lab.scenarios import (
+    FAILING_POD,
+    NEW_POD_WAIT,
+    SLOW_POD,
+    WAIT_AGE,
+    ScenarioLab,
+    ScenarioSettings,
+    WaitSpec,
+)
 
 from ..support.cgroups import require_cgroups
 
@@ -79,3 +89,24 @@ async def test_outlier_detection_ejects_a_failing_pod_and_round_robin_never(
     assert outlier.stopped_after_s is not None and outlier.stopped_after_s < 5.0
     assert outlier.failing_share < 0.1
     assert outlier.failures < rr.failures / 5
+
+
+async def test_a_new_pods_wait_rises_with_the_max_connection_age(tmp_path: Path) -> None:
+    """With re-resolution at 1 s and TTL 1 s, what a new pod waits for under headless is
+    its client's connection aging out. Published right after the connection was
+    renewed, it waits about the whole age (gRPC jitters it by 10%): at 1 s a second or
+    two, at 6 s five seconds at least."""
+    short, long = (WaitSpec("headless", WAIT_AGE, age, 1.0, 1.0, 1) for age in (1.0, 6.0))
+    lab = LabSettings(data_dir=tmp_path, concurrency=16)
+    settings = ScenarioSettings(lab, settle_s=2.0, sweep=(short, long))
+    results = await ScenarioLab(settings, lambda step: None).run_scenario(
+        NEW_POD_WAIT, ["headless"]
+    )
+    _read_back(results)
+    fast, slow = results.modes
+    assert isinstance(fast, WaitPoint) and isinstance(slow, WaitPoint)
+    assert fast.fair_share_s is not None and slow.fair_share_s is not None, results.modes
+    assert fast.fair_share_s < slow.fair_share_s, results.modes
+    assert slow.fair_share_s >= 5.0, slow
+    assert fast.fair_share_s <= 3.5, fast
+    assert slow.first_traffic_s is not None and slow.first_traffic_s >= 5.0, slow

@@ -5,6 +5,7 @@ modes they add and the command line. ``test_lab_scenario_runs.py`` runs them for
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -30,8 +31,19 @@ from shop.lab.scenario_report import (
     print_scenario_table,
     render_scenario_html,
 )
-from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode
-from shop.lab.scenarios import SCENARIOS, attempt_timeline
+from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode, WaitPoint
+from shop.lab.scenarios import (
+    SCENARIOS,
+    WAIT_AGE,
+    WAIT_CHART,
+    WAIT_LAB,
+    WAIT_RERESOLUTION,
+    WAIT_SWEEP,
+    WAIT_TTL,
+    WAIT_XDS,
+    WaitSpec,
+    attempt_timeline,
+)
 from shop.local.addresses import AddressPlan, free_net
 
 
@@ -168,6 +180,20 @@ def test_table_has_every_row_and_mode() -> None:
     assert "0.3%" in out.getvalue() and "1.3 s" in out.getvalue() and "80/39" in out.getvalue()
 
 
+def test_six_modes_fit_80_columns() -> None:
+    names = SCENARIOS["failing-pod"].modes
+    modes = tuple(dataclasses.replace(FAILING, name=name) for name in names)
+    out = io.StringIO()
+    print_scenario_table(
+        ScenarioResults("failing-pod", modes, {}), Console(file=out, width=80, color_system=None)
+    )
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text  # nothing cut short
+    for label, _ in FAILING_ROWS:
+        assert label in text
+
+
 def test_page_draws_the_scenario_chart() -> None:
     slow = render_scenario_html(ScenarioResults("slow-pod", (SLOW,), {}))
     assert 'data-chart="slow-pod"' in slow and 'data-mode="headless-wrr"' in slow
@@ -228,3 +254,64 @@ def test_bad_scenario_flags_are_refused(args: list[str], message: str, tmp_path:
     )
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
+
+
+# --- new-pod-wait -----------------------------------------------------------------------
+
+
+def test_sweep_points_change_one_part_at_a_time() -> None:
+    names = [spec.name for spec in WAIT_SWEEP]
+    assert len(set(names)) == len(names)  # the JSON's keys
+    lab = next(spec for spec in WAIT_SWEEP if spec.varied == WAIT_LAB)
+    assert (lab.max_age_s, lab.grace_s, lab.reresolution_s, lab.ttl_s) == (2, 1, 1, 1)
+    for spec in WAIT_SWEEP:
+        if spec.varied in (WAIT_AGE, WAIT_RERESOLUTION, WAIT_TTL):
+            same = [
+                getattr(spec, field) == getattr(lab, field)
+                for field in ("max_age_s", "grace_s", "reresolution_s", "ttl_s")
+            ]
+            assert same.count(False) == 1, spec
+    chart = next(spec for spec in WAIT_SWEEP if spec.varied == WAIT_CHART)
+    assert (chart.max_age_s, chart.grace_s, chart.reresolution_s, chart.ttl_s) == (30, 5, 5, 5)
+    # Watched past every wait the settings allow.
+    assert chart.window_s >= 30 + 5 + 5
+
+
+def test_a_sweep_point_is_environment_for_every_pod() -> None:
+    spec = WaitSpec("headless", WAIT_AGE, 4.0, 1.0, 1.0, 1)
+    env = spec.pod_env({"gateway": 1, "orders": 2, "inventory": 2})
+    # The added pod (inventory-2) too; the gateway is a client only.
+    assert env[("inventory", 2)] == {
+        "SHOP_DNS_MIN_RERESOLUTION_S": "1",
+        "SHOP_MAX_CONNECTION_AGE_S": "4",
+        "SHOP_MAX_CONNECTION_AGE_GRACE_S": "1",
+    }
+    assert env[("gateway", 0)] == {"SHOP_DNS_MIN_RERESOLUTION_S": "1"}
+    assert spec.name == "headless max connection age 4 s"
+    assert WaitSpec("istio", WAIT_XDS).pod_env({"inventory": 2}) == {}
+
+
+POINTS = (
+    WaitPoint("headless", "headless", WAIT_LAB, 2.0, 1.0, 1.0, 1.0, 0.75, 2.25, 15.0),
+    WaitPoint("headless max connection age 8 s", "headless", WAIT_AGE, 8.0, 1.0, 1.0, 1.0,
+              1.25, 8.75, 22.0),
+    WaitPoint("headless (chart defaults)", "headless", WAIT_CHART, 30.0, 5.0, 5.0, 5.0,
+              None, None, 52.0),
+    WaitPoint("istio", "istio", WAIT_XDS, None, None, None, None, 0.25, 0.75, 15.0),
+)  # fmt: skip
+
+
+def test_sweep_results_table_and_chart() -> None:
+    results = ScenarioResults("new-pod-wait", POINTS, {})
+    assert ScenarioResults.from_json(json.loads(json.dumps(results.to_json()))) == results
+    out = io.StringIO()
+    print_scenario_table(results, Console(file=out, width=120))
+    text = out.getvalue()
+    assert "headless max connection age 8 s" in text and "8.8 s" in text and "never" in text
+    page = render_scenario_html(results)
+    assert 'data-chart="new-pod-wait"' in page
+    # The age line runs through the lab's point (2 s) and the 8 s one.
+    assert 'data-series="max connection age"' in page
+    assert 'data-rule="istio"' in page
+    # A point that never got its share draws no rule.
+    assert 'data-rule="headless (chart defaults)"' not in page

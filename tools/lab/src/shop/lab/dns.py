@@ -90,6 +90,8 @@ class ClusterDns:
         self.queries = 0
         self.tcp_queries = 0
         self.query_types: collections.Counter[str] = collections.Counter()
+        # A queries per name: each is one client resolving that name.
+        self._a_queries: collections.Counter[Name] = collections.Counter()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -148,6 +150,11 @@ class ClusterDns:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{host}:{self.port}"
 
+    def resolutions(self, service: str) -> int:
+        """``A`` queries answered for ``service``'s name so far: a gRPC client asks once
+        per resolution (re-resolving when a connection to the service went away)."""
+        return self._a_queries[_name(service_host(service))]
+
     def target(self, service: str, port: int) -> str:
         """The gRPC target resolving ``service`` through this server."""
         return f"dns://{self.authority}/{service_host(service)}:{port}"
@@ -204,6 +211,8 @@ class ClusterDns:
         if question.qclass != _CLASS_IN or name[-len(_ZONE) :] != _ZONE:
             reply.header.rcode = RCODE.REFUSED
             return
+        if question.qtype == QTYPE.A:
+            self._a_queries[name] += 1
         addresses = self._records.get(name)
         if addresses is None and name != _ZONE:
             reply.header.rcode = RCODE.NXDOMAIN

@@ -194,17 +194,28 @@ class ModeRun:
         self.sampler.start()
 
     async def start_replica(self, service: str, index: int) -> Replica:
-        assert self.cluster is not None and self.tracker is not None
+        replica = await self.start_unpublished(service, index)
+        if service != "gateway":
+            await self.publish(service, index)
+        return replica
+
+    async def start_unpublished(self, service: str, index: int) -> Replica:
+        """Starts a replica and waits until it is SERVING, without adding it to its
+        service's endpoints (a scenario chooses the moment; ``publish`` then does)."""
+        assert self.cluster is not None
         await self.mode.pod_starting(service, index)
         replica = await asyncio.to_thread(self.cluster.start_replica, service, index)
-        if service != "gateway":
-            self.tracker.watch(service, self.endpoint(service, index))
         await asyncio.to_thread(self.cluster.wait_ready, 60.0, None, replica)
-        if service != "gateway":
-            # Like readiness gating EndpointSlices: wait until routing knows the pod.
-            pod = replica.pod
-            await self.tracker.wait_for(service, lambda eps: any(e.pod == pod for e in eps), 30.0)
         return replica
+
+    async def publish(self, service: str, index: int) -> None:
+        """Like readiness gating EndpointSlices: follows the replica's health and waits
+        until routing (DNS, xDS, proxies) knows the pod."""
+        assert self.tracker is not None
+        endpoint = self.endpoint(service, index)
+        self.tracker.watch(service, endpoint)
+        pod = endpoint.pod
+        await self.tracker.wait_for(service, lambda eps: any(e.pod == pod for e in eps), 30.0)
 
     async def stop_replica(self, service: str, index: int) -> None:
         assert self.cluster is not None

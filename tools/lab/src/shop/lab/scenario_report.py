@@ -22,8 +22,8 @@ from rich.table import Table
 
 from shop.lab import capacity, svg
 from shop.lab.page import CSS
-from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode
-from shop.lab.scenarios import SCENARIOS
+from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode, WaitPoint
+from shop.lab.scenarios import SCENARIOS, WAIT_AGE, WAIT_RERESOLUTION, WAIT_TTL
 
 WIDTH = 1040
 MARGIN_LEFT = 150
@@ -46,14 +46,14 @@ def _slow_pod_cpu(mode: SlowPodMode) -> str:
 
 
 SLOW_ROWS: tuple[tuple[str, Callable[[SlowPodMode], str]], ...] = (
-    ("slow pod's share", lambda m: _pct(m.slow_share)),
-    ("inventory share %", _shares),
+    ("slow pod share", lambda m: _pct(m.slow_share)),
+    ("inv. share %", _shares),
     ("closed calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
-    ("closed p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
-    ("fixed p50/p99 ms", lambda m: f"{m.fixed_rate.p50_ms:.0f}/{m.fixed_rate.p99_ms:.0f}"),
+    ("closed p50/p99", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
+    ("fixed p50/p99", lambda m: f"{m.fixed_rate.p50_ms:.0f}/{m.fixed_rate.p99_ms:.0f}"),
     ("fixed in objective", lambda m: f"{m.fixed_rate.within_objective:.1%}"),
-    ("fixed failed (t/o)", lambda m: f"{m.fixed_rate.failures} ({m.fixed_rate.timeouts})"),
-    ("slow pod CPU·thr.", _slow_pod_cpu),
+    ("fixed failed", lambda m: f"{m.fixed_rate.failures}"),
+    ("slow CPU·thr.", _slow_pod_cpu),
 )
 
 
@@ -72,55 +72,95 @@ def _retried(mode: FailingPodMode) -> str:
 FAILING_ROWS: tuple[tuple[str, Callable[[FailingPodMode], str]], ...] = (
     ("caller calls", lambda m: f"{m.calls}"),
     ("caller failed", lambda m: f"{m.failures}"),
-    ("caller failed %", lambda m: f"{m.failures / max(1, m.calls):.1%}"),
-    ("closed p99 ms", lambda m: f"{m.p99_ms:.0f}"),
-    ("failing pod attempts", lambda m: f"{m.failing_attempts}"),
-    ("its attempt share", lambda m: _pct(m.failing_share)),
+    ("failed %", lambda m: f"{m.failures / max(1, m.calls):.1%}"),
+    ("p99 ms", lambda m: f"{m.p99_ms:.0f}"),
+    ("failing attempts", lambda m: f"{m.failing_attempts}"),
+    ("attempt share", lambda m: _pct(m.failing_share)),
     ("ejected after", _stopped),
-    ("retries ok/failing pod", _retried),
+    ("retries ok/bad", _retried),
 )
 
 SLOW_NOTES = (
-    "slow pod's share: of the inventory calls in the closed loop (an even spread gives "
-    "each pod 1/n); inventory share: % per pod; closed: the closed loop; fixed: the open "
-    "loop at the fixed rate, latency from the intended send time, failed calls (of which "
-    "timeouts); slow pod CPU·thr.: at the fixed rate, its CPU as a share of its limit · "
-    "the share of CFS periods in which it was throttled."
+    "slow pod share: of the inventory calls in the closed loop (an even spread gives "
+    "each pod 1/n); inv. share: % per pod; closed: the closed loop, latency in ms; fixed: "
+    "the open loop at the fixed rate, latency from the intended send time, failed calls; "
+    "slow CPU·thr.: at the fixed rate, the slow pod's CPU as a share of its limit · the "
+    "share of CFS periods in which it was throttled."
 )
 FAILING_NOTES = (
     "caller: the load generator at the gateway, closed loop; failed: calls it saw fail "
-    "(after every retry); attempts: answered by the failing pod, as its own counters say, "
-    "and its share of all the inventory pods' attempts; ejected after: when it got its "
+    "(after every retry), p99 its latency; failing attempts: answered by the failing pod, "
+    "as its own counters say; attempt share: of all the inventory pods' attempts; "
+    "ejected after: when it got its "
     "last attempt, seconds after the load began ('never': it still got attempts at the "
     "end; '-': it got none at all); retries: attempts that reached the healthy pods / the "
-    "failing pod as a gRPC retry (Envoy's own retries carry no such mark and count as "
+    "failing one as a gRPC retry (Envoy's own retries carry no such mark and count as "
     "plain attempts)."
 )
 
 
-def _rows(results: ScenarioResults) -> tuple[list[tuple[str, list[str]]], str]:
-    """(label, one cell per mode) rows and the notes under them."""
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:g} s"
+
+
+def _waited(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+WAIT_COLUMNS = (
+    "point", "max age", "grace", "re-resolution", "DNS TTL", "first call", "fair share",
+)  # fmt: skip
+WAIT_NOTES = (
+    "Each point adds one inventory pod under a closed loop; first call: until a call to it "
+    "completed, fair share: until it served 80% of an even share, both from the moment it "
+    "was ready and published (the timeline's resolution: its bucket); 'never': not within "
+    "the point's window. Headless points change one part of the lab's headless (2 s max age, "
+    "1 s grace, 1 s re-resolution, TTL 1 s) at a time; the chart's defaults are 30 s, 5 s, "
+    "5 s and CoreDNS's 5 s TTL; proxyless and istio get the new pod from the xDS push."
+)
+
+
+def _table(results: ScenarioResults) -> tuple[list[str], list[list[str]], str]:
+    """(column headers, rows, notes): modes as columns for the pod scenarios, a row per
+    point for the sweep."""
+    if results.scenario == "new-pod-wait":
+        points = [m for m in results.modes if isinstance(m, WaitPoint)]
+        rows = [
+            [
+                p.name, _seconds(p.max_age_s), _seconds(p.grace_s), _seconds(p.reresolution_s),
+                _seconds(p.ttl_s), _waited(p.first_traffic_s), _waited(p.fair_share_s),
+            ]
+            for p in points
+        ]  # fmt: skip
+        return list(WAIT_COLUMNS), rows, WAIT_NOTES
+    names = [m.name for m in results.modes]
     if results.scenario == "slow-pod":
         slow = [m for m in results.modes if isinstance(m, SlowPodMode)]
-        return [(label, [read(m) for m in slow]) for label, read in SLOW_ROWS], SLOW_NOTES
+        rows = [[label, *(read(m) for m in slow)] for label, read in SLOW_ROWS]
+        return ["", *names], rows, SLOW_NOTES
     failing = [m for m in results.modes if isinstance(m, FailingPodMode)]
-    return [(label, [read(m) for m in failing]) for label, read in FAILING_ROWS], FAILING_NOTES
+    rows = [[label, *(read(m) for m in failing)] for label, read in FAILING_ROWS]
+    return ["", *names], rows, FAILING_NOTES
 
 
 def print_scenario_table(results: ScenarioResults, console: Console) -> None:
     scenario = SCENARIOS[results.scenario]
     table = Table(
-        title=f"scenario {scenario.name}: {scenario.question}",
+        title=f"scenario {scenario.name}: {scenario.title}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         show_edge=False,
+        # Six modes of nine characters fit 80 columns only with one space between them.
+        collapse_padding=True,
+        pad_edge=False,
     )
-    table.add_column("", no_wrap=True)
-    for mode in results.modes:
-        table.add_column(mode.name.replace("-", "-\n"), justify="right")
-    rows, notes = _rows(results)
-    for label, cells in rows:
-        table.add_row(label, *cells)
+    columns, rows, notes = _table(results)
+    table.add_column(columns[0], no_wrap=True)
+    for column in columns[1:]:
+        table.add_column(column.replace("-", "-\n"), justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(scenario.question, highlight=False)
     console.print(table)
     if results.offered is not None:
         objective = float(results.settings.get("objective_ms", 0.0))
@@ -249,23 +289,102 @@ def failing_pod_chart(modes: Sequence[FailingPodMode]) -> str:
     return "\n".join(parts)
 
 
+def wait_chart(points: Sequence[WaitPoint]) -> str:
+    """Seconds until the new pod's fair share against each swept part of headless (the
+    lab's point on every line), with the xDS modes and the chart's defaults as rules."""
+    title = "seconds until a new pod gets 80% of its fair share"
+    value_of = {
+        WAIT_AGE: lambda p: p.max_age_s,
+        WAIT_RERESOLUTION: lambda p: p.reresolution_s,
+        WAIT_TTL: lambda p: p.ttl_s,
+    }
+    lab = next((p for p in points if p.mode == "headless" and p.varied not in value_of
+                and p.varied != "chart defaults"), None)  # fmt: skip
+    series: dict[str, list[tuple[float, float]]] = {}
+    for varied, read in value_of.items():
+        chosen = [p for p in points if p.varied == varied] + ([lab] if lab else [])
+        measured = [(read(p), p.fair_share_s) for p in chosen]
+        points_xy = sorted((float(x), y) for x, y in measured if x is not None and y is not None)
+        if points_xy:
+            series[varied] = points_xy
+    rules = [p for p in points if p.mode != "headless" or p.varied == "chart defaults"]
+    if not series and not rules:
+        return ""
+    xs = [x for line in series.values() for x, _ in line]
+    ys = [y for line in series.values() for _, y in line]
+    ys += [p.fair_share_s for p in rules if p.fair_share_s is not None]
+    x_ticks = svg.ticks(max(xs, default=1.0))
+    y_ticks = svg.ticks(max(ys, default=1.0) or 1.0)
+    styles = {name: (svg.PALETTE[i], "") for i, name in enumerate(series)}
+    legend = svg.Legend.flow(
+        [svg.LegendEntry(name, color, dash) for name, (color, dash) in styles.items()],
+        start=svg.text_width(title, svg.FONT) + 40,
+        left=70,
+        right=WIDTH - MARGIN_RIGHT,
+    )
+    top = 30 + legend.rows * svg.LEGEND_ROW
+    bottom = top + 240
+    height = bottom + 44
+    axes = svg.Axes(
+        x=svg.Linear(0.0, x_ticks[-1] or 1.0, 70, WIDTH - MARGIN_RIGHT - 150),
+        y=svg.Linear(0.0, y_ticks[-1] or 1.0, bottom, top),
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        x_title="the swept setting, seconds",
+        y_title="seconds to fair share",
+    )
+    parts = [
+        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
+        'data-chart="new-pod-wait">',
+        f"<title>{svg.escape(title)}</title>",
+        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
+        *legend.svg(),
+        *axes.svg(),
+        '<g fill="none" stroke-width="2">',
+    ]
+    for name, line in series.items():
+        color, dash = styles[name]
+        pixels = [(axes.x(x), axes.y(y)) for x, y in line]
+        parts.append(
+            svg.polyline(pixels, color, dash, f"{name}: seconds to fair share",
+                         f' data-series="{svg.escape(name)}"')
+        )  # fmt: skip
+        for px, py in pixels:
+            parts.append(
+                f'<circle cx="{svg.coord(px)}" cy="{svg.coord(py)}" r="3" fill="{color}"/>'
+            )
+    parts.append("</g>")
+    for index, point in enumerate(rules):
+        if point.fair_share_s is None:
+            continue
+        y = axes.y(point.fair_share_s)
+        color = svg.PALETTE[4 + index % 4]
+        label = f"{point.name}: {point.fair_share_s:.1f} s"
+        parts.append(
+            svg.horizontal_rule(axes.x.r0, axes.x.r1, y, color, label,
+                                f' data-rule="{svg.escape(point.name)}"')
+        )  # fmt: skip
+        parts.append(svg.text(axes.x.r1 + 6, y + 4, label, svg.SMALL_FONT))
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 # --- the page -----------------------------------------------------------------------
 
 
 def render_scenario_html(results: ScenarioResults) -> str:
     scenario = SCENARIOS[results.scenario]
-    rows, notes = _rows(results)
-    head = "".join(f'<th scope="col">{svg.escape(m.name)}</th>' for m in results.modes)
+    columns, rows, notes = _table(results)
+    head = "".join(f'<th scope="col">{svg.escape(c)}</th>' for c in columns)
     body = "".join(
-        f"<tr><td>{svg.escape(label)}</td>"
-        + "".join(f"<td>{svg.escape(c)}</td>" for c in cells)
-        + "</tr>"
-        for label, cells in rows
+        "<tr>" + "".join(f"<td>{svg.escape(c)}</td>" for c in row) + "</tr>" for row in rows
     )
     if results.scenario == "slow-pod":
         chart = slow_pod_chart([m for m in results.modes if isinstance(m, SlowPodMode)])
-    else:
+    elif results.scenario == "failing-pod":
         chart = failing_pod_chart([m for m in results.modes if isinstance(m, FailingPodMode)])
+    else:
+        chart = wait_chart([m for m in results.modes if isinstance(m, WaitPoint)])
     offered = ""
     if results.offered is not None:
         objective = float(results.settings.get("objective_ms", 0.0))
@@ -273,7 +392,9 @@ def render_scenario_html(results: ScenarioResults) -> str:
             f'<p class="offered">{svg.escape(capacity.describe(results.offered, objective))}</p>'
         )
     descriptions = "".join(
-        f"<li><b>{svg.escape(m.name)}</b>: {svg.escape(m.description)}</li>" for m in results.modes
+        f"<li><b>{svg.escape(m.name)}</b>: {svg.escape(m.description)}</li>"
+        for m in results.modes
+        if not isinstance(m, WaitPoint)
     )
     title = f"shop lab scenario: {scenario.title}"
     return "\n".join(
@@ -286,8 +407,7 @@ def render_scenario_html(results: ScenarioResults) -> str:
             f"<h1>{svg.escape(title)}</h1>",
             f'<p class="lede">{svg.escape(scenario.question)}</p>',
             offered,
-            f'<table class="scenario"><thead><tr><th></th>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>",
+            f'<table class="scenario"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>',
             f'<p class="notes">{svg.escape(notes)}</p>',
             f"<figure>{chart}</figure>",
             f'<ul class="description">{descriptions}</ul>',

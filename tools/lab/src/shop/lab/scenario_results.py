@@ -2,7 +2,8 @@
 
 ::
 
-    {"scenario": "slow-pod" | "failing-pod", "settings": {...}, "machine": {...},
+    {"scenario": "slow-pod" | "failing-pod" | "new-pod-wait", "settings": {...},
+     "machine": {...},
      "offered": OfferedRate | null,
      "modes": {mode: SlowPodMode | FailingPodMode}}
 
@@ -14,6 +15,8 @@
                       "stopped_after_s": float | null, "ejected": bool,
                       "attempt_timeline": [[t, {pod: attempts}]],
                       "caller_timeline": [[t, calls, failures]]}
+    WaitPoint = {"mode", "varied", "max_age_s", "grace_s", "reresolution_s", "ttl_s",
+                 "first_traffic_s", "fair_share_s", "window_s"}   (null: not set / never)
 
 (SteadyState, FixedRate and OfferedRate as in ``lab.json``, ``shop.lab.results``.)
 ``from_json`` reads back what ``to_json`` wrote.
@@ -174,7 +177,61 @@ class FailingPodMode:
         )
 
 
-ScenarioMode = SlowPodMode | FailingPodMode
+@dataclass(frozen=True)
+class WaitPoint:
+    """One point of the new-pod-wait sweep: a mode with these settings, one inventory
+    pod added under load, and how long until it got calls and its fair share."""
+
+    name: str  # unique in the sweep, e.g. "headless max age 4 s"
+    mode: str
+    varied: str  # what this point changes from the lab's headless, see scenarios.WAIT_*
+    max_age_s: float | None  # None: the mode has no max connection age
+    grace_s: float | None
+    reresolution_s: float | None  # clients' minimum time between DNS resolutions
+    ttl_s: float | None  # the cluster DNS's answers' TTL
+    first_traffic_s: float | None  # None: no call reached the new pod in the window
+    fair_share_s: float | None  # until it served 80% of an even share (None: never)
+    window_s: float
+
+    def to_json(self) -> Json:
+        return {
+            "mode": self.mode,
+            "varied": self.varied,
+            "max_age_s": self.max_age_s,
+            "grace_s": self.grace_s,
+            "reresolution_s": self.reresolution_s,
+            "ttl_s": self.ttl_s,
+            "first_traffic_s": self.first_traffic_s,
+            "fair_share_s": self.fair_share_s,
+            "window_s": self.window_s,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, raw: Mapping[str, Any]) -> WaitPoint:
+        def optional(key: str) -> float | None:
+            value = raw[key]
+            return None if value is None else float(value)
+
+        return cls(
+            name=name,
+            mode=str(raw["mode"]),
+            varied=str(raw["varied"]),
+            max_age_s=optional("max_age_s"),
+            grace_s=optional("grace_s"),
+            reresolution_s=optional("reresolution_s"),
+            ttl_s=optional("ttl_s"),
+            first_traffic_s=optional("first_traffic_s"),
+            fair_share_s=optional("fair_share_s"),
+            window_s=float(raw["window_s"]),
+        )
+
+
+ScenarioMode = SlowPodMode | FailingPodMode | WaitPoint
+_RECORDS: dict[str, type[SlowPodMode] | type[FailingPodMode] | type[WaitPoint]] = {
+    "slow-pod": SlowPodMode,
+    "failing-pod": FailingPodMode,
+    "new-pod-wait": WaitPoint,
+}
 
 
 @dataclass(frozen=True)
@@ -197,7 +254,7 @@ class ScenarioResults:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ScenarioResults:
         scenario = str(raw["scenario"])
-        record = SlowPodMode if scenario == "slow-pod" else FailingPodMode
+        record = _RECORDS[scenario]
         return cls(
             scenario=scenario,
             modes=tuple(record.from_json(name, m) for name, m in raw["modes"].items()),

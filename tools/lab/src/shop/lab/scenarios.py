@@ -17,28 +17,47 @@ inventory pods), with the last inventory pod made different:
   loop runs ``failing_s`` seconds; every pod's own counters, read every bucket, tell
   how many attempts each answered and how many arrived as retries, and when the
   failing pod stopped getting any (ejected) or that it never did.
+- ``new-pod-wait``: what a new pod waits for, part by part. Under a closed loop one
+  inventory pod joins one other, published right after the one client's connection
+  was renewed (the worst moment, see ``_wait_point``), and the timeline says when it
+  got its first call and 80% of an even share. The headless mode is run at the lab's
+  settings and then with one part changed at a time (:data:`WAIT_SWEEP`): the servers'
+  max connection age, the clients' minimum re-resolution interval, the DNS TTL; then
+  at the chart's own defaults; and the xDS modes beside it (the control plane's push
+  to gRPC clients, and to Envoy sidecars).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from shop.lab import capacity
+from shop.lab import analysis, capacity
 from shop.lab.attempts import AttemptSample, AttemptSampler, last_attempt_s, totals
 from shop.lab.modes import mode_class
+from shop.lab.modes.headless_no_maxage import HeadlessNoMaxAge
 from shop.lab.results import Machine, OfferedRate, SteadyState, Timeline
 from shop.lab.runner import Lab, LabSettings, ModeRun, Progress
-from shop.lab.scenario_results import FailingPodMode, ScenarioMode, ScenarioResults, SlowPodMode
+from shop.lab.scenario_results import (
+    FailingPodMode,
+    ScenarioMode,
+    ScenarioResults,
+    SlowPodMode,
+    WaitPoint,
+)
 from shop.local.cgroups import PodLimits
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inventory"
+# Time a new pod gets to start and report SERVING within a sweep point's load.
+STARTUP_S = 15.0
 GRPC_SERVICE = "shop.v1.Inventory"
 FAULT = "UNAVAILABLE"
 
@@ -66,8 +85,97 @@ FAILING_POD = Scenario(
     "says SERVING: how many calls fail for the caller, and is the pod ever ejected?",
     ("clusterip", "headless", "headless-outlier", "headless-wrr", "istio", "proxyless"),
 )
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SLOW_POD, FAILING_POD)}
+NEW_POD_WAIT = Scenario(
+    "new-pod-wait",
+    "what a new pod waits for",
+    "After a scale-up, how long until the new pod gets its fair share, as a function of "
+    "the max connection age, the clients' re-resolution interval and the DNS TTL, beside "
+    "xDS?",
+    ("headless", "proxyless", "istio"),
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SLOW_POD, FAILING_POD, NEW_POD_WAIT)}
 SCENARIO_NAMES = tuple(SCENARIOS)
+
+
+# What a sweep point changes from the lab's headless mode.
+WAIT_LAB = "lab's headless"
+WAIT_AGE = "max connection age"
+WAIT_RERESOLUTION = "re-resolution interval"
+WAIT_TTL = "DNS TTL"
+WAIT_CHART = "chart defaults"
+WAIT_XDS = "xDS push"
+
+
+@dataclass(frozen=True)
+class WaitSpec:
+    """One point to run: a mode and, for headless, its settings."""
+
+    mode: str
+    varied: str
+    max_age_s: float | None = None
+    grace_s: float | None = None
+    reresolution_s: float | None = None
+    ttl_s: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.varied == WAIT_LAB or self.varied == WAIT_XDS:
+            return self.mode
+        if self.varied == WAIT_CHART:
+            return f"{self.mode} (chart defaults)"
+        value = {
+            WAIT_AGE: self.max_age_s,
+            WAIT_RERESOLUTION: self.reresolution_s,
+            WAIT_TTL: self.ttl_s,
+        }[self.varied]
+        return f"{self.mode} {self.varied} {value:g} s"
+
+    @property
+    def phase_wait_s(self) -> float:
+        """The longest wait for the client's connection to age out (gRPC jitters the age
+        by up to 10%), or its re-resolution to be allowed, whichever is later."""
+        return max(1.1 * (self.max_age_s or 0.0), self.reresolution_s or 0.0)
+
+    @property
+    def window_s(self) -> float:
+        """How long the new pod is watched: past every wait this point's settings allow
+        (the next age-out, its grace, a re-resolution), with room to spare."""
+        return max(10.0, self.phase_wait_s + (self.grace_s or 0.0) + 4.0)
+
+    def pod_env(self, replicas: Mapping[str, int]) -> dict[tuple[str, int], dict[str, str]]:
+        """The settings as environment, for every pod that may run (one added)."""
+        if self.mode != "headless":
+            return {}
+        env: dict[tuple[str, int], dict[str, str]] = {}
+        for service, count in replicas.items():
+            for index in range(count + 1):
+                pod: dict[str, str] = {}
+                if self.reresolution_s is not None:  # clients: gateway and orders
+                    pod["SHOP_DNS_MIN_RERESOLUTION_S"] = f"{self.reresolution_s:g}"
+                if service != "gateway" and self.max_age_s is not None:  # called servers
+                    pod["SHOP_MAX_CONNECTION_AGE_S"] = f"{self.max_age_s:g}"
+                    pod["SHOP_MAX_CONNECTION_AGE_GRACE_S"] = f"{self.grace_s or 0:g}"
+                env[(service, index)] = pod
+        return env
+
+
+def _headless(varied: str, age: float = 2, reresolution: float = 1, ttl: int = 1) -> WaitSpec:
+    # The lab's headless: 2 s age, 1 s grace, 1 s re-resolution, TTL 1 s.
+    return WaitSpec("headless", varied, age, 1.0, reresolution, ttl)
+
+
+# The default sweep: the lab's headless, one part changed at a time, the chart's own
+# defaults (30 s age, 5 s grace, 5 s re-resolution; CoreDNS answers a headless Service
+# with a 5 s TTL), and the two xDS modes.
+WAIT_SWEEP: tuple[WaitSpec, ...] = (
+    _headless(WAIT_LAB),
+    *(_headless(WAIT_AGE, age=age) for age in (1, 4, 8)),
+    *(_headless(WAIT_RERESOLUTION, reresolution=r) for r in (4, 8)),
+    _headless(WAIT_TTL, ttl=30),
+    WaitSpec("headless", WAIT_CHART, 30.0, 5.0, 5.0, 5),
+    WaitSpec("proxyless", WAIT_XDS),
+    WaitSpec("istio", WAIT_XDS),
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +187,8 @@ class ScenarioSettings:
     failing_s: float = 15.0
     # A failing pod that got no attempt for this long before the run ended was ejected.
     quiet_s: float = 3.0
+    # new-pod-wait: the points run (those of the modes asked for).
+    sweep: tuple[WaitSpec, ...] = WAIT_SWEEP
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -88,6 +198,10 @@ class ScenarioSettings:
             "failing_s": self.failing_s,
             "quiet_s": self.quiet_s,
         }
+
+    @property
+    def wait_replicas(self) -> dict[str, int]:
+        return self.lab.steady_replicas
 
 
 def odd_pod(settings: LabSettings) -> tuple[str, int]:
@@ -113,7 +227,11 @@ class ScenarioLab(Lab):
     ) -> ScenarioResults:
         measured: list[ScenarioMode] = []
         try:
-            for name in modes:
+            if scenario is NEW_POD_WAIT:
+                for spec in self.scenario_settings.sweep:
+                    if spec.mode in modes:
+                        measured.append(await self.new_pod_wait(spec))
+            for name in modes if scenario is not NEW_POD_WAIT else ():
                 if scenario is SLOW_POD:
                     measured.append(await self.slow_pod(name))
                 else:
@@ -189,6 +307,9 @@ class ScenarioLab(Lab):
 
     # --- failing pod --------------------------------------------------------------------
 
+    async def new_pod_wait(self, spec: WaitSpec) -> WaitPoint:
+        return await _wait_point(self, spec)
+
     async def failing_pod(self, name: str) -> FailingPodMode:
         s = self.settings
         sc = self.scenario_settings
@@ -242,6 +363,98 @@ class ScenarioLab(Lab):
         finally:
             with contextlib.suppress(Exception):
                 await run.close()
+
+
+async def _wait_point(lab: ScenarioLab, spec: WaitSpec) -> WaitPoint:
+    """One sweep point: the mode at ``spec``'s settings, one inventory pod added under a
+    closed loop, its first call and fair share read off the load's timeline.
+
+    The wait for a new pod under headless depends on where each client connection is in
+    its age cycle when the pod appears, anywhere from nothing to the whole age. So the
+    point has one client (one orders pod) and one inventory pod before the scale-up:
+    one connection, whose age-out the lab sees as the client's DNS query for
+    inventory's name. The new pod is started, and published right after such a query:
+    the connection has just been renewed, and the pod waits for the longest the
+    settings allow (what an operator must plan for). The xDS modes are pushed the new
+    pod at once, whenever it comes."""
+    s = dataclasses.replace(lab.settings, orders=1, inventory_start=1)
+    replicas = s.steady_replicas
+    new = replicas[SERVICE]
+    new_pod = f"{SERVICE}-{new}"
+    run = ModeRun(
+        spec.mode,
+        s,
+        lab.progress,
+        await lab.database_url(spec.mode),
+        pod_env=spec.pod_env(replicas),
+    )
+    headless = run.mode if isinstance(run.mode, HeadlessNoMaxAge) else None
+    if headless is not None and spec.ttl_s is not None:
+        headless.dns_ttl_s = spec.ttl_s
+    settle = lab.scenario_settings.settle_s
+    try:
+        lab.progress(f"{spec.name}: starting")
+        await run.start()
+        # Long enough for the new pod's start (up to STARTUP_S), the wait for an age-out
+        # and the window; the load reports when it ends, not before.
+        duration = settle + STARTUP_S + spec.phase_wait_s + spec.window_s
+        load = run.load(duration, {"orders": 1, SERVICE: new + 1})
+        await load.start()
+        try:
+            await asyncio.sleep(settle)
+            lab.progress(f"{spec.name}: {new_pod} starting (not published yet)")
+            await run.start_unpublished(SERVICE, new)
+            if headless is not None:
+                lab.progress(f"{spec.name}: waiting for the client's connection to age out")
+                resolved = headless.resolutions(SERVICE)
+                await _until(
+                    lambda: headless.resolutions(SERVICE) > resolved, spec.phase_wait_s + 5
+                )
+            await run.publish(SERVICE, new)
+            published_at = time.time()
+            lab.progress(f"{spec.name}: {new_pod} published, watching {spec.window_s:g} s")
+            report = await load.result()
+        finally:
+            await load.kill()
+        if report.timeline is None:
+            raise RuntimeError("shop load reported no timeline")
+        timeline = report.timeline
+        since = published_at - timeline.start_unix
+        until = since + spec.window_s
+        covered = timeline.buckets[-1].t + timeline.bucket_s if timeline.buckets else 0.0
+        if covered < until:
+            raise RuntimeError(f"{spec.name}: the load ended before the window did")
+        return WaitPoint(
+            name=spec.name,
+            mode=spec.mode,
+            varied=spec.varied,
+            max_age_s=spec.max_age_s,
+            grace_s=spec.grace_s,
+            reresolution_s=spec.reresolution_s,
+            ttl_s=None if spec.ttl_s is None else float(spec.ttl_s),
+            first_traffic_s=_rounded(
+                analysis.time_to_first_traffic(timeline, SERVICE, [new_pod], since, until)
+            ),
+            fair_share_s=_rounded(
+                analysis.time_to_fair_share(timeline, SERVICE, [new_pod], new + 1, since, until)
+            ),
+            window_s=spec.window_s,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await run.close()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s:g} s")
+        await asyncio.sleep(poll_s)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def attempt_timeline(

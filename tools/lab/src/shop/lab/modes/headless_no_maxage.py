@@ -19,10 +19,13 @@ class HeadlessNoMaxAge(Mode):
     kubernetes = "headless Service; CoreDNS returns every ready pod"
 
     _dns: ClusterDns | None = None
+    # The TTL of the cluster DNS's answers (CoreDNS's for a headless Service is 5 s);
+    # set before start() to change it (the new-pod-wait scenario sweeps it).
+    dns_ttl_s: int = 1
 
     async def wire(self, env: ModeEnv) -> None:
         plan = self.cluster.plan
-        self._dns = ClusterDns(host=f"127.{plan.net}.0.53")
+        self._dns = ClusterDns(host=f"127.{plan.net}.0.53", ttl_s=self.dns_ttl_s)
         await self._dns.start()
         self.publishers.append(self._dns)
         env.common.update(
@@ -38,6 +41,10 @@ class HeadlessNoMaxAge(Mode):
 
     def node_client_target(self, service: str, port: int) -> tuple[str, dict[str, str]] | None:
         return None if self._dns is None else (self._dns.target(service, port), {})
+
+    def resolutions(self, service: str) -> int:
+        """How often clients have resolved ``service``'s name so far."""
+        return 0 if self._dns is None else self._dns.resolutions(service)
 
     def counters(self) -> dict[str, int]:
         return {"dns_queries": self._dns.queries} if self._dns is not None else {}
