@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from shop.lab.cpu_chart import BAND_HEIGHT
-from shop.lab.page import NO_CPU, render_html
+from shop.lab.page import NO_CPU, ScenarioLink, render_html
 from shop.lab.results import (
     Bucket,
     CpuSample,
@@ -418,3 +418,12 @@ def test_text_from_the_results_is_escaped(page: str) -> None:
     assert {p.get("data-pod") for p in chart.iter("path")} == {'orders-<blink>"x"'}
     assert "<script" not in marked.lower()
     assert "http" not in marked
+
+
+def test_scenario_pages_beside_the_lab_page_are_linked() -> None:
+    assert "Scenarios" not in render_html(_results())
+    links = [ScenarioLink("slow-pod.html", "a slow pod", "who keeps sending it <calls>?")]
+    page = render_html(_results(), links)
+    assert '<section class="scenarios">' in page
+    assert '<a href="slow-pod.html">a slow pod</a>' in page
+    assert "who keeps sending it &lt;calls&gt;?" in page

@@ -173,6 +173,7 @@ async def test_headless_with_max_age_picks_up_new_pods(tmp_path: Path) -> None:
     # Within max age (2 s) + grace (1 s) + re-resolution (1 s), with slack for the box.
     assert first is not None and first < SCALE_WINDOW_S
     assert _new_pods_cpu(result) > 0.02
+    _assert_node_client(result, expected=True)
     _assert_no_lost_calls(result)
 
 

@@ -7,19 +7,15 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
-import grpc
 import pytest
 
-from shop.runtime import Runtime
 from shop.runtime.channels import build_channel, channel_options, service_config
 from shop.runtime.config import ChannelConfig, OutlierDetection
 from shop.runtime.metrics import RpcMetrics
 
-from ..support.servers import StartServer, open_methods
+from ..support.servers import WHO, StartServer, who_setup
 
 BASE = ChannelConfig.from_env({})
 
@@ -103,29 +99,6 @@ def test_keepalive_off_sets_no_keepalive_options() -> None:
 
 # --- the service config at work, against real servers ------------------------------------
 
-WHO = "test.v1.Who"
-
-
-def _who_setup() -> Any:
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
-        pod = runtime.config.pod_name.encode()
-
-        async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return pod
-
-        runtime.server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    WHO, {"Who": grpc.unary_unary_rpc_method_handler(who)}
-                ),
-            )
-        )
-        open_methods(runtime, WHO, ["Who"])
-        yield (WHO,)
-
-    return setup
-
 
 @pytest.mark.parametrize(
     "changes",
@@ -148,7 +121,7 @@ async def test_grpc_accepts_the_service_config(
     start_server: StartServer, changes: dict[str, Any]
 ) -> None:
     """A service config gRPC rejects fails every call on the channel: make real calls."""
-    server = await start_server("who", _who_setup())
+    server = await start_server("who", who_setup())
     config = _config(**changes)
     channel = build_channel(
         f"ipv4:{server.address}", config, WHO, RpcMetrics.create("c", "c-0"), tracer=None
@@ -163,8 +136,8 @@ async def test_round_robin_skips_a_draining_backend(
 ) -> None:
     """A backend whose health says NOT_SERVING gets no new calls while it is still up
     (weighted_round_robin honours client health checks as round_robin does)."""
-    a = await start_server("a", _who_setup(), pod_name="a-0", drain_delay_s=5.0)
-    b = await start_server("b", _who_setup(), pod_name="b-0")
+    a = await start_server("a", who_setup(), pod_name="a-0", drain_delay_s=5.0)
+    b = await start_server("b", who_setup(), pod_name="b-0")
     channel = build_channel(
         f"ipv4:{a.address},{b.address}",
         _config(lb_policy=lb_policy),

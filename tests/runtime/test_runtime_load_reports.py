@@ -12,8 +12,7 @@ import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 
-from shop.runtime import Runtime
 from shop.runtime.cgroupfs import CpuLimit, parse_mounts, parse_own_paths, quota_cores
 from shop.runtime.channels import build_channel, service_config
 from shop.runtime.config import (
@@ -33,15 +31,13 @@ from shop.runtime.config import (
     ServerConfig,
     WeightedRoundRobin,
 )
-from shop.runtime.errors import FieldViolation, InvalidArgument
 from shop.runtime.metrics import RpcMetrics
 from shop.runtime.orca import ORCA_TRAILER, WINDOW_S, LoadReporter, encode_load_report
 
-from ..support.servers import StartServer, open_methods
+from ..support.servers import WHO, StartServer, who_setup
 from ..support.waiting import wait_until_async
 
 BASE = ChannelConfig.from_env({})
-WHO = "test.v1.Who"
 FAST_OUTLIERS = OutlierDetection(
     interval_s=0.5,
     base_ejection_s=30,
@@ -253,29 +249,6 @@ def test_outlier_detection_wraps_the_policy() -> None:
 # --- real calls -------------------------------------------------------------------------
 
 
-def _who_setup() -> Any:
-    @asynccontextmanager
-    async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
-        pod = runtime.config.pod_name.encode()
-
-        async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            if request == b"invalid":
-                raise InvalidArgument([FieldViolation("request", "is 'invalid'")])
-            return pod
-
-        runtime.server.add_generic_rpc_handlers(
-            (
-                grpc.method_handlers_generic_handler(
-                    WHO, {"Who": grpc.unary_unary_rpc_method_handler(who)}
-                ),
-            )
-        )
-        open_methods(runtime, WHO, ["Who"])
-        yield (WHO,)
-
-    return setup
-
-
 # gRPC's C core takes ``endpoint-load-metrics-bin`` out of the trailers it hands to the
 # application (it is the balancer's), so a Python client cannot read the report: these
 # tests see it through what gRPC's balancing does with it, and tests/e2e reads it with
@@ -284,7 +257,7 @@ def _who_setup() -> Any:
 
 async def test_failed_calls_keep_their_error_details(start_server: StartServer) -> None:
     """The report is added to a failed call's trailers, not put in their place."""
-    server = await start_server("who", _who_setup())
+    server = await start_server("who", who_setup())
     async with grpc.aio.insecure_channel(server.address) as channel:
         who = channel.unary_unary(f"/{WHO}/Who")
         deadline = time.monotonic() + WINDOW_S + 0.2
@@ -302,7 +275,7 @@ async def test_failed_calls_keep_their_error_details(start_server: StartServer) 
 
 async def test_fault_injection_fails_calls_but_not_health(start_server: StartServer) -> None:
     # start_server waits for health SERVING: health is untouched by the fault.
-    server = await start_server("who", _who_setup(), fault_status=grpc.StatusCode.UNAVAILABLE)
+    server = await start_server("who", who_setup(), fault_status=grpc.StatusCode.UNAVAILABLE)
     async with grpc.aio.insecure_channel(server.address) as channel:
         for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as failed:
@@ -343,12 +316,10 @@ async def test_weighted_round_robin_moves_calls_off_a_failing_server(
     share settles at u / (2u + 1), under a third for any u <= 1, where round_robin
     keeps it at a half. Without reports the policy has no weights and stays even:
     the reports are what moves the calls."""
-    healthy = await start_server(
-        "healthy", _who_setup(), pod_name="healthy-0", orca_reports=reports
-    )
+    healthy = await start_server("healthy", who_setup(), pod_name="healthy-0", orca_reports=reports)
     failing = await start_server(
         "failing",
-        _who_setup(),
+        who_setup(),
         pod_name="failing-0",
         fault_status=grpc.StatusCode.UNAVAILABLE,
         orca_reports=reports,
@@ -381,9 +352,9 @@ async def test_weighted_round_robin_moves_calls_off_a_failing_server(
 async def test_outlier_detection_ejects_a_failing_server(
     start_server: StartServer, policy: str
 ) -> None:
-    healthy = await start_server("healthy", _who_setup(), pod_name="healthy-0")
+    healthy = await start_server("healthy", who_setup(), pod_name="healthy-0")
     failing = await start_server(
-        "failing", _who_setup(), pod_name="failing-0", fault_status=grpc.StatusCode.UNAVAILABLE
+        "failing", who_setup(), pod_name="failing-0", fault_status=grpc.StatusCode.UNAVAILABLE
     )
     config = dataclasses.replace(NO_RETRIES, lb_policy=policy, outlier_detection=FAST_OUTLIERS)
     document = json.dumps(service_config(config, "ipv4:x", WHO))

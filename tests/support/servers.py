@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.local.addresses import free_port
 from shop.runtime.auth import OPEN
 from shop.runtime.config import ServerConfig
+from shop.runtime.errors import FieldViolation, InvalidArgument
 from shop.runtime.server import Runtime, ServiceSetup, serve
 from shop.runtime.shutdown import ShutdownSignal
 
@@ -123,3 +124,33 @@ def open_methods(runtime: Runtime, service: str, methods: Iterable[str]) -> None
     """Anyone may call these methods of ``service`` (a full gRPC service name): made-up
     services that test the runtime, not the shop's access rules, open theirs."""
     runtime.access.protect(service, dict.fromkeys(methods, OPEN))
+
+
+WHO = "test.v1.Who"
+
+
+def who_setup() -> ServiceSetup:
+    """A made-up service ``test.v1.Who`` whose one method, ``Who``, answers with the pod's
+    name (so a client can count where its calls went), or raises ``InvalidArgument`` for
+    the request ``b"invalid"`` (a failed call with error details)."""
+
+    @asynccontextmanager
+    async def setup(runtime: Runtime) -> AsyncIterator[Sequence[str]]:
+        pod = runtime.config.pod_name.encode()
+
+        async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if request == b"invalid":
+                raise InvalidArgument([FieldViolation("request", "is 'invalid'")])
+            return pod
+
+        runtime.server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    WHO, {"Who": grpc.unary_unary_rpc_method_handler(who)}
+                ),
+            )
+        )
+        open_methods(runtime, WHO, ["Who"])
+        yield (WHO,)
+
+    return setup

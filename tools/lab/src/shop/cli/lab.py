@@ -28,7 +28,7 @@ from shop.cli.interrupts import stop_signals_interrupt
 from shop.cli.options import bounded_float, bounded_int, non_negative_float, positive_float
 from shop.cli.up import cpu_limit
 from shop.lab.modes import DEFAULT_MODES, MODE_NAMES, MODES
-from shop.lab.page import write_page
+from shop.lab.page import ScenarioLink, write_page
 from shop.lab.report import print_table
 from shop.lab.results import LabResults, Machine
 from shop.lab.runner import Lab, LabSettings
@@ -305,12 +305,21 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work, ignore_errors=True)
     document = json.dumps(results.to_json(), indent=2)
     (out / "lab.json").write_text(document)
-    written = [out / "lab.json", write_page(results, out / "lab.html")]
+    written = [out / "lab.json", write_page(results, out / "lab.html", scenario_links(out))]
     if args.json:
         print(document)
     print_table(results, console)
     console.print("written: " + ", ".join(str(p) for p in written), highlight=False)
     return 0
+
+
+def scenario_links(out: Path) -> list[ScenarioLink]:
+    """The scenario pages in ``out``, in the scenarios' order."""
+    return [
+        ScenarioLink(f"{name}.html", scenario.title, scenario.question)
+        for name, scenario in SCENARIOS.items()
+        if (out / f"{name}.html").exists()
+    ]
 
 
 async def _run_scenario(
@@ -344,6 +353,11 @@ def _scenario(
     written = [out / f"{args.scenario}.json", out / f"{args.scenario}.html"]
     written[0].write_text(document)
     write_scenario_page(results, written[1])
+    lab_json = out / "lab.json"
+    if lab_json.exists():
+        # The lab page links to every scenario page beside it: draw it again.
+        lab = LabResults.from_json(json.loads(lab_json.read_text()))
+        written.append(write_page(lab, out / "lab.html", scenario_links(out)))
     if args.json:
         print(document)
     print_scenario_table(results, console)

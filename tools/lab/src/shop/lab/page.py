@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +275,31 @@ def _mesh(results: LabResults) -> str:
     return f'<p class="mesh">{escape(" ".join(sentences))}</p>\n' if sentences else ""
 
 
-def render_html(results: LabResults) -> str:
-    """The whole page for a lab run: summary table, then charts per mode."""
+@dataclass(frozen=True)
+class ScenarioLink:
+    """A scenario page written beside this one (``shop lab --scenario``)."""
+
+    href: str  # relative to the page
+    title: str
+    question: str
+
+
+def _scenarios(links: Sequence[ScenarioLink]) -> str:
+    if not links:
+        return ""
+    items = "".join(
+        f'<li><a href="{escape(link.href)}">{escape(link.title)}</a>: {escape(link.question)}</li>'
+        for link in links
+    )
+    return (
+        '<section class="scenarios"><h2>Scenarios: pods that are not equal</h2>'
+        f"<ul>{items}</ul></section>\n"
+    )
+
+
+def render_html(results: LabResults, scenarios: Sequence[ScenarioLink] = ()) -> str:
+    """The whole page for a lab run: summary table, then charts per mode; links to the
+    scenario pages written beside it, if any."""
     modes = results.modes
     frames = [
         frame_for(modes, hop, height, show_failures=(i == 0))
@@ -295,12 +319,13 @@ def render_html(results: LabResults) -> str:
         f"{_cost(modes)}"
         f"{_mesh(results)}"
         f"{_rates(modes)}"
+        f"{_scenarios(scenarios)}"
         f"{sections}\n</main>\n</body>\n</html>\n"
     )
 
 
-def write_page(results: LabResults, path: Path) -> Path:
+def write_page(results: LabResults, path: Path, scenarios: Sequence[ScenarioLink] = ()) -> Path:
     """Write the page to ``path`` (parents created); returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(results), encoding="utf-8")
+    path.write_text(render_html(results, scenarios), encoding="utf-8")
     return path

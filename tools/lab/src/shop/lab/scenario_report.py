@@ -23,7 +23,7 @@ from rich.table import Table
 from shop.lab import capacity, svg
 from shop.lab.page import CSS
 from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode, WaitPoint
-from shop.lab.scenarios import SCENARIOS, WAIT_AGE, WAIT_RERESOLUTION, WAIT_TTL
+from shop.lab.scenarios import SCENARIOS, WAIT_AGE, WAIT_CHART, WAIT_RERESOLUTION, WAIT_TTL
 
 WIDTH = 1040
 MARGIN_LEFT = 150
@@ -233,6 +233,49 @@ def slow_pod_chart(modes: Sequence[SlowPodMode]) -> str:
     return "\n".join(parts)
 
 
+def _line_frame(
+    title: str,
+    chart: str,
+    names: Sequence[str],
+    highs: tuple[float, float],
+    axis_titles: tuple[str, str],
+    right_labels: float = 0.0,
+) -> tuple[list[str], svg.Axes, dict[str, tuple[str, str]]]:
+    """The start of a line chart: the <svg> element, title, legend (a colour per name)
+    and axes from 0 to ``highs``; ``right_labels`` leaves room right of the plot. Returns
+    the open parts, the axes and the styles; the caller adds its marks and ``</svg>``."""
+    styles = {name: (svg.PALETTE[i % len(svg.PALETTE)], "") for i, name in enumerate(names)}
+    legend = svg.Legend.flow(
+        [svg.LegendEntry(name, color, dash) for name, (color, dash) in styles.items()],
+        start=svg.text_width(title, svg.FONT) + 40,
+        left=70,
+        right=WIDTH - MARGIN_RIGHT,
+    )
+    top = 30 + legend.rows * svg.LEGEND_ROW
+    bottom = top + 230
+    height = bottom + 44
+    x_ticks = svg.ticks(highs[0] or 1.0)
+    y_ticks = svg.ticks(highs[1] or 1.0)
+    axes = svg.Axes(
+        x=svg.Linear(0.0, x_ticks[-1] or 1.0, 70, WIDTH - MARGIN_RIGHT - right_labels),
+        y=svg.Linear(0.0, y_ticks[-1] or 1.0, bottom, top),
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        x_title=axis_titles[0],
+        y_title=axis_titles[1],
+    )
+    parts = [
+        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
+        f'data-chart="{chart}">',
+        f"<title>{svg.escape(title)}</title>",
+        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
+        *legend.svg(),
+        *axes.svg(),
+        '<g fill="none" stroke-width="2">',
+    ]
+    return parts, axes, styles
+
+
 def failing_pod_chart(modes: Sequence[FailingPodMode]) -> str:
     """Lines: attempts/s the failing pod answered over the run, one per mode."""
     if not modes:
@@ -249,35 +292,13 @@ def failing_pod_chart(modes: Sequence[FailingPodMode]) -> str:
         series[mode.name] = points
     end = max((t for points in series.values() for t, _ in points), default=1.0)
     peak = max((v for points in series.values() for _, v in points), default=1.0)
-    styles = {name: (svg.PALETTE[i % len(svg.PALETTE)], "") for i, name in enumerate(series)}
-    legend = svg.Legend.flow(
-        [svg.LegendEntry(name, color, dash) for name, (color, dash) in styles.items()],
-        start=svg.text_width(title, svg.FONT) + 40,
-        left=70,
-        right=WIDTH - MARGIN_RIGHT,
+    parts, axes, styles = _line_frame(
+        title,
+        "failing-pod",
+        list(series),
+        (end, peak),
+        ("seconds since the load began", "attempts/s"),
     )
-    top = 30 + legend.rows * svg.LEGEND_ROW
-    bottom = top + 220
-    height = bottom + 44
-    x_ticks = svg.ticks(end)
-    y_ticks = svg.ticks(peak or 1.0)
-    axes = svg.Axes(
-        x=svg.Linear(0.0, x_ticks[-1] or 1.0, 70, WIDTH - MARGIN_RIGHT),
-        y=svg.Linear(0.0, y_ticks[-1] or 1.0, bottom, top),
-        x_ticks=x_ticks,
-        y_ticks=y_ticks,
-        x_title="seconds since the load began",
-        y_title="attempts/s",
-    )
-    parts = [
-        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
-        'data-chart="failing-pod">',
-        f"<title>{svg.escape(title)}</title>",
-        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
-        *legend.svg(),
-        *axes.svg(),
-        '<g fill="none" stroke-width="2">',
-    ]
     for name, points in series.items():
         color, dash = styles[name]
         pixels = [(axes.x(t), axes.y(v)) for t, v in points]
@@ -299,7 +320,7 @@ def wait_chart(points: Sequence[WaitPoint]) -> str:
         WAIT_TTL: lambda p: p.ttl_s,
     }
     lab = next((p for p in points if p.mode == "headless" and p.varied not in value_of
-                and p.varied != "chart defaults"), None)  # fmt: skip
+                and p.varied != WAIT_CHART), None)  # fmt: skip
     series: dict[str, list[tuple[float, float]]] = {}
     for varied, read in value_of.items():
         chosen = [p for p in points if p.varied == varied] + ([lab] if lab else [])
@@ -307,41 +328,20 @@ def wait_chart(points: Sequence[WaitPoint]) -> str:
         points_xy = sorted((float(x), y) for x, y in measured if x is not None and y is not None)
         if points_xy:
             series[varied] = points_xy
-    rules = [p for p in points if p.mode != "headless" or p.varied == "chart defaults"]
+    rules = [p for p in points if p.mode != "headless" or p.varied == WAIT_CHART]
     if not series and not rules:
         return ""
     xs = [x for line in series.values() for x, _ in line]
     ys = [y for line in series.values() for _, y in line]
     ys += [p.fair_share_s for p in rules if p.fair_share_s is not None]
-    x_ticks = svg.ticks(max(xs, default=1.0))
-    y_ticks = svg.ticks(max(ys, default=1.0) or 1.0)
-    styles = {name: (svg.PALETTE[i], "") for i, name in enumerate(series)}
-    legend = svg.Legend.flow(
-        [svg.LegendEntry(name, color, dash) for name, (color, dash) in styles.items()],
-        start=svg.text_width(title, svg.FONT) + 40,
-        left=70,
-        right=WIDTH - MARGIN_RIGHT,
+    parts, axes, styles = _line_frame(
+        title,
+        "new-pod-wait",
+        list(series),
+        (max(xs, default=1.0), max(ys, default=1.0)),
+        ("the swept setting, seconds", "seconds to fair share"),
+        right_labels=150,
     )
-    top = 30 + legend.rows * svg.LEGEND_ROW
-    bottom = top + 240
-    height = bottom + 44
-    axes = svg.Axes(
-        x=svg.Linear(0.0, x_ticks[-1] or 1.0, 70, WIDTH - MARGIN_RIGHT - 150),
-        y=svg.Linear(0.0, y_ticks[-1] or 1.0, bottom, top),
-        x_ticks=x_ticks,
-        y_ticks=y_ticks,
-        x_title="the swept setting, seconds",
-        y_title="seconds to fair share",
-    )
-    parts = [
-        f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
-        'data-chart="new-pod-wait">',
-        f"<title>{svg.escape(title)}</title>",
-        svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
-        *legend.svg(),
-        *axes.svg(),
-        '<g fill="none" stroke-width="2">',
-    ]
     for name, line in series.items():
         color, dash = styles[name]
         pixels = [(axes.x(x), axes.y(y)) for x, y in line]

@@ -228,9 +228,9 @@ class ScenarioLab(Lab):
         measured: list[ScenarioMode] = []
         try:
             if scenario is NEW_POD_WAIT:
-                for spec in self.scenario_settings.sweep:
+                for index, spec in enumerate(self.scenario_settings.sweep):
                     if spec.mode in modes:
-                        measured.append(await self.new_pod_wait(spec))
+                        measured.append(await self.new_pod_wait(spec, index))
             for name in modes if scenario is not NEW_POD_WAIT else ():
                 if scenario is SLOW_POD:
                     measured.append(await self.slow_pod(name))
@@ -307,8 +307,8 @@ class ScenarioLab(Lab):
 
     # --- failing pod --------------------------------------------------------------------
 
-    async def new_pod_wait(self, spec: WaitSpec) -> WaitPoint:
-        return await _wait_point(self, spec)
+    async def new_pod_wait(self, spec: WaitSpec, index: int) -> WaitPoint:
+        return await _wait_point(self, spec, index)
 
     async def failing_pod(self, name: str) -> FailingPodMode:
         s = self.settings
@@ -365,7 +365,7 @@ class ScenarioLab(Lab):
                 await run.close()
 
 
-async def _wait_point(lab: ScenarioLab, spec: WaitSpec) -> WaitPoint:
+async def _wait_point(lab: ScenarioLab, spec: WaitSpec, index: int) -> WaitPoint:
     """One sweep point: the mode at ``spec``'s settings, one inventory pod added under a
     closed loop, its first call and fair share read off the load's timeline.
 
@@ -385,7 +385,8 @@ async def _wait_point(lab: ScenarioLab, spec: WaitSpec) -> WaitPoint:
         spec.mode,
         s,
         lab.progress,
-        await lab.database_url(spec.mode),
+        # A database per point: several points run the same mode.
+        await lab.database_url(f"wait-{index}"),
         pod_env=spec.pod_env(replicas),
     )
     headless = run.mode if isinstance(run.mode, HeadlessNoMaxAge) else None
