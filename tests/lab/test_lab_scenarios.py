@@ -287,13 +287,13 @@ def test_a_sweep_point_is_environment_for_every_pod() -> None:
         "SHOP_MAX_CONNECTION_AGE_GRACE_S": "1",
     }
     assert env[("gateway", 0)] == {"SHOP_DNS_MIN_RERESOLUTION_S": "1"}
-    assert spec.name == "headless max connection age 4 s"
+    assert spec.name == "headless age 4 s"
     assert WaitSpec("istio", WAIT_XDS).pod_env({"inventory": 2}) == {}
 
 
 POINTS = (
     WaitPoint("headless", "headless", WAIT_LAB, 2.0, 1.0, 1.0, 1.0, 0.75, 2.25, 15.0),
-    WaitPoint("headless max connection age 8 s", "headless", WAIT_AGE, 8.0, 1.0, 1.0, 1.0,
+    WaitPoint("headless age 8 s", "headless", WAIT_AGE, 8.0, 1.0, 1.0, 1.0,
               1.25, 8.75, 22.0),
     WaitPoint("headless (chart defaults)", "headless", WAIT_CHART, 30.0, 5.0, 5.0, 5.0,
               None, None, 52.0),
@@ -307,7 +307,7 @@ def test_sweep_results_table_and_chart() -> None:
     out = io.StringIO()
     print_scenario_table(results, Console(file=out, width=120))
     text = out.getvalue()
-    assert "headless max connection age 8 s" in text and "8.8 s" in text and "never" in text
+    assert "headless age 8 s" in text and "8.8 s" in text and "never" in text
     page = render_scenario_html(results)
     assert 'data-chart="new-pod-wait"' in page
     # The age line runs through the lab's point (2 s) and the 8 s one.

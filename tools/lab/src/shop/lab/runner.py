@@ -147,7 +147,10 @@ class ModeRun:
         """``pod_env``: more environment for some pods, (service, index) -> env, after
         the mode's (a scenario's fault on one pod)."""
         self.name = name
-        self.pod_env = pod_env or {}
+        # A copy a scenario may add to before start().
+        self.pod_env: dict[tuple[str, int], dict[str, str]] = {
+            key: dict(env) for key, env in (pod_env or {}).items()
+        }
         self.settings = settings
         self.progress = progress
         self.database_url = database_url

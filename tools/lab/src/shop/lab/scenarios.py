@@ -123,12 +123,12 @@ class WaitSpec:
             return self.mode
         if self.varied == WAIT_CHART:
             return f"{self.mode} (chart defaults)"
-        value = {
-            WAIT_AGE: self.max_age_s,
-            WAIT_RERESOLUTION: self.reresolution_s,
-            WAIT_TTL: self.ttl_s,
+        label, value = {
+            WAIT_AGE: ("age", self.max_age_s),
+            WAIT_RERESOLUTION: ("re-resolution", self.reresolution_s),
+            WAIT_TTL: ("TTL", self.ttl_s),
         }[self.varied]
-        return f"{self.mode} {self.varied} {value:g} s"
+        return f"{self.mode} {label} {value:g} s"
 
     @property
     def phase_wait_s(self) -> float:
@@ -390,8 +390,14 @@ async def _wait_point(lab: ScenarioLab, spec: WaitSpec, index: int) -> WaitPoint
         pod_env=spec.pod_env(replicas),
     )
     headless = run.mode if isinstance(run.mode, HeadlessNoMaxAge) else None
-    if headless is not None and spec.ttl_s is not None:
-        headless.dns_ttl_s = spec.ttl_s
+    if headless is not None:
+        if spec.ttl_s is not None:
+            headless.dns_ttl_s = spec.ttl_s
+        # orders must be inventory's only client that resolves it: the gateway keeps a
+        # channel to inventory too (for ListProducts, which this load never calls), and its
+        # re-resolutions would be mistaken for the orders client's.
+        gateway = run.pod_env.setdefault(("gateway", 0), {})
+        gateway["SHOP_INVENTORY_TARGET"] = run.plan.grpc_addr(SERVICE, 0)
     settle = lab.scenario_settings.settle_s
     try:
         lab.progress(f"{spec.name}: starting")
