@@ -197,11 +197,8 @@ class ScenarioSettings:
             "settle_s": self.settle_s,
             "failing_s": self.failing_s,
             "quiet_s": self.quiet_s,
+            "sweep": [spec.name for spec in self.sweep],
         }
-
-    @property
-    def wait_replicas(self) -> dict[str, int]:
-        return self.lab.steady_replicas
 
 
 def odd_pod(settings: LabSettings) -> tuple[str, int]:
@@ -228,13 +225,15 @@ class ScenarioLab(Lab):
         measured: list[ScenarioMode] = []
         try:
             if scenario is NEW_POD_WAIT:
+                # Points, not modes: every point of the sweep whose mode was asked for.
                 for index, spec in enumerate(self.scenario_settings.sweep):
                     if spec.mode in modes:
                         measured.append(await self.new_pod_wait(spec, index))
-            for name in modes if scenario is not NEW_POD_WAIT else ():
-                if scenario is SLOW_POD:
+            elif scenario is SLOW_POD:
+                for name in modes:
                     measured.append(await self.slow_pod(name))
-                else:
+            else:
+                for name in modes:
                     measured.append(await self.failing_pod(name))
         finally:
             if self.postgres is not None:
