@@ -62,21 +62,10 @@ def cost_chart_svg(modes: Sequence[ModeResult]) -> str:
         f"<title>{svg.escape(TITLE)}</title>",
         svg.text(0, 14, TITLE, svg.FONT, ' font-weight="600"'),
         *legend.svg(),
-        '<g class="axes">',
-    ]
-    for value in x_ticks:
-        px = x(value)
-        parts.append(
-            f'<line x1="{svg.coord(px)}" y1="{TOP - 6}" x2="{svg.coord(px)}" y2="{bottom}" '
-            f'stroke="{svg.GRID_COLOR if value else svg.AXIS_COLOR}"/>'
-        )
-        label = svg.tick_label(value)
-        parts.append(svg.text(px, bottom + 16, label, svg.SMALL_FONT, ' text-anchor="middle"'))
-    parts.append(
+        *svg.vertical_grid(x, x_ticks, TOP - 6, bottom),
         svg.text(WIDTH - MARGIN_RIGHT, bottom + 32, "CPU s / 1,000 calls", svg.SMALL_FONT,
-                 ' text-anchor="end"')
-    )  # fmt: skip
-    parts.append("</g>")
+                 ' text-anchor="end"'),
+    ]  # fmt: skip
     for row, (name, apps, proxies) in enumerate(costs):
         top = TOP + row * ROW
         low = top + BAR_HEIGHT

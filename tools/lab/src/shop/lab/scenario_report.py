@@ -186,26 +186,18 @@ def slow_pod_chart(modes: Sequence[SlowPodMode]) -> str:
     by_cpu = first.slow_cores / (first.slow_cores + (n - 1) * first.peer_cores)
     high = max([even, by_cpu, *(m.slow_share for m in modes)]) * 1.15
     x_ticks = svg.ticks(high * 100)
-    x = svg.Linear(0.0, x_ticks[-1] / 100 or 1.0, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    percent = svg.Linear(0.0, x_ticks[-1] or 1.0, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+
+    def x(share: float) -> float:
+        return percent(share * 100)
+
     parts = [
         f'<svg viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
         'data-chart="slow-pod">',
         f"<title>{svg.escape(title)}</title>",
         svg.text(0, 14, title, svg.FONT, ' font-weight="600"'),
-        '<g class="axes">',
+        *svg.vertical_grid(percent, x_ticks, top - 6, bottom, "%"),
     ]
-    for value in x_ticks:
-        px = x(value / 100)
-        color = svg.GRID_COLOR if value else svg.AXIS_COLOR
-        parts.append(
-            f'<line x1="{svg.coord(px)}" y1="{top - 6}" x2="{svg.coord(px)}" y2="{bottom}" '
-            f'stroke="{color}"/>'
-        )
-        parts.append(
-            svg.text(px, bottom + 16, f"{svg.tick_label(value)}%", svg.SMALL_FONT,
-                     ' text-anchor="middle"')
-        )  # fmt: skip
-    parts.append("</g>")
     for label, share, color in (
         ("even spread", even, svg.AXIS_COLOR),
         ("by CPU limit", by_cpu, svg.PALETTE[3]),

@@ -194,6 +194,23 @@ def text(x: float, y: float, content: str, size: int, extra: str = "") -> str:
 # --- axes ---------------------------------------------------------------------------
 
 
+def vertical_grid(
+    x: Linear, x_ticks: Sequence[float], top: float, bottom: float, unit: str = ""
+) -> list[str]:
+    """The value axis of a chart of horizontal bars: a line per tick from ``top`` down to
+    ``bottom`` (the axis colour at 0, grid colour elsewhere) and its label, with ``unit``,
+    under it; a group of its own."""
+    out = ['<g class="axes">']
+    for value in x_ticks:
+        px = coord(x(value))
+        color = GRID_COLOR if value else AXIS_COLOR
+        out.append(f'<line x1="{px}" y1="{top}" x2="{px}" y2="{bottom}" stroke="{color}"/>')
+        label = tick_label(value) + unit
+        out.append(text(x(value), bottom + 16, label, SMALL_FONT, ' text-anchor="middle"'))
+    out.append("</g>")
+    return out
+
+
 @dataclass(frozen=True)
 class Axes:
     """Both axes of a plot: scales (their ranges are the plot's edges), ticks, titles."""
