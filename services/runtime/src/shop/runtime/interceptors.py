@@ -108,9 +108,6 @@ class _MethodTelemetry:
         # Where answered calls are counted and their load report comes from; None: the
         # method's answers carry none (streams, infrastructure, reports off).
         self.load = load
-        self.load_trailers: Callable[[], tuple[tuple[str, bytes], ...]] = (
-            _no_trailers if load is None else load.trailers
-        )
         # Who may call (shop.runtime.auth); None for an open method.
         self.check = check
         self.span_name = self.full_method[1:]
@@ -121,6 +118,11 @@ class _MethodTelemetry:
         self.seconds = metrics.server_handling_seconds.labels(*labels)
         self.exemplars = ExemplarThrottle()
         self.handled = _HandledByCode(metrics.server_handled, labels)
+
+    def load_trailers(self) -> tuple[tuple[str, bytes], ...]:
+        """The load report to send with an answer, as trailers (none when off or not
+        measured yet)."""
+        return () if self.load is None else self.load.trailers()
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -361,10 +363,6 @@ def _failing_behavior(code: grpc.StatusCode, telemetry: _MethodTelemetry) -> Cal
         await context.abort(code, message, telemetry.load_trailers())
 
     return fail
-
-
-def _no_trailers() -> tuple[tuple[str, bytes], ...]:
-    return ()
 
 
 def _code_for_exception(exc: BaseException) -> grpc.StatusCode:

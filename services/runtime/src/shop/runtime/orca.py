@@ -76,7 +76,7 @@ class LoadReporter:
         "_cpu_clock",
         "_errors",
         "_limit",
-        "_report",
+        "_trailers",
         "_window_calls",
         "_window_cpu",
         "_window_errors",
@@ -101,13 +101,14 @@ class LoadReporter:
         self._window_calls = 0
         self._window_errors = 0
         # Nothing until one window has been measured: no report is better than a guess
-        # (the client leaves a backend with no weight at the mean of the others).
-        self._report = b""
+        # (the client leaves a backend with no weight at the mean of the others). Kept
+        # as the trailers every answer of the window sends, built once.
+        self._trailers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def report(self) -> bytes:
         """The serialized report of the last window, b"" before the first has closed."""
-        return self._report
+        return self._trailers[0][1] if self._trailers else b""
 
     def answered(self, code: grpc.StatusCode | None) -> None:
         """Counts one answered call (``code`` None or OK: success)."""
@@ -120,7 +121,7 @@ class LoadReporter:
 
     def trailers(self) -> tuple[tuple[str, bytes], ...]:
         """The report as trailers to send, none before the first window has closed."""
-        return ((ORCA_TRAILER, self._report),) if self._report else ()
+        return self._trailers
 
     def _close_window(self, now: float) -> None:
         elapsed = now - self._window_start
@@ -128,7 +129,7 @@ class LoadReporter:
         utilization = (cpu - self._window_cpu) / elapsed / self._limit.cores()
         rps = (self._calls - self._window_calls) / elapsed
         eps = (self._errors - self._window_errors) / elapsed
-        self._report = encode_load_report(utilization, rps, eps)
+        self._trailers = ((ORCA_TRAILER, encode_load_report(utilization, rps, eps)),)
         self._window_start = now
         self._window_cpu = cpu
         self._window_calls = self._calls
