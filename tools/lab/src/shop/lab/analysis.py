@@ -49,6 +49,11 @@ def time_to_fair_share(
     return None
 
 
+def rounded(seconds: float | None) -> float | None:
+    """A time as the results keep it: to the hundredth of a second (None stays)."""
+    return None if seconds is None else round(seconds, 2)
+
+
 def phase_calls(timeline: Timeline, start: float, end: float) -> PhaseCalls:
     """Calls that completed in the buckets overlapping [start, end), and failures."""
     chosen = timeline.overlapping(start, end)

@@ -239,6 +239,15 @@ class ModeRun:
             await self.tracker.close()
         await self.mode.close()
 
+    async def __aenter__(self) -> ModeRun:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stops everything the run started, also after a failure; a failure to stop
+        must not hide the one that got here."""
+        with contextlib.suppress(Exception):
+            await self.close()
+
     # --- measurements -----------------------------------------------------------------
 
     def pod_cgroups(self) -> dict[str, PodCgroup]:
@@ -480,8 +489,8 @@ class ModeRun:
             scale_up=ScaleUp(
                 start=s.inventory_start,
                 end=s.inventory_scaled,
-                first_traffic_s=_rounded(first_traffic),
-                fair_share_s=_rounded(fair_share),
+                first_traffic_s=analysis.rounded(first_traffic),
+                fair_share_s=analysis.rounded(fair_share),
                 window_s=round(window_end - at(scale_up_at), 2),
             ),
             rollout=rollout,
@@ -550,10 +559,6 @@ def _subtract(
     }
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
 class Lab:
     """A whole lab run: the database server the modes share, the offered rate (fixed
     by the first mode unless given), and each mode in turn."""
@@ -603,17 +608,15 @@ class Lab:
 
     async def run_mode(self, name: str) -> ModeResult:
         """Everything the lab measures for one mode; every process stopped afterwards."""
-        run = ModeRun(name, self.settings, self.progress, await self.database_url(name))
-        try:
+        async with ModeRun(
+            name, self.settings, self.progress, await self.database_url(name)
+        ) as run:
             self.progress(f"{name}: starting ({run.mode.description})")
             await run.start()
             steady = await run.steady()
             fixed = await run.fixed_rate(self.offer(name, steady).rate)
             node = await run.node_client()
             return await run.events(steady, fixed, node)
-        finally:
-            with contextlib.suppress(Exception):
-                await run.close()
 
 
 async def run_mode(name: str, settings: LabSettings, progress: Progress) -> ModeResult:

@@ -30,10 +30,8 @@ inventory pods), with the last inventory pod made different:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
-import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,8 +50,6 @@ from shop.lab.scenario_results import (
     WaitPoint,
 )
 from shop.local.cgroups import PodLimits
-
-log = logging.getLogger(__name__)
 
 SERVICE = "inventory"
 # Time a new pod gets to start and report SERVING within a sweep point's load.
@@ -279,7 +275,7 @@ class ScenarioLab(Lab):
         slow_pod, _ = odd_pod(s)
         peer, slow = self.slow_limits()
         run = ModeRun(name, s, self.progress, await self.database_url(name))
-        try:
+        async with run:
             self.progress(f"{name}: starting ({run.mode.description})")
             await run.start()
             assert run.cluster is not None and run.cluster.pod_cgroups is not None
@@ -300,9 +296,6 @@ class ScenarioLab(Lab):
                 steady=steady,
                 fixed_rate=fixed,
             )
-        finally:
-            with contextlib.suppress(Exception):
-                await run.close()
 
     # --- failing pod --------------------------------------------------------------------
 
@@ -320,7 +313,7 @@ class ScenarioLab(Lab):
             await self.database_url(name),
             pod_env={(SERVICE, index): {"SHOP_FAULT_STATUS": FAULT}},
         )
-        try:
+        async with run:
             self.progress(f"{name}: starting ({run.mode.description})")
             await run.start()
 
@@ -359,9 +352,6 @@ class ScenarioLab(Lab):
                 attempt_timeline=attempt_timeline(sampler.samples, start),
                 caller_timeline=caller_timeline(report.timeline),
             )
-        finally:
-            with contextlib.suppress(Exception):
-                await run.close()
 
 
 async def _wait_point(lab: ScenarioLab, spec: WaitSpec, index: int) -> WaitPoint:
@@ -398,7 +388,7 @@ async def _wait_point(lab: ScenarioLab, spec: WaitSpec, index: int) -> WaitPoint
         gateway = run.pod_env.setdefault(("gateway", 0), {})
         gateway["SHOP_INVENTORY_TARGET"] = run.plan.grpc_addr(SERVICE, 0)
     settle = lab.scenario_settings.settle_s
-    try:
+    async with run:
         lab.progress(f"{spec.name}: starting")
         await run.start()
         # Long enough for the new pod's start (up to STARTUP_S), the wait for an age-out
@@ -438,17 +428,14 @@ async def _wait_point(lab: ScenarioLab, spec: WaitSpec, index: int) -> WaitPoint
             grace_s=spec.grace_s,
             reresolution_s=spec.reresolution_s,
             ttl_s=None if spec.ttl_s is None else float(spec.ttl_s),
-            first_traffic_s=_rounded(
+            first_traffic_s=analysis.rounded(
                 analysis.time_to_first_traffic(timeline, SERVICE, [new_pod], since, until)
             ),
-            fair_share_s=_rounded(
+            fair_share_s=analysis.rounded(
                 analysis.time_to_fair_share(timeline, SERVICE, [new_pod], new + 1, since, until)
             ),
             window_s=spec.window_s,
         )
-    finally:
-        with contextlib.suppress(Exception):
-            await run.close()
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> None:
@@ -457,10 +444,6 @@ async def _until(condition: Callable[[], bool], timeout_s: float, poll_s: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"not within {timeout_s:g} s")
         await asyncio.sleep(poll_s)
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def attempt_timeline(
