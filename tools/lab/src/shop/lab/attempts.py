@@ -61,13 +61,19 @@ def parse_attempts(exposition: str, grpc_service: str) -> AttemptCounts:
     return AttemptCounts(int(answered), int(failed), int(retried))
 
 
+def read_metrics(metrics_addr: str, timeout_s: float) -> str:
+    """A server's ``/metrics`` text (OSError if it cannot be read)."""
+    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=timeout_s) as reply:
+        text: str = reply.read().decode("utf-8", "replace")
+    return text
+
+
 def scrape_attempts(
     metrics_addr: str, grpc_service: str, timeout_s: float = 2.0
 ) -> AttemptCounts | None:
     """A pod's counters now; None if its /metrics cannot be read."""
     try:
-        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=timeout_s) as reply:
-            return parse_attempts(reply.read().decode("utf-8", "replace"), grpc_service)
+        return parse_attempts(read_metrics(metrics_addr, timeout_s), grpc_service)
     except OSError:
         return None
 

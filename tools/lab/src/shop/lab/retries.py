@@ -10,9 +10,9 @@ run, and adds up what each process counted after the run began.
 
 from __future__ import annotations
 
-import urllib.request
 from collections import Counter
 
+from shop.lab.attempts import read_metrics
 from shop.lab.results import service_of
 
 RETRIED_METRIC = "grpc_server_retried_total"
@@ -30,8 +30,7 @@ def parse_retried(exposition: str) -> int:
 def scrape_retried(metrics_addr: str, timeout_s: float = 2.0) -> int | None:
     """A replica's count so far; None if it cannot be read (a process already gone)."""
     try:
-        with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=timeout_s) as reply:
-            return parse_retried(reply.read().decode("utf-8", "replace"))
+        return parse_retried(read_metrics(metrics_addr, timeout_s))
     except OSError:
         return None
 
