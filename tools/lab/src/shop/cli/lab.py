@@ -18,8 +18,9 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from rich.console import Console
@@ -31,9 +32,8 @@ from shop.lab.modes import DEFAULT_MODES, MODE_NAMES, MODES
 from shop.lab.page import ScenarioLink, write_page
 from shop.lab.report import print_table
 from shop.lab.results import LabResults, Machine
-from shop.lab.runner import Lab, LabSettings
+from shop.lab.runner import Lab, LabSettings, Progress
 from shop.lab.scenario_report import print_scenario_table, write_scenario_page
-from shop.lab.scenario_results import ScenarioResults
 from shop.lab.scenarios import SCENARIO_NAMES, SCENARIOS, ScenarioLab, ScenarioSettings
 from shop.loadgen.session import run_async
 from shop.local.cgroups import (
@@ -44,6 +44,8 @@ from shop.local.cgroups import (
     chart_limits,
 )
 from shop.local.postgres import PostgresUnavailable, find_binary
+
+T = TypeVar("T")
 
 
 def chart_cpu_limits() -> str:
@@ -209,12 +211,29 @@ def _machine() -> Machine:
     )
 
 
-async def _run_all(modes: list[str], settings: LabSettings, console: Console) -> LabResults:
+def _run_interruptibly(
+    console: Console, work: Path, job: Callable[[Progress, Progress], Awaitable[T]]
+) -> T | None:
+    """``job(progress, announce)`` with a status line for its steps and lines printed for
+    what it announces; None if it was interrupted. SIGTERM (e.g. from a CI runner) and
+    SIGHUP stop it the way Ctrl-C does: every replica, proxy and server it started is
+    stopped on the way out. The work folder goes either way."""
+
     def announce(line: str) -> None:
         console.print(line, highlight=False)
 
-    with console.status("") as status:
-        return await Lab(settings, status.update, announce).run(modes, _machine())
+    async def main() -> T:
+        with console.status("") as status:
+            return await job(status.update, announce)
+
+    try:
+        with stop_signals_interrupt():
+            return run_async(main())
+    except KeyboardInterrupt:
+        console.print("interrupted; every process was stopped")
+        return None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def limits_from_args(args: argparse.Namespace) -> dict[str, PodLimits] | None:
@@ -290,19 +309,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"shop lab: {problem}", file=sys.stderr)
         return 1
     console = Console(stderr=True)
-    # SIGTERM (e.g. from a CI runner) and SIGHUP stop the lab the way Ctrl-C does:
-    # every replica, proxy and server it started is stopped on the way out.
     if args.scenario is not None:
         scenario_settings = ScenarioSettings(settings, failing_s=args.failing_run)
         return _scenario(args, modes, scenario_settings, console, out, work)
-    try:
-        with stop_signals_interrupt():
-            results = run_async(_run_all(modes, settings, console))
-    except KeyboardInterrupt:
-        console.print("interrupted; every process was stopped")
+    results = _run_interruptibly(
+        console,
+        work,
+        lambda progress, announce: Lab(settings, progress, announce).run(modes, _machine()),
+    )
+    if results is None:
         return 130
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     document = json.dumps(results.to_json(), indent=2)
     (out / "lab.json").write_text(document)
     written = [out / "lab.json", write_page(results, out / "lab.html", scenario_links(out))]
@@ -322,17 +338,6 @@ def scenario_links(out: Path) -> list[ScenarioLink]:
     ]
 
 
-async def _run_scenario(
-    name: str, modes: list[str], settings: ScenarioSettings, console: Console
-) -> ScenarioResults:
-    def announce(line: str) -> None:
-        console.print(line, highlight=False)
-
-    with console.status("") as status:
-        lab = ScenarioLab(settings, status.update, announce)
-        return await lab.run_scenario(SCENARIOS[name], modes, _machine())
-
-
 def _scenario(
     args: argparse.Namespace,
     modes: list[str],
@@ -341,14 +346,16 @@ def _scenario(
     out: Path,
     work: Path,
 ) -> int:
-    try:
-        with stop_signals_interrupt():
-            results = run_async(_run_scenario(args.scenario, modes, settings, console))
-    except KeyboardInterrupt:
-        console.print("interrupted; every process was stopped")
+    scenario = SCENARIOS[args.scenario]
+    results = _run_interruptibly(
+        console,
+        work,
+        lambda progress, announce: ScenarioLab(settings, progress, announce).run_scenario(
+            scenario, modes, _machine()
+        ),
+    )
+    if results is None:
         return 130
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     document = json.dumps(results.to_json(), indent=2)
     written = [out / f"{args.scenario}.json", out / f"{args.scenario}.html"]
     written[0].write_text(document)
