@@ -68,7 +68,8 @@ def service_of(pod: str) -> str:
     return pod.rpartition("-")[0]
 
 
-def _optional_float(value: Any) -> float | None:
+def optional_float(value: Any) -> float | None:
+    """A number from the JSON, or None for null."""
     return None if value is None else float(value)
 
 
@@ -169,7 +170,7 @@ class PodCpu:
     def from_json(cls, raw: Mapping[str, Any]) -> PodCpu:
         return cls(
             pod=str(raw["pod"]),
-            limit_cores=_optional_float(raw["limit_cores"]),
+            limit_cores=optional_float(raw["limit_cores"]),
             cores=float(raw["cores"]),
             throttled_share=float(raw["throttled_share"]),
             throttled_s=float(raw["throttled_s"]),
@@ -314,7 +315,7 @@ class OfferedRate:
         return cls(
             rate=float(raw["rate"]),
             load_factor=float(raw["load_factor"]),
-            capacity_per_s=_optional_float(raw.get("capacity_per_s")),
+            capacity_per_s=optional_float(raw.get("capacity_per_s")),
             bottleneck=None if bottleneck is None else str(bottleneck),
             cpu_ms_per_call=floats_from_json(raw.get("cpu_ms_per_call", {})),
             measured_in=None if measured_in is None else str(measured_in),
@@ -359,10 +360,10 @@ class ModeCost:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ModeCost:
         return cls(
-            app_cpu_s_per_1000_calls=_optional_float(raw["app_cpu_s_per_1000_calls"]),
-            proxy_cpu_s_per_1000_calls=_optional_float(raw["proxy_cpu_s_per_1000_calls"]),
+            app_cpu_s_per_1000_calls=optional_float(raw["app_cpu_s_per_1000_calls"]),
+            proxy_cpu_s_per_1000_calls=optional_float(raw["proxy_cpu_s_per_1000_calls"]),
             proxies=int(raw["proxies"]),
-            proxy_rss_mib=_optional_float(raw["proxy_rss_mib"]),
+            proxy_rss_mib=optional_float(raw["proxy_rss_mib"]),
             proxied_requests=int(raw.get("proxied_requests", 0)),
             proxy_shares={
                 str(hop): floats_from_json(pods)
@@ -411,7 +412,7 @@ class SteadyState:
             p99_ms=float(raw["p99_ms"]),
             shares={str(hop): floats_from_json(pods) for hop, pods in raw["shares"].items()},
             imbalance=floats_from_json(raw["imbalance"]),
-            cpu_s_per_1000_calls=_optional_float(raw["cpu_s_per_1000_calls"]),
+            cpu_s_per_1000_calls=optional_float(raw["cpu_s_per_1000_calls"]),
             failures=int(raw["failures"]),
             status_counts=counts_from_json(raw.get("status_counts", {})),
             pods=pods_from_json(raw.get("pods", [])),
@@ -443,8 +444,8 @@ class ScaleUp:
         return cls(
             start=int(raw["from"]),
             end=int(raw["to"]),
-            first_traffic_s=_optional_float(raw["first_traffic_s"]),
-            fair_share_s=_optional_float(raw["fair_share_s"]),
+            first_traffic_s=optional_float(raw["first_traffic_s"]),
+            fair_share_s=optional_float(raw["fair_share_s"]),
             window_s=float(raw["window_s"]),
         )
 

@@ -36,6 +36,7 @@ from shop.lab.results import (
     OfferedRate,
     SteadyState,
     counts_from_json,
+    optional_float,
     service_of,
 )
 
@@ -150,7 +151,6 @@ class FailingPodMode:
 
     @classmethod
     def from_json(cls, name: str, raw: Mapping[str, Any]) -> FailingPodMode:
-        stopped = raw["stopped_after_s"]
         return cls(
             name=name,
             description=str(raw["description"]),
@@ -165,7 +165,7 @@ class FailingPodMode:
                 str(pod): AttemptCounts(int(a["answered"]), int(a["failed"]), int(a["retried"]))
                 for pod, a in raw["attempts"].items()
             },
-            stopped_after_s=None if stopped is None else float(stopped),
+            stopped_after_s=optional_float(raw["stopped_after_s"]),
             ejected=bool(raw["ejected"]),
             attempt_timeline=tuple(
                 (float(t), counts_from_json(pods)) for t, pods in raw.get("attempt_timeline", [])
@@ -208,20 +208,16 @@ class WaitPoint:
 
     @classmethod
     def from_json(cls, name: str, raw: Mapping[str, Any]) -> WaitPoint:
-        def optional(key: str) -> float | None:
-            value = raw[key]
-            return None if value is None else float(value)
-
         return cls(
             name=name,
             mode=str(raw["mode"]),
             varied=str(raw["varied"]),
-            max_age_s=optional("max_age_s"),
-            grace_s=optional("grace_s"),
-            reresolution_s=optional("reresolution_s"),
-            ttl_s=optional("ttl_s"),
-            first_traffic_s=optional("first_traffic_s"),
-            fair_share_s=optional("fair_share_s"),
+            max_age_s=optional_float(raw["max_age_s"]),
+            grace_s=optional_float(raw["grace_s"]),
+            reresolution_s=optional_float(raw["reresolution_s"]),
+            ttl_s=optional_float(raw["ttl_s"]),
+            first_traffic_s=optional_float(raw["first_traffic_s"]),
+            fair_share_s=optional_float(raw["fair_share_s"]),
             window_s=float(raw["window_s"]),
         )
 
