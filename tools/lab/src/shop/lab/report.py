@@ -16,11 +16,13 @@ from shop.lab import capacity
 from shop.lab.results import FixedRate, LabResults, ModeCost, ModeResult, PhaseCalls
 
 
-def _seconds(value: float | None) -> str:
+def seconds_or_never(value: float | None) -> str:
+    """A wait as the tables show it: "never" when it did not end."""
     return "never" if value is None else f"{value:.1f} s"
 
 
-def _shares(shares: Mapping[str, float]) -> str:
+def percent_shares(shares: Mapping[str, float]) -> str:
+    """Pods' shares as whole percentages, in the pods' order: ``50 50``."""
     return " ".join(f"{round(share * 100):d}" for share in shares.values())
 
 
@@ -65,29 +67,32 @@ def _retries(m: ModeResult) -> str:
 
 # (row label, how to read it from one mode's results)
 ROWS: tuple[tuple[str, Callable[[ModeResult], str]], ...] = (
-    ("orders share %", lambda m: _shares(m.steady.shares["orders"])),
-    ("inventory share %", lambda m: _shares(m.steady.shares["inventory"])),
+    ("orders share %", lambda m: percent_shares(m.steady.shares["orders"])),
+    ("inventory share %", lambda m: percent_shares(m.steady.shares["inventory"])),
     ("imbalance (inv)", lambda m: f"{m.steady.imbalance['inventory']:.2f}"),
     ("closed calls/s", lambda m: f"{m.steady.calls_per_s:.0f}"),
     ("closed p50/p99 ms", lambda m: f"{m.steady.p50_ms:.0f}/{m.steady.p99_ms:.0f}"),
     ("CPU s/1k: apps", _cost(lambda c: _cpu(c.app_cpu_s_per_1000_calls))),
     ("CPU s/1k: proxies", _cost(lambda c: _cpu(c.proxy_cpu_s_per_1000_calls))),
     ("proxy RSS MiB", _cost(_memory)),
-    ("mesh inv. share %", _cost(lambda c: _shares(c.proxy_shares.get("inventory", {})) or "-")),
+    (
+        "mesh inv. share %",
+        _cost(lambda c: percent_shares(c.proxy_shares.get("inventory", {})) or "-"),
+    ),
     ("fixed p50/p99 ms", _fixed(lambda f: f"{f.p50_ms:.0f}/{f.p99_ms:.0f}")),
     ("fixed in objective", _fixed(lambda f: f"{f.within_objective:.1%}")),
     ("fixed goodput/s", _fixed(lambda f: f"{f.goodput_per_s:.0f}")),
     ("fixed failed (t/o)", _fixed(lambda f: f"{f.failures} ({f.timeouts})")),
     ("busiest orders pod", _fixed(lambda f: _busiest(f, "orders"))),
     ("busiest inv. pod", _fixed(lambda f: _busiest(f, "inventory"))),
-    ("scale-up 1st call", lambda m: _seconds(m.scale_up.first_traffic_s)),
-    ("scale-up 80%", lambda m: _seconds(m.scale_up.fair_share_s)),
+    ("scale-up 1st call", lambda m: seconds_or_never(m.scale_up.first_traffic_s)),
+    ("scale-up 80%", lambda m: seconds_or_never(m.scale_up.fair_share_s)),
     ("rollout failed", lambda m: _failed(m.rollout)),
     ("scale-down failed", lambda m: _failed(m.scale_down)),
     ("retried attempts", _retries),
     (
         "node client inv. %",
-        lambda m: "-" if m.node_client is None else _shares(m.node_client.shares),
+        lambda m: "-" if m.node_client is None else percent_shares(m.node_client.shares),
     ),
 )
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from shop.lab import capacity, svg
 from shop.lab.page import CSS
+from shop.lab.report import percent_shares, seconds_or_never
 from shop.lab.scenario_results import FailingPodMode, ScenarioResults, SlowPodMode, WaitPoint
 from shop.lab.scenarios import SCENARIOS, WAIT_AGE, WAIT_CHART, WAIT_RERESOLUTION, WAIT_TTL
 
@@ -35,7 +36,7 @@ def _pct(value: float) -> str:
 
 
 def _shares(mode: SlowPodMode) -> str:
-    return " ".join(f"{round(s * 100):d}" for s in mode.steady.shares[mode.service].values())
+    return percent_shares(mode.steady.shares[mode.service])
 
 
 def _slow_pod_cpu(mode: SlowPodMode) -> str:
@@ -103,10 +104,6 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:g} s"
 
 
-def _waited(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f} s"
-
-
 WAIT_COLUMNS = (
     "point", "max age", "grace", "re-resolution", "DNS TTL", "first call", "fair share",
 )  # fmt: skip
@@ -128,7 +125,8 @@ def _table(results: ScenarioResults) -> tuple[list[str], list[list[str]], str]:
         rows = [
             [
                 p.name, _seconds(p.max_age_s), _seconds(p.grace_s), _seconds(p.reresolution_s),
-                _seconds(p.ttl_s), _waited(p.first_traffic_s), _waited(p.fair_share_s),
+                _seconds(p.ttl_s), seconds_or_never(p.first_traffic_s),
+                seconds_or_never(p.fair_share_s),
             ]
             for p in points
         ]  # fmt: skip
